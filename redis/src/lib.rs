@@ -1,0 +1,5 @@
+//! Redis strings and hashes: kept in memory per shard, with TTLs, and persisted through the
+//! shard's Volume.
+//!
+//! It depends on `kronotop-volume` and `kronotop-meta` only; it knows nothing of connections or
+//! RESP encoding, which belong to the server.

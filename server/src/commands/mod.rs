@@ -1,0 +1,749 @@
+//! The command table, the central checks every request passes, and dispatch.
+//!
+//! `COMMANDS` is the one table of every command: name, arity (Redis's convention: positive means
+//! exactly that many words with the name, negative at least that many), flags, listeners, key
+//! positions, ACL categories and documentation, and either a parse function or a list of
+//! subcommands. `COMMAND`, `COMMAND INFO|DOCS|LIST|COUNT` and `CLIENT|CONFIG|COMMAND HELP` are
+//! generated from it.
+//!
+//! `resolve` runs the checks of reference section 2.2 once for every request, in this order:
+//! unknown command, arity, listener (admin-port-only or client-port-only commands), cluster
+//! initialised, authentication. A command's own code then only parses (through `Args`) and
+//! executes, returning a `Reply`.
+
+pub mod args;
+mod client;
+mod config;
+mod connection;
+mod docs;
+mod info;
+mod session;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+
+use crate::error::CommandError;
+use crate::node::{Node, PortKind};
+use crate::protocol::reply::Reply;
+use crate::session::Session;
+use args::Args;
+
+/// Command flags, as bits.
+pub mod flags {
+    /// Changes data.
+    pub const WRITE: u32 = 1 << 0;
+    /// Only reads data.
+    pub const READONLY: u32 = 1 << 1;
+    /// Administrative: changes the server rather than data.
+    pub const ADMIN: u32 = 1 << 2;
+    /// Constant time, never blocks.
+    pub const FAST: u32 = 1 << 3;
+    /// Allowed before the client authenticated.
+    pub const NO_AUTH: u32 = 1 << 4;
+    /// Refused inside `MULTI`.
+    pub const NO_MULTI: u32 = 1 << 5;
+    /// Allowed while the server loads data.
+    pub const LOADING: u32 = 1 << 6;
+    /// Allowed on a stale replica.
+    pub const STALE: u32 = 1 << 7;
+    /// Refused until `KR.ADMIN INITIALIZE-CLUSTER` has run.
+    pub const NEEDS_CLUSTER: u32 = 1 << 8;
+
+    /// Names `COMMAND` shows for each flag, in Redis's vocabulary.
+    pub const NAMES: &[(u32, &str)] = &[
+        (WRITE, "write"),
+        (READONLY, "readonly"),
+        (ADMIN, "admin"),
+        (FAST, "fast"),
+        (NO_AUTH, "no_auth"),
+        (NO_MULTI, "no_multi"),
+        (LOADING, "loading"),
+        (STALE, "stale"),
+    ];
+}
+
+/// Which listeners serve a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ports {
+    Both,
+    ClientOnly,
+    AdminOnly,
+}
+
+impl Ports {
+    fn allows(self, port: PortKind) -> bool {
+        match self {
+            Ports::Both => true,
+            Ports::ClientOnly => port == PortKind::Client,
+            Ports::AdminOnly => port == PortKind::Admin,
+        }
+    }
+}
+
+/// Parses the arguments after the (sub)command name into a typed command.
+pub type ParseFn = fn(&mut Args<'_>) -> Result<Command, CommandError>;
+
+/// What a table entry does with its arguments.
+#[derive(Debug)]
+pub enum Body {
+    /// A command parsed by one function.
+    Leaf(ParseFn),
+    /// A command whose first argument names a subcommand; `bare` parses it when sent alone.
+    Container { subcommands: &'static [CommandSpec], bare: Option<ParseFn> },
+}
+
+/// One entry of the command table.
+#[derive(Debug)]
+pub struct CommandSpec {
+    /// Upper-case name, as matched: `CLIENT`, or `LIST` for a subcommand.
+    pub name: &'static str,
+    /// Full lower-case name as `COMMAND` shows it: `client`, `client|list`.
+    pub full: &'static str,
+    /// Name used in arity errors: `CLIENT`, `CLIENT|LIST`.
+    pub display: &'static str,
+    pub arity: i32,
+    pub flags: u32,
+    pub ports: Ports,
+    /// First key argument, last key argument (negative counts from the end), step; 0 when the
+    /// command takes no keys.
+    pub keys: (i32, i32, i32),
+    pub categories: &'static [&'static str],
+    pub group: &'static str,
+    pub since: &'static str,
+    pub summary: &'static str,
+    pub body: Body,
+}
+
+impl CommandSpec {
+    pub fn has_flag(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn arity_ok(&self, argc: usize) -> bool {
+        let argc = i64::try_from(argc).unwrap_or(i64::MAX);
+        let arity = i64::from(self.arity);
+        if arity >= 0 { argc == arity } else { argc >= -arity }
+    }
+
+    pub fn subcommands(&self) -> &'static [CommandSpec] {
+        match self.body {
+            Body::Container { subcommands, .. } => subcommands,
+            Body::Leaf(_) => &[],
+        }
+    }
+}
+
+/// A parsed command, ready to execute.
+#[derive(Debug)]
+pub enum Command {
+    Ping(Option<Bytes>),
+    Echo(Bytes),
+    Quit,
+    Time,
+    Auth {
+        user: Option<Bytes>,
+        pass: Bytes,
+    },
+    Hello(connection::Hello),
+    Info(Vec<String>),
+    Client(client::ClientCmd),
+    CommandInfo(docs::CommandCmd),
+    Config(config::ConfigCmd),
+    SessionAttribute(session::AttributeCmd),
+    SessionClose,
+    /// `HELP` of a container command: its subcommands and what they do.
+    Help(&'static str),
+    /// A command the table knows whose implementation belongs to an issue not done yet.
+    NotSupported(&'static str),
+}
+
+/// What a command may touch while it runs.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    pub node: &'a Arc<Node>,
+    pub session: &'a mut Session,
+}
+
+const CONNECTION: &[&str] = &["@fast", "@connection"];
+const SLOW_CONNECTION: &[&str] = &["@slow", "@connection"];
+const ADMIN: &[&str] = &["@admin", "@slow", "@dangerous"];
+const SERVER_SLOW: &[&str] = &["@slow"];
+const TRANSACTION: &[&str] = &["@fast", "@transaction"];
+
+macro_rules! spec {
+    ($name:literal, $full:literal, $display:literal, $arity:expr, $flags:expr, $ports:expr,
+     $cats:expr, $group:literal, $summary:literal, $body:expr) => {
+        CommandSpec {
+            name: $name,
+            full: $full,
+            display: $display,
+            arity: $arity,
+            flags: $flags,
+            ports: $ports,
+            keys: (0, 0, 0),
+            categories: $cats,
+            group: $group,
+            since: "0.1.0",
+            summary: $summary,
+            body: $body,
+        }
+    };
+}
+
+use flags::{ADMIN as F_ADMIN, FAST, LOADING, NEEDS_CLUSTER, NO_AUTH, STALE};
+
+static CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
+    spec!(
+        "ID",
+        "client|id",
+        "CLIENT|ID",
+        2,
+        FAST | LOADING | STALE,
+        Ports::Both,
+        CONNECTION,
+        "connection",
+        "Returns the unique client ID of the connection.",
+        Body::Leaf(client::parse_id)
+    ),
+    spec!(
+        "GETNAME",
+        "client|getname",
+        "CLIENT|GETNAME",
+        2,
+        FAST | LOADING | STALE,
+        Ports::Both,
+        CONNECTION,
+        "connection",
+        "Returns the name of the connection.",
+        Body::Leaf(client::parse_getname)
+    ),
+    spec!(
+        "SETNAME",
+        "client|setname",
+        "CLIENT|SETNAME",
+        3,
+        FAST | LOADING | STALE,
+        Ports::Both,
+        CONNECTION,
+        "connection",
+        "Sets the connection name.",
+        Body::Leaf(client::parse_setname)
+    ),
+    spec!(
+        "SETINFO",
+        "client|setinfo",
+        "CLIENT|SETINFO",
+        4,
+        FAST | LOADING | STALE,
+        Ports::Both,
+        CONNECTION,
+        "connection",
+        "Sets information about the client library: LIB-NAME or LIB-VER.",
+        Body::Leaf(client::parse_setinfo)
+    ),
+    spec!(
+        "LIST",
+        "client|list",
+        "CLIENT|LIST",
+        -2,
+        F_ADMIN | LOADING | STALE,
+        Ports::Both,
+        ADMIN,
+        "connection",
+        "Lists open connections: [TYPE normal|master|replica|pubsub] [ID id [id ...]].",
+        Body::Leaf(client::parse_list)
+    ),
+    spec!(
+        "INFO",
+        "client|info",
+        "CLIENT|INFO",
+        2,
+        LOADING | STALE,
+        Ports::Both,
+        SLOW_CONNECTION,
+        "connection",
+        "Returns information about the connection.",
+        Body::Leaf(client::parse_info)
+    ),
+    spec!(
+        "KILL",
+        "client|kill",
+        "CLIENT|KILL",
+        -3,
+        F_ADMIN | LOADING | STALE,
+        Ports::Both,
+        ADMIN,
+        "connection",
+        "Terminates connections: CLIENT KILL ip:port, or filters ID, ADDR, LADDR, USER, TYPE, \
+         MAXAGE, SKIPME yes|no; replies the number killed.",
+        Body::Leaf(client::parse_kill)
+    ),
+    spec!(
+        "HELP",
+        "client|help",
+        "CLIENT|HELP",
+        2,
+        LOADING | STALE,
+        Ports::Both,
+        SLOW_CONNECTION,
+        "connection",
+        "Returns helpful text about the CLIENT subcommands.",
+        Body::Leaf(|_| Ok(Command::Help("CLIENT")))
+    ),
+];
+
+static COMMAND_SUBCOMMANDS: &[CommandSpec] = &[
+    spec!(
+        "COUNT",
+        "command|count",
+        "COMMAND|COUNT",
+        2,
+        LOADING | STALE,
+        Ports::Both,
+        SLOW_CONNECTION,
+        "server",
+        "Returns a count of commands.",
+        Body::Leaf(docs::parse_count)
+    ),
+    spec!(
+        "INFO",
+        "command|info",
+        "COMMAND|INFO",
+        -2,
+        LOADING | STALE,
+        Ports::Both,
+        SLOW_CONNECTION,
+        "server",
+        "Returns information about one, multiple or all commands.",
+        Body::Leaf(docs::parse_info)
+    ),
+    spec!(
+        "DOCS",
+        "command|docs",
+        "COMMAND|DOCS",
+        -2,
+        LOADING | STALE,
+        Ports::Both,
+        SLOW_CONNECTION,
+        "server",
+        "Returns documentary information about one, multiple or all commands.",
+        Body::Leaf(docs::parse_docs)
+    ),
+    spec!(
+        "LIST",
+        "command|list",
+        "COMMAND|LIST",
+        -2,
+        LOADING | STALE,
+        Ports::Both,
+        SLOW_CONNECTION,
+        "server",
+        "Returns a list of command names: [FILTERBY MODULE name|ACLCAT category|PATTERN pattern].",
+        Body::Leaf(docs::parse_list)
+    ),
+    spec!(
+        "HELP",
+        "command|help",
+        "COMMAND|HELP",
+        2,
+        LOADING | STALE,
+        Ports::Both,
+        SLOW_CONNECTION,
+        "server",
+        "Returns helpful text about the COMMAND subcommands.",
+        Body::Leaf(|_| Ok(Command::Help("COMMAND")))
+    ),
+];
+
+static CONFIG_SUBCOMMANDS: &[CommandSpec] = &[
+    spec!(
+        "GET",
+        "config|get",
+        "CONFIG|GET",
+        -3,
+        F_ADMIN | LOADING | STALE,
+        Ports::Both,
+        ADMIN,
+        "server",
+        "Returns the effective values of configuration parameters matching patterns.",
+        Body::Leaf(config::parse_get)
+    ),
+    spec!(
+        "SET",
+        "config|set",
+        "CONFIG|SET",
+        -4,
+        F_ADMIN | LOADING | STALE,
+        Ports::Both,
+        ADMIN,
+        "server",
+        "Sets configuration parameters at runtime, all or none.",
+        Body::Leaf(config::parse_set)
+    ),
+    spec!(
+        "RESETSTAT",
+        "config|resetstat",
+        "CONFIG|RESETSTAT",
+        2,
+        F_ADMIN | LOADING | STALE,
+        Ports::Both,
+        ADMIN,
+        "server",
+        "Resets the server's statistics.",
+        Body::Leaf(config::parse_resetstat)
+    ),
+    spec!(
+        "REWRITE",
+        "config|rewrite",
+        "CONFIG|REWRITE",
+        2,
+        F_ADMIN | LOADING | STALE,
+        Ports::Both,
+        ADMIN,
+        "server",
+        "Not supported: the configuration file is never rewritten by the server.",
+        Body::Leaf(|_| Ok(Command::NotSupported("CONFIG REWRITE")))
+    ),
+    spec!(
+        "HELP",
+        "config|help",
+        "CONFIG|HELP",
+        2,
+        LOADING | STALE,
+        Ports::Both,
+        SERVER_SLOW,
+        "server",
+        "Returns helpful text about the CONFIG subcommands.",
+        Body::Leaf(|_| Ok(Command::Help("CONFIG")))
+    ),
+];
+
+/// Every command this server knows.
+pub static COMMANDS: &[CommandSpec] = &[
+    spec!(
+        "PING",
+        "ping",
+        "PING",
+        -1,
+        FAST | LOADING | STALE,
+        Ports::Both,
+        CONNECTION,
+        "connection",
+        "Returns PONG, or the message given.",
+        Body::Leaf(connection::parse_ping)
+    ),
+    spec!(
+        "ECHO",
+        "echo",
+        "ECHO",
+        2,
+        FAST | LOADING | STALE,
+        Ports::Both,
+        CONNECTION,
+        "connection",
+        "Returns the given string.",
+        Body::Leaf(connection::parse_echo)
+    ),
+    spec!(
+        "AUTH",
+        "auth",
+        "AUTH",
+        -2,
+        NO_AUTH | FAST | LOADING | STALE,
+        Ports::ClientOnly,
+        CONNECTION,
+        "connection",
+        "Authenticates the connection: AUTH [username] password.",
+        Body::Leaf(connection::parse_auth)
+    ),
+    spec!(
+        "HELLO",
+        "hello",
+        "HELLO",
+        -1,
+        NO_AUTH | FAST | LOADING | STALE,
+        Ports::Both,
+        CONNECTION,
+        "connection",
+        "Handshakes: HELLO [protover [AUTH username password] [SETNAME clientname]].",
+        Body::Leaf(connection::parse_hello)
+    ),
+    spec!(
+        "QUIT",
+        "quit",
+        "QUIT",
+        -1,
+        NO_AUTH | FAST | LOADING | STALE,
+        Ports::Both,
+        CONNECTION,
+        "connection",
+        "Closes the connection.",
+        Body::Leaf(|_| Ok(Command::Quit))
+    ),
+    spec!(
+        "TIME",
+        "time",
+        "TIME",
+        1,
+        FAST | LOADING | STALE,
+        Ports::ClientOnly,
+        &["@fast"],
+        "server",
+        "Returns the server time: unix seconds and microseconds.",
+        Body::Leaf(|args| args.finish().map(|()| Command::Time))
+    ),
+    spec!(
+        "INFO",
+        "info",
+        "INFO",
+        -1,
+        LOADING | STALE,
+        Ports::Both,
+        &["@slow", "@dangerous"],
+        "server",
+        "Returns information and statistics about the server: INFO [section ...].",
+        Body::Leaf(info::parse)
+    ),
+    spec!(
+        "CLIENT",
+        "client",
+        "CLIENT",
+        -2,
+        0,
+        Ports::Both,
+        &["@slow"],
+        "connection",
+        "A container for client connection commands.",
+        Body::Container { subcommands: CLIENT_SUBCOMMANDS, bare: None }
+    ),
+    spec!(
+        "COMMAND",
+        "command",
+        "COMMAND",
+        -1,
+        LOADING | STALE,
+        Ports::Both,
+        SLOW_CONNECTION,
+        "server",
+        "Returns detailed information about all commands.",
+        Body::Container { subcommands: COMMAND_SUBCOMMANDS, bare: Some(docs::parse_all) }
+    ),
+    spec!(
+        "CONFIG",
+        "config",
+        "CONFIG",
+        -2,
+        0,
+        Ports::Both,
+        &["@slow"],
+        "server",
+        "A container for server configuration commands.",
+        Body::Container { subcommands: CONFIG_SUBCOMMANDS, bare: None }
+    ),
+    spec!(
+        "SESSION.ATTRIBUTE",
+        "session.attribute",
+        "SESSION.ATTRIBUTE",
+        -2,
+        FAST,
+        Ports::Both,
+        CONNECTION,
+        "connection",
+        "Lists or sets session attributes: LIST | SET attribute value.",
+        Body::Leaf(session::parse_attribute)
+    ),
+    spec!(
+        "SESSION.CLOSE",
+        "session.close",
+        "SESSION.CLOSE",
+        1,
+        FAST,
+        Ports::Both,
+        CONNECTION,
+        "connection",
+        "Resets the session: transaction, cursors, attributes, namespace and MULTI state.",
+        Body::Leaf(|args| args.finish().map(|()| Command::SessionClose))
+    ),
+    spec!(
+        "TICK",
+        "tick",
+        "TICK",
+        2,
+        FAST | NEEDS_CLUSTER,
+        Ports::ClientOnly,
+        TRANSACTION,
+        "transactions",
+        "Returns a metadata-store read version: TICK FRESH|CACHED.",
+        Body::Leaf(|_| Ok(Command::NotSupported("TICK")))
+    ),
+];
+
+/// Longest command name we look up; longer names cannot be in the table.
+const MAX_NAME_LEN: usize = 32;
+
+fn index() -> &'static HashMap<&'static str, &'static CommandSpec> {
+    static INDEX: OnceLock<HashMap<&'static str, &'static CommandSpec>> = OnceLock::new();
+    INDEX.get_or_init(|| COMMANDS.iter().map(|c| (c.name, c)).collect())
+}
+
+/// Finds a top-level command by name, ignoring ASCII case, without allocating.
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    if name.len() > MAX_NAME_LEN {
+        return None;
+    }
+    let mut upper = [0u8; MAX_NAME_LEN];
+    for (dst, src) in upper.iter_mut().zip(name) {
+        *dst = src.to_ascii_uppercase();
+    }
+    let upper = std::str::from_utf8(&upper[..name.len()]).ok()?;
+    index().get(upper).copied()
+}
+
+fn find_sub(container: &CommandSpec, name: &[u8]) -> Option<&'static CommandSpec> {
+    container.subcommands().iter().find(|s| s.name.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// A request that passed the central checks.
+#[derive(Debug)]
+pub struct Resolved {
+    pub spec: &'static CommandSpec,
+    /// How many leading words name the command (1, or 2 with a subcommand).
+    pub name_words: usize,
+    /// The parse function to run, when the spec has one for this shape of request.
+    pub parse: ParseFn,
+}
+
+/// Runs the central checks on a request, in the reference's order.
+///
+/// # Errors
+///
+/// The `CommandError` of the first check that fails.
+pub fn resolve(
+    args: &[Bytes],
+    port: PortKind,
+    authenticated: bool,
+    node: &Node,
+) -> Result<Resolved, CommandError> {
+    let name = args.first().map(|b| b.as_ref()).unwrap_or_default();
+    let unknown =
+        || CommandError::UnknownCommand(String::from_utf8_lossy(name).to_ascii_uppercase());
+    let top = lookup(name).ok_or_else(unknown)?;
+    if !top.arity_ok(args.len()) {
+        return Err(CommandError::WrongArity(top.display.to_owned()));
+    }
+    let (spec, name_words, parse) = match top.body {
+        Body::Leaf(parse) => (top, 1, parse),
+        Body::Container { bare, .. } => match (args.get(1), bare) {
+            (None, Some(bare)) => (top, 1, bare),
+            (None, None) => return Err(CommandError::WrongArity(top.display.to_owned())),
+            (Some(sub_name), _) => {
+                let sub = find_sub(top, sub_name).ok_or_else(|| {
+                    CommandError::err_owned(format!(
+                        "unknown subcommand '{}'. Try {} HELP.",
+                        String::from_utf8_lossy(sub_name),
+                        top.name
+                    ))
+                })?;
+                if !sub.arity_ok(args.len()) {
+                    return Err(CommandError::WrongArity(sub.display.to_owned()));
+                }
+                match sub.body {
+                    Body::Leaf(parse) => (sub, 2, parse),
+                    Body::Container { .. } => return Err(unknown()),
+                }
+            }
+        },
+    };
+    if !top.ports.allows(port) {
+        let other = match port {
+            PortKind::Client => PortKind::Admin,
+            PortKind::Admin => PortKind::Client,
+        };
+        return Err(CommandError::WrongPort { name: top.display.to_owned(), port: other.name() });
+    }
+    if spec.has_flag(NEEDS_CLUSTER) && !node.cluster_initialized() {
+        return Err(CommandError::ClusterNotInitialized);
+    }
+    if !authenticated && !top.has_flag(NO_AUTH) {
+        return Err(CommandError::NoAuth);
+    }
+    Ok(Resolved { spec, name_words, parse })
+}
+
+/// Resolves, parses and executes one request, returning its reply and the full name of the
+/// command run (for `CLIENT LIST`'s `cmd=`), if it was known.
+pub async fn dispatch(args: &[Bytes], ctx: &mut Ctx<'_>) -> (Reply, Option<&'static str>) {
+    let resolved = match resolve(args, ctx.session.port, ctx.session.authenticated, ctx.node) {
+        Ok(r) => r,
+        Err(e) => return (e.to_reply(), None),
+    };
+    let mut cursor = Args::new(&args[resolved.name_words..], resolved.spec.display);
+    let reply = match (resolved.parse)(&mut cursor) {
+        Ok(cmd) => execute(cmd, ctx).await.unwrap_or_else(|e| e.to_reply()),
+        Err(e) => e.to_reply(),
+    };
+    (reply, Some(resolved.spec.full))
+}
+
+/// Executes a parsed command.
+///
+/// # Errors
+///
+/// The command's error, which the caller turns into an error reply.
+pub async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<Reply, CommandError> {
+    match cmd {
+        Command::Ping(msg) => Ok(connection::ping(msg, ctx)),
+        Command::Echo(msg) => Ok(Reply::Bulk(msg)),
+        Command::Quit => {
+            ctx.session.close_after_reply = true;
+            Ok(Reply::ok())
+        }
+        Command::Time => Ok(connection::time()),
+        Command::Auth { user, pass } => connection::auth(user, pass, ctx),
+        Command::Hello(hello) => connection::hello(hello, ctx),
+        Command::Info(sections) => Ok(info::info(&sections, ctx)),
+        Command::Client(cmd) => client::execute(cmd, ctx),
+        Command::CommandInfo(cmd) => Ok(docs::execute(cmd)),
+        Command::Config(cmd) => config::execute(cmd, ctx),
+        Command::SessionAttribute(cmd) => session::attribute(cmd, ctx),
+        Command::SessionClose => {
+            ctx.session.reset(ctx.node);
+            Ok(Reply::ok())
+        }
+        Command::Help(container) => Ok(docs::help(container)),
+        Command::NotSupported(what) => {
+            Err(CommandError::err_owned(format!("{what} is not supported yet")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_consistent() {
+        let mut seen = std::collections::HashSet::new();
+        for spec in COMMANDS {
+            assert!(seen.insert(spec.name), "duplicate {}", spec.name);
+            assert_eq!(spec.full, spec.name.to_ascii_lowercase());
+            assert_eq!(spec.display, spec.name);
+            for sub in spec.subcommands() {
+                assert_eq!(sub.full, format!("{}|{}", spec.full, sub.name.to_ascii_lowercase()));
+                assert_eq!(sub.display, format!("{}|{}", spec.name, sub.name));
+                assert!(sub.arity.abs() >= 2, "{} arity must count the subcommand", sub.full);
+            }
+            assert!(spec.name.len() <= MAX_NAME_LEN);
+        }
+    }
+
+    #[test]
+    fn lookup_ignores_case() {
+        assert_eq!(lookup(b"pInG").map(|s| s.name), Some("PING"));
+        assert!(lookup(b"PINGX").is_none());
+        assert!(lookup(&[b'A'; 100]).is_none());
+        assert!(lookup(&[0xff, 0xfe]).is_none());
+    }
+}

@@ -1,0 +1,443 @@
+//! Configuration: one TOML file whose sections mirror the crates, overridden by `KRONOTOP_…`
+//! environment variables, overridden by command-line flags.
+//!
+//! Every key has a default (documented in `docs/configuration.md`), so an empty file, or none, is a
+//! working configuration. Environment variables name a key by its path in upper case with `__`
+//! between sections: `network.client.port` is `KRONOTOP_NETWORK__CLIENT__PORT`, `data_dir` is
+//! `KRONOTOP_DATA_DIR`. Values are read with the type of the key they override, so a password made
+//! of digits stays a string. Unknown keys are errors wherever they come from: a typo must not be
+//! silently ignored.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "KRONOTOP_";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid configuration in {origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+fn invalid(origin: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { origin: origin.into(), message: message.into() }
+}
+
+/// The whole configuration of a member.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Root of the member's local files; the member lives in `<data_dir>/<cluster.name>/<id>/`.
+    pub data_dir: PathBuf,
+    /// Namespace every session starts in.
+    pub default_namespace: String,
+    /// `human` or `json`.
+    pub log_format: LogFormat,
+    /// A `tracing` filter such as `info` or `kronotop_server=debug`.
+    pub log_level: String,
+    pub cluster: ClusterConfig,
+    pub network: NetworkConfig,
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub session_attributes: SessionAttributesConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("kronotop-data"),
+            default_namespace: "global".to_owned(),
+            log_format: LogFormat::Human,
+            log_level: "info".to_owned(),
+            cluster: ClusterConfig::default(),
+            network: NetworkConfig::default(),
+            server: ServerConfig::default(),
+            auth: AuthConfig::default(),
+            session_attributes: SessionAttributesConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Root segment of the cluster's metadata; several clusters may share one metadata store.
+    pub name: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { name: "development".to_owned() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// The client (external) listener.
+    pub client: ListenerConfig,
+    /// The admin and replication (internal) listener.
+    pub admin: ListenerConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub host: String,
+    /// 0 picks a free port (tests use this; the bound address is logged).
+    pub port: u16,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            client: ListenerConfig { host: "127.0.0.1".to_owned(), port: 5484 },
+            admin: ListenerConfig { host: "127.0.0.1".to_owned(), port: 3320 },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Most connections served at once, over both listeners (Redis's `maxclients`, default 10000).
+    pub maxclients: usize,
+    /// With no password and a non-loopback bind, refuse non-loopback clients (Redis's
+    /// `protected-mode`).
+    pub protected_mode: bool,
+    /// Largest bulk string a request may carry (Redis's `proto-max-bulk-len`, default 512 MB).
+    pub proto_max_bulk_len: u64,
+    /// How long a graceful shutdown waits for connections to finish their in-flight commands.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            maxclients: 10_000,
+            protected_mode: true,
+            proto_max_bulk_len: crate::protocol::request::DEFAULT_MAX_BULK_LEN,
+            shutdown_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Password of the `default` user. Kept only as a salted hash once loaded.
+    pub requirepass: Option<String>,
+    /// Named users and their passwords. Kept only as salted hashes once loaded.
+    pub users: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionAttributesConfig {
+    /// `json` or `bson`: how documents are encoded in replies.
+    pub reply_type: String,
+    /// `json` or `bson`: how `BUCKET.INSERT` decodes documents.
+    pub input_type: String,
+    /// Default batch size of queries.
+    pub limit: u32,
+    /// `hex` or `bytes`: how object ids appear in replies.
+    pub object_id_format: String,
+}
+
+impl Default for SessionAttributesConfig {
+    fn default() -> Self {
+        SessionAttributesConfig {
+            reply_type: "json".to_owned(),
+            input_type: "json".to_owned(),
+            limit: 100,
+            object_id_format: "hex".to_owned(),
+        }
+    }
+}
+
+/// Overrides given on the command line; `None` leaves the key as the file and environment set it.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub admin_host: Option<String>,
+    pub admin_port: Option<u16>,
+    pub data_dir: Option<PathBuf>,
+    pub log_format: Option<String>,
+    pub log_level: Option<String>,
+    /// `key=value` pairs for any other key, by its dotted path.
+    pub set: Vec<String>,
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `file`, then `env` (pairs of variable name and
+    /// value; only those starting with `KRONOTOP_` are read), then `overrides`.
+    ///
+    /// # Errors
+    ///
+    /// A `ConfigError` naming where the bad value came from.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let defaults = toml::Value::try_from(Config::default())
+            .map_err(|e| invalid("defaults", e.to_string()))?;
+        let mut value = defaults.clone();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+            let from_file: toml::Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| invalid(path.display().to_string(), e.to_string()))?;
+            merge(&mut value, toml::Value::Table(from_file));
+            // Check the file on its own first so its errors name the file.
+            Config::deserialize(value.clone())
+                .map_err(|e| invalid(path.display().to_string(), e.to_string()))?;
+        }
+        let mut env: Vec<(String, String)> =
+            env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        env.sort();
+        for (name, raw) in env {
+            let path: Vec<String> =
+                name[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
+            set_path(&mut value, &defaults, &path, &raw)
+                .map_err(|message| invalid(format!("environment variable {name}"), message))?;
+        }
+        let flags: [(&[&str], Option<String>); 7] = [
+            (&["network", "client", "host"], overrides.host.clone()),
+            (&["network", "client", "port"], overrides.port.map(|p| p.to_string())),
+            (&["network", "admin", "host"], overrides.admin_host.clone()),
+            (&["network", "admin", "port"], overrides.admin_port.map(|p| p.to_string())),
+            (&["data_dir"], overrides.data_dir.as_ref().map(|d| d.display().to_string())),
+            (&["log_format"], overrides.log_format.clone()),
+            (&["log_level"], overrides.log_level.clone()),
+        ];
+        for (path, raw) in flags {
+            if let Some(raw) = raw {
+                let path: Vec<String> = path.iter().map(|s| (*s).to_owned()).collect();
+                set_path(&mut value, &defaults, &path, &raw)
+                    .map_err(|message| invalid("command line", message))?;
+            }
+        }
+        for pair in &overrides.set {
+            let (key, raw) = pair.split_once('=').ok_or_else(|| {
+                invalid("command line", format!("--set expects key=value, got '{pair}'"))
+            })?;
+            let path: Vec<String> = key.split('.').map(str::to_owned).collect();
+            set_path(&mut value, &defaults, &path, raw)
+                .map_err(|message| invalid("command line", message))?;
+        }
+        let config = Config::deserialize(value)
+            .map_err(|e| invalid("the merged configuration", e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let check = |ok: bool, message: &str| {
+            if ok { Ok(()) } else { Err(invalid("configuration", message)) }
+        };
+        check(self.server.maxclients > 0, "server.maxclients must be at least 1")?;
+        check(
+            self.server.proto_max_bulk_len >= MIN_PROTO_MAX_BULK_LEN,
+            "server.proto_max_bulk_len must be at least 1048576 (1 MiB), as in Redis",
+        )?;
+        check(!self.cluster.name.is_empty(), "cluster.name must not be empty")?;
+        check(!self.default_namespace.is_empty(), "default_namespace must not be empty")?;
+        for (name, listener) in [("client", &self.network.client), ("admin", &self.network.admin)] {
+            if listener.host.parse::<IpAddr>().is_err() && listener.host != "localhost" {
+                return Err(invalid(
+                    "configuration",
+                    format!("network.{name}.host must be an IP address, got '{}'", listener.host),
+                ));
+            }
+        }
+        let a = &self.session_attributes;
+        check(
+            matches!(a.reply_type.as_str(), "json" | "bson"),
+            "session_attributes.reply_type must be json or bson",
+        )?;
+        check(
+            matches!(a.input_type.as_str(), "json" | "bson"),
+            "session_attributes.input_type must be json or bson",
+        )?;
+        check(a.limit > 0, "session_attributes.limit must be greater than 0")?;
+        check(
+            matches!(a.object_id_format.as_str(), "hex" | "bytes"),
+            "session_attributes.object_id_format must be hex or bytes",
+        )?;
+        Ok(())
+    }
+}
+
+/// Smallest `proto-max-bulk-len` Redis accepts (`config.c`: 1024*1024).
+pub const MIN_PROTO_MAX_BULK_LEN: u64 = 1024 * 1024;
+
+/// Recursively merges `from` into `into`, tables key by key, other values replaced.
+fn merge(into: &mut toml::Value, from: toml::Value) {
+    match (into, from) {
+        (toml::Value::Table(a), toml::Value::Table(b)) => {
+            for (k, v) in b {
+                match a.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        a.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Sets the key at `path` from its text form, reading it with the type the default has there.
+fn set_path(
+    value: &mut toml::Value,
+    defaults: &toml::Value,
+    path: &[String],
+    raw: &str,
+) -> Result<(), String> {
+    let dotted = path.join(".");
+    let typed = match lookup(defaults, path) {
+        Some(toml::Value::Integer(_)) => toml::Value::Integer(
+            raw.trim().parse().map_err(|_| format!("{dotted} expects an integer, got '{raw}'"))?,
+        ),
+        Some(toml::Value::Boolean(_)) => toml::Value::Boolean(
+            parse_bool(raw)
+                .ok_or_else(|| format!("{dotted} expects true/false (or yes/no), got '{raw}'"))?,
+        ),
+        Some(toml::Value::Table(_)) => {
+            return Err(format!("{dotted} is a section, not a key"));
+        }
+        Some(_) => toml::Value::String(raw.to_owned()),
+        None => {
+            // Keys with no default value: optional strings and the entries of string maps.
+            let optional = matches!(path, [a, b] if a == "auth" && b == "requirepass")
+                || matches!(path, [a, b, _] if a == "auth" && b == "users");
+            if !optional {
+                return Err(format!("unknown configuration key '{dotted}'"));
+            }
+            toml::Value::String(raw.to_owned())
+        }
+    };
+    let mut node = value;
+    for (i, segment) in path.iter().enumerate() {
+        let table = node.as_table_mut().ok_or_else(|| format!("{dotted} is not a section"))?;
+        if i + 1 == path.len() {
+            table.insert(segment.clone(), typed);
+            return Ok(());
+        }
+        node =
+            table.entry(segment.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    }
+    Err("empty configuration key".to_owned())
+}
+
+fn lookup<'a>(value: &'a toml::Value, path: &[String]) -> Option<&'a toml::Value> {
+    path.iter().try_fold(value, |node, segment| node.as_table()?.get(segment))
+}
+
+/// Reads a boolean the way Redis's `CONFIG SET` and our files accept it.
+pub fn parse_bool(raw: &str) -> Option<bool> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Some(true),
+        "false" | "no" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let c = Config::load(None, vec![], &Overrides::default()).unwrap();
+        assert_eq!(c.network.client.port, 5484);
+        assert_eq!(c.network.admin.port, 3320);
+        assert_eq!(c.network.client.host, "127.0.0.1");
+        assert_eq!(c.server.maxclients, 10_000);
+        assert_eq!(c.server.proto_max_bulk_len, 512 * 1024 * 1024);
+        assert_eq!(c.cluster.name, "development");
+        assert_eq!(c.session_attributes.limit, 100);
+    }
+
+    #[test]
+    fn precedence_is_file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/from-file\"\n[network.client]\nport = 1111\n[server]\nmaxclients = 5\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&file),
+            env(&[
+                ("KRONOTOP_NETWORK__CLIENT__PORT", "2222"),
+                ("KRONOTOP_SERVER__MAXCLIENTS", "7"),
+                ("KRONOTOP_AUTH__REQUIREPASS", "12345"),
+                ("UNRELATED", "x"),
+            ]),
+            &Overrides { port: Some(3333), ..Overrides::default() },
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from-file"));
+        assert_eq!(c.network.client.port, 3333);
+        assert_eq!(c.server.maxclients, 7);
+        assert_eq!(c.auth.requirepass.as_deref(), Some("12345"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = Config::load(
+            None,
+            env(&[("KRONOTOP_NETWORK__CLIENT__PROT", "1")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("KRONOTOP_NETWORK__CLIENT__PROT") && err.contains("unknown"), "{err}");
+        let err = Config::load(
+            None,
+            env(&[("KRONOTOP_SERVER__MAXCLIENTS", "many")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("expects an integer"), "{err}");
+        let err = Config::load(
+            None,
+            vec![],
+            &Overrides { set: vec!["server.maxclients=0".into()], ..Overrides::default() },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("maxclients must be at least 1"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k.toml");
+        std::fs::write(&file, "[server]\nmaxclient = 5\n").unwrap();
+        let err = Config::load(Some(&file), vec![], &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("k.toml") && err.contains("maxclient"), "{err}");
+    }
+}

@@ -1,0 +1,173 @@
+//! One client connection: read, parse every complete request already buffered, dispatch each,
+//! encode the replies, flush once, repeat.
+//!
+//! Pipelining falls out of this loop: a client that writes 10,000 commands at once gets its
+//! 10,000 replies in order, written in a few large writes instead of 10,000 small ones. A protocol
+//! error is answered with `-ERR Protocol error: …` after the replies of the requests before it,
+//! and the connection is closed, as Redis does; the server and other connections go on.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::commands::{Ctx, dispatch};
+use crate::error::CommandError;
+use crate::node::{ClientHandle, Node};
+use crate::protocol::reply::encode;
+use crate::protocol::request::{Limits, RequestParser};
+use crate::session::Session;
+
+/// Read buffer size, and the most we ask the kernel for in one read. 16 KiB is Redis's
+/// `PROTO_IOBUF_LEN`.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Replies are written out once this much is pending even if more requests are buffered, so a
+/// huge pipeline does not hold all of its replies in memory at once (Redis's `NET_MAX_WRITES_PER_EVENT`
+/// is 64 KiB; we allow a little more per write).
+const FLUSH_THRESHOLD: usize = 256 * 1024;
+
+/// An idle connection's buffers are given back when they grew past this, so one large request
+/// does not pin its memory for the connection's lifetime.
+const SHRINK_ABOVE: usize = 1024 * 1024;
+
+/// After a protocol error we stop reading requests but keep draining the socket for this long
+/// before closing, so the client receives the error instead of a reset from unread data.
+const LINGER: Duration = Duration::from_millis(200);
+
+/// Serves one accepted connection until the client leaves, is killed, or the server shuts down.
+pub async fn serve(stream: TcpStream, node: Arc<Node>, client: Arc<ClientHandle>) {
+    let id = client.id;
+    let mut session = Session::new(&node, client);
+    if let Err(err) = run(stream, &node, &mut session).await {
+        tracing::debug!(client = id, %err, "connection ended with an I/O error");
+    }
+    node.clients.unregister(id);
+}
+
+async fn run(
+    mut stream: TcpStream,
+    node: &Arc<Node>,
+    session: &mut Session,
+) -> std::io::Result<()> {
+    // Replies to pipelined requests are written in one go; Nagle would only delay them.
+    stream.set_nodelay(true)?;
+    let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = BytesMut::with_capacity(READ_CHUNK);
+    let mut parser = RequestParser::new();
+    loop {
+        if inbuf.capacity() - inbuf.len() < READ_CHUNK / 4 {
+            inbuf.reserve(READ_CHUNK);
+        }
+        let read = tokio::select! {
+            biased;
+            () = session.client.kill.cancelled() => return Ok(()),
+            () = node.shutdown.cancelled() => return Ok(()),
+            read = stream.read_buf(&mut inbuf) => read?,
+        };
+        if read == 0 {
+            return Ok(());
+        }
+        node.stats.net_input_bytes.fetch_add(read as u64, Ordering::Relaxed);
+
+        let mut commands = 0u64;
+        let mut errors = 0u64;
+        let mut written = 0u64;
+        let mut last_command = None;
+        let mut close = false;
+        loop {
+            let limits = Limits {
+                max_bulk_len: node.settings.proto_max_bulk_len.load(Ordering::Relaxed),
+                unauthenticated: !session.authenticated,
+            };
+            match parser.parse(&mut inbuf, limits) {
+                Ok(Some(request)) => {
+                    let (reply, name) = dispatch(&request.args, &mut Ctx { node, session }).await;
+                    commands += 1;
+                    errors += u64::from(reply.is_error());
+                    last_command = name.or(last_command);
+                    encode(reply, session.protocol, &mut out);
+                    if session.close_after_reply {
+                        close = true;
+                        break;
+                    }
+                    if out.len() >= FLUSH_THRESHOLD {
+                        written += out.len() as u64;
+                        stream.write_all(&out).await?;
+                        out.clear();
+                    }
+                }
+                Ok(None) => break,
+                Err(err) => {
+                    tracing::debug!(client = session.client.id, %err, "closing connection");
+                    node.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                    encode(
+                        CommandError::err_owned(err.to_string()).to_reply(),
+                        session.protocol,
+                        &mut out,
+                    );
+                    errors += 1;
+                    close = true;
+                    break;
+                }
+            }
+        }
+        if !out.is_empty() {
+            written += out.len() as u64;
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+        record(node, session, commands, errors, written, last_command);
+        if close {
+            return linger_close(stream).await;
+        }
+        if inbuf.is_empty() && inbuf.capacity() > SHRINK_ABOVE {
+            inbuf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        if out.capacity() > SHRINK_ABOVE {
+            out = BytesMut::with_capacity(READ_CHUNK);
+        }
+    }
+}
+
+/// Publishes a batch's counters and the client's last command, once per batch.
+fn record(
+    node: &Node,
+    session: &Session,
+    commands: u64,
+    errors: u64,
+    written: u64,
+    last_command: Option<&'static str>,
+) {
+    let stats = &node.stats;
+    stats.net_output_bytes.fetch_add(written, Ordering::Relaxed);
+    if commands > 0 {
+        stats.commands_processed.fetch_add(commands, Ordering::Relaxed);
+        let mut info = session.client.info();
+        info.last_active = Instant::now();
+        if let Some(name) = last_command {
+            info.last_command = name;
+        }
+    }
+    if errors > 0 {
+        stats.error_replies.fetch_add(errors, Ordering::Relaxed);
+    }
+}
+
+/// Half-closes the connection and drains what the client still sends for a moment, so the last
+/// reply (often an error explaining the close) reaches the client.
+async fn linger_close(mut stream: TcpStream) -> std::io::Result<()> {
+    stream.shutdown().await?;
+    let mut sink = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + LINGER;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+            Ok(Ok(0)) | Err(_) => return Ok(()),
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => return Err(err),
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! `Node`: the state one member's connections share: configuration, settings that `CONFIG SET`
+//! changes at runtime, credentials, the client registry, statistics and the shutdown signal.
+//!
+//! Connections hold an `Arc<Node>`. Hot-path counters are atomics that each connection updates
+//! once per batch of pipelined commands, not once per command, so two cores do not fight over one
+//! cache line for every `PING`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::error::CommandError;
+
+/// Which listener a connection came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortKind {
+    /// The client (external) port, 5484 by default.
+    Client,
+    /// The admin and replication (internal) port, 3320 by default.
+    Admin,
+}
+
+impl PortKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PortKind::Client => "client",
+            PortKind::Admin => "admin",
+        }
+    }
+}
+
+/// A password kept as a salted SHA-256 digest. The plain text is dropped once the configuration
+/// is loaded; checks compare digests in constant time.
+#[derive(Clone)]
+pub struct PasswordHash {
+    salt: [u8; 16],
+    digest: [u8; 32],
+}
+
+impl std::fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordHash(..)")
+    }
+}
+
+impl PasswordHash {
+    /// Hashes `password` with a fresh random salt.
+    ///
+    /// # Errors
+    ///
+    /// When the operating system has no randomness to give.
+    pub fn new(password: &[u8]) -> Result<Self, getrandom::Error> {
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt)?;
+        Ok(PasswordHash { salt, digest: Self::digest(&salt, password) })
+    }
+
+    fn digest(salt: &[u8; 16], password: &[u8]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(salt);
+        h.update(password);
+        h.finalize().into()
+    }
+
+    /// Whether `password` is the one this hash was made from.
+    pub fn verify(&self, password: &[u8]) -> bool {
+        Self::digest(&self.salt, password).ct_eq(&self.digest).into()
+    }
+
+    /// The form `CONFIG GET requirepass` shows: the algorithm, salt and digest, never the password.
+    pub fn display(&self) -> String {
+        format!("sha256${}${}", hex::encode(self.salt), hex::encode(self.digest))
+    }
+}
+
+/// Credentials: the `default` user's password (`requirepass`) and named users.
+#[derive(Debug, Default)]
+pub struct Auth {
+    requirepass: RwLock<Option<PasswordHash>>,
+    users: BTreeMap<String, PasswordHash>,
+}
+
+/// The user name of `requirepass`, as in Redis.
+pub const DEFAULT_USER: &str = "default";
+
+impl Auth {
+    /// Takes the plain-text passwords out of `config` and keeps only their hashes.
+    ///
+    /// # Errors
+    ///
+    /// When no randomness is available for the salts.
+    pub fn from_config(config: &mut Config) -> Result<Auth, getrandom::Error> {
+        let requirepass = match config.auth.requirepass.take() {
+            Some(p) if !p.is_empty() => Some(PasswordHash::new(p.as_bytes())?),
+            _ => None,
+        };
+        let mut users = BTreeMap::new();
+        for (name, pass) in std::mem::take(&mut config.auth.users) {
+            users.insert(name, PasswordHash::new(pass.as_bytes())?);
+        }
+        Ok(Auth { requirepass: RwLock::new(requirepass), users })
+    }
+
+    fn requirepass(&self) -> std::sync::RwLockReadGuard<'_, Option<PasswordHash>> {
+        self.requirepass.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether clients must authenticate before using commands.
+    pub fn required(&self) -> bool {
+        self.requirepass().is_some() || !self.users.is_empty()
+    }
+
+    /// Whether the default user has a password (protected mode looks at this, as Redis does).
+    pub fn has_default_password(&self) -> bool {
+        self.requirepass().is_some()
+    }
+
+    /// Replaces the default user's password; an empty one removes it.
+    ///
+    /// # Errors
+    ///
+    /// When no randomness is available for the salt.
+    pub fn set_requirepass(&self, password: &[u8]) -> Result<(), getrandom::Error> {
+        let hash = if password.is_empty() { None } else { Some(PasswordHash::new(password)?) };
+        *self.requirepass.write().unwrap_or_else(std::sync::PoisonError::into_inner) = hash;
+        Ok(())
+    }
+
+    pub fn requirepass_display(&self) -> String {
+        self.requirepass().as_ref().map(PasswordHash::display).unwrap_or_default()
+    }
+
+    /// Checks `AUTH [user] pass`, returning the authenticated user's name.
+    ///
+    /// # Errors
+    ///
+    /// `WRONGPASS` for an unknown user or a wrong password, and Redis's `ERR AUTH <password>
+    /// called without any password configured…` for the one-argument form when the default user
+    /// has no password.
+    pub fn check(&self, user: Option<&[u8]>, pass: &[u8]) -> Result<String, CommandError> {
+        match user {
+            None | Some(b"default") => match self.requirepass().as_ref() {
+                Some(hash) if hash.verify(pass) => Ok(DEFAULT_USER.to_owned()),
+                Some(_) => Err(CommandError::WrongPass),
+                // Redis: the default user without a password accepts `AUTH default <anything>`.
+                None if user.is_some() => Ok(DEFAULT_USER.to_owned()),
+                None => Err(CommandError::err(
+                    "AUTH <password> called without any password configured for the default \
+                     user. Are you sure your configuration is correct?",
+                )),
+            },
+            Some(name) => {
+                let name = std::str::from_utf8(name).map_err(|_| CommandError::WrongPass)?;
+                match self.users.get(name) {
+                    Some(hash) if hash.verify(pass) => Ok(name.to_owned()),
+                    _ => Err(CommandError::WrongPass),
+                }
+            }
+        }
+    }
+}
+
+/// Settings that `CONFIG SET` may change while the server runs.
+#[derive(Debug)]
+pub struct Settings {
+    pub maxclients: AtomicUsize,
+    pub protected_mode: AtomicBool,
+    pub proto_max_bulk_len: AtomicU64,
+}
+
+/// Server-wide counters shown by `INFO stats` and cleared by `CONFIG RESETSTAT`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections_received: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub commands_processed: AtomicU64,
+    pub error_replies: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub net_input_bytes: AtomicU64,
+    pub net_output_bytes: AtomicU64,
+}
+
+impl Stats {
+    pub fn reset(&self) {
+        for counter in [
+            &self.connections_received,
+            &self.rejected_connections,
+            &self.commands_processed,
+            &self.error_replies,
+            &self.protocol_errors,
+            &self.net_input_bytes,
+            &self.net_output_bytes,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// What `CLIENT LIST` shows of a connection that may change while it lives.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub name: Option<Bytes>,
+    pub lib_name: Option<Bytes>,
+    pub lib_ver: Option<Bytes>,
+    pub user: String,
+    pub resp: i64,
+    /// Full name of the last command, such as `client|list`.
+    pub last_command: &'static str,
+    pub last_active: Instant,
+    pub in_multi: Option<usize>,
+}
+
+/// One connected client, as the registry sees it.
+#[derive(Debug)]
+pub struct ClientHandle {
+    pub id: u64,
+    pub addr: SocketAddr,
+    pub laddr: SocketAddr,
+    pub port: PortKind,
+    pub created: Instant,
+    /// Cancelled by `CLIENT KILL`; the connection closes once its current command is done.
+    pub kill: CancellationToken,
+    info: Mutex<ClientInfo>,
+}
+
+impl ClientHandle {
+    pub fn info(&self) -> MutexGuard<'_, ClientInfo> {
+        self.info.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The `CLIENT LIST` / `CLIENT INFO` line of this client, in Redis 7's `key=value` format with
+    /// the fields we can tell truthfully, plus `port` (which listener).
+    pub fn describe(&self) -> String {
+        let info = self.info().clone();
+        let now = Instant::now();
+        let text = |b: &Option<Bytes>| {
+            b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default()
+        };
+        format!(
+            "id={} addr={} laddr={} name={} age={} idle={} flags={} db=0 multi={} cmd={} user={} \
+             resp={} lib-name={} lib-ver={} port={}",
+            self.id,
+            self.addr,
+            self.laddr,
+            text(&info.name),
+            now.duration_since(self.created).as_secs(),
+            now.duration_since(info.last_active).as_secs(),
+            if info.in_multi.is_some() { "x" } else { "N" },
+            info.in_multi.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+            info.last_command,
+            info.user,
+            info.resp,
+            text(&info.lib_name),
+            text(&info.lib_ver),
+            self.port.name(),
+        )
+    }
+}
+
+/// Every connected client by id, for `CLIENT LIST`, `CLIENT KILL` and `maxclients`.
+#[derive(Debug, Default)]
+pub struct ClientRegistry {
+    clients: Mutex<BTreeMap<u64, Arc<ClientHandle>>>,
+    next_id: AtomicU64,
+}
+
+impl ClientRegistry {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<ClientHandle>>> {
+        self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a new connection if fewer than `max` are connected.
+    pub fn register(
+        &self,
+        addr: SocketAddr,
+        laddr: SocketAddr,
+        port: PortKind,
+        max: usize,
+        user: &str,
+    ) -> Option<Arc<ClientHandle>> {
+        let mut clients = self.lock();
+        if clients.len() >= max {
+            return None;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = Instant::now();
+        let handle = Arc::new(ClientHandle {
+            id,
+            addr,
+            laddr,
+            port,
+            created: now,
+            kill: CancellationToken::new(),
+            info: Mutex::new(ClientInfo {
+                name: None,
+                lib_name: None,
+                lib_ver: None,
+                user: user.to_owned(),
+                resp: 2,
+                last_command: "NULL",
+                last_active: now,
+                in_multi: None,
+            }),
+        });
+        clients.insert(id, Arc::clone(&handle));
+        Some(handle)
+    }
+
+    pub fn unregister(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A snapshot of every client, by id.
+    pub fn all(&self) -> Vec<Arc<ClientHandle>> {
+        self.lock().values().cloned().collect()
+    }
+}
+
+/// Addresses the listeners are bound to (port 0 in the configuration becomes a real port).
+#[derive(Debug, Clone, Copy)]
+pub struct BoundAddrs {
+    pub client: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// State shared by every connection of this member.
+#[derive(Debug)]
+pub struct Node {
+    /// The configuration as loaded, with plain-text passwords removed.
+    pub config: Config,
+    pub config_file: Option<PathBuf>,
+    /// This member's id: 40 lowercase hex characters, kept in the data directory.
+    pub member_id: String,
+    pub settings: Settings,
+    pub auth: Auth,
+    pub clients: ClientRegistry,
+    pub stats: Stats,
+    pub started_at: Instant,
+    pub started_unix_secs: u64,
+    /// Cancelled when the server starts shutting down.
+    pub shutdown: CancellationToken,
+    pub bound: OnceLock<BoundAddrs>,
+}
+
+impl Node {
+    /// Builds the node state, hashing and dropping the configured passwords.
+    ///
+    /// # Errors
+    ///
+    /// When no randomness is available for the password salts.
+    pub fn new(
+        mut config: Config,
+        config_file: Option<PathBuf>,
+        member_id: String,
+    ) -> Result<Node, getrandom::Error> {
+        let auth = Auth::from_config(&mut config)?;
+        let settings = Settings {
+            maxclients: AtomicUsize::new(config.server.maxclients),
+            protected_mode: AtomicBool::new(config.server.protected_mode),
+            proto_max_bulk_len: AtomicU64::new(config.server.proto_max_bulk_len),
+        };
+        Ok(Node {
+            config,
+            config_file,
+            member_id,
+            settings,
+            auth,
+            clients: ClientRegistry::default(),
+            stats: Stats::default(),
+            started_at: Instant::now(),
+            started_unix_secs: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default(),
+            shutdown: CancellationToken::new(),
+            bound: OnceLock::new(),
+        })
+    }
+
+    /// Whether the cluster this member belongs to has been initialised with
+    /// `KR.ADMIN INITIALIZE-CLUSTER`. The cluster control plane does not exist yet, so no cluster
+    /// can have been initialised and commands that need one are refused.
+    pub fn cluster_initialized(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_salted_and_checked() {
+        let a = PasswordHash::new(b"devpass").unwrap();
+        let b = PasswordHash::new(b"devpass").unwrap();
+        assert!(a.verify(b"devpass"));
+        assert!(!a.verify(b"devpas"));
+        assert!(!a.verify(b""));
+        assert_ne!(a.display(), b.display(), "two hashes of one password must differ by salt");
+        assert!(!a.display().contains("devpass"));
+    }
+
+    #[test]
+    fn auth_rules() {
+        let mut config = Config::default();
+        config.auth.requirepass = Some("devpass".into());
+        config.auth.users.insert("alice".into(), "wonder".into());
+        let auth = Auth::from_config(&mut config).unwrap();
+        assert!(config.auth.requirepass.is_none() && config.auth.users.is_empty());
+        assert_eq!(auth.check(None, b"devpass").unwrap(), "default");
+        assert_eq!(auth.check(Some(b"default"), b"devpass").unwrap(), "default");
+        assert_eq!(auth.check(Some(b"alice"), b"wonder").unwrap(), "alice");
+        assert_eq!(auth.check(Some(b"alice"), b"devpass"), Err(CommandError::WrongPass));
+        assert_eq!(auth.check(Some(b"bob"), b"wonder"), Err(CommandError::WrongPass));
+        assert_eq!(auth.check(None, b"nope"), Err(CommandError::WrongPass));
+        let open = Auth::default();
+        assert!(!open.required());
+        assert!(open.check(None, b"x").is_err());
+        assert_eq!(open.check(Some(b"default"), b"x").unwrap(), "default");
+    }
+}

@@ -1,0 +1,196 @@
+//! Listeners, admission (maxclients, protected mode) and graceful shutdown.
+//!
+//! `run` accepts on both listeners until the shutdown future completes, then stops accepting,
+//! signals every connection (each finishes the command it is running, writes its replies and
+//! closes), and waits for them up to `server.shutdown_timeout_ms`.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::task::TaskTracker;
+
+use crate::node::{BoundAddrs, DEFAULT_USER, Node, PortKind};
+
+/// Redis's refusal when `maxclients` is reached (`networking.c`).
+const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
+
+/// Redis's protected-mode refusal (`networking.c`, `DENIED`), with our name and knobs.
+const DENIED_REPLY: &[u8] = b"-DENIED Kronotop is running in protected mode because protected mode \
+is enabled and no password is set for the default user. In this mode connections are only accepted \
+from the loopback interface. If you want to connect from external computers to Kronotop you may \
+adopt one of the following solutions: 1) Just disable protected mode sending the command 'CONFIG SET \
+protected-mode no' from the loopback interface by connecting to Kronotop from the same host the \
+server is running, however MAKE SURE Kronotop is not publicly accessible from internet if you do so. \
+2) Alternatively you can just disable the protected mode by editing the configuration file, and \
+setting server.protected_mode to false, and then restarting the server. 3) If you started the \
+server manually just for testing, restart it with KRONOTOP_SERVER__PROTECTED_MODE=false. 4) Set \
+up an authentication password for the default user. NOTE: You only need to do one of the above \
+things in order for the server to start accepting connections from the outside.\r\n";
+
+/// Pause after a failed `accept` (for example out of file descriptors) before trying again, so the
+/// loop does not spin; doubled up to `MAX_ACCEPT_BACKOFF`, as mini-redis does.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The two bound listeners.
+#[derive(Debug)]
+pub struct Listeners {
+    pub client: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the client and admin listeners of `node`'s configuration.
+    ///
+    /// # Errors
+    ///
+    /// When an address cannot be bound (in use, not local, no permission).
+    pub async fn bind(node: &Node) -> std::io::Result<Listeners> {
+        let net = &node.config.network;
+        let client = bind_one(&net.client.host, net.client.port).await?;
+        let admin = bind_one(&net.admin.host, net.admin.port).await?;
+        Ok(Listeners { client, admin })
+    }
+
+    pub fn addrs(&self) -> std::io::Result<BoundAddrs> {
+        Ok(BoundAddrs { client: self.client.local_addr()?, admin: self.admin.local_addr()? })
+    }
+}
+
+async fn bind_one(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    let host = if host == "localhost" { "127.0.0.1" } else { host };
+    TcpListener::bind((host, port))
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {host}:{port}: {e}")))
+}
+
+/// Serves both listeners until `shutdown` completes, then shuts down gracefully.
+pub async fn run(node: Arc<Node>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+    let tracker = TaskTracker::new();
+    let accept_client = tokio::spawn(accept_loop(
+        Arc::clone(&node),
+        listeners.client,
+        PortKind::Client,
+        tracker.clone(),
+    ));
+    let accept_admin = tokio::spawn(accept_loop(
+        Arc::clone(&node),
+        listeners.admin,
+        PortKind::Admin,
+        tracker.clone(),
+    ));
+    tokio::select! {
+        () = shutdown => {}
+        () = node.shutdown.cancelled() => {}
+    }
+    tracing::info!("shutting down: no new connections; finishing in-flight commands");
+    node.shutdown.cancel();
+    // The accept loops return on the cancellation and drop their listeners.
+    let _ = accept_client.await;
+    let _ = accept_admin.await;
+    tracker.close();
+    let timeout = Duration::from_millis(node.config.server.shutdown_timeout_ms);
+    if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            remaining = tracker.len(),
+            "connections still busy after the shutdown timeout; exiting anyway"
+        );
+    }
+    tracing::info!("shutdown complete");
+}
+
+async fn accept_loop(node: Arc<Node>, listener: TcpListener, port: PortKind, tracker: TaskTracker) {
+    let laddr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(err) => {
+            tracing::error!(%err, port = port.name(), "listener has no local address");
+            return;
+        }
+    };
+    let mut backoff = ACCEPT_BACKOFF;
+    loop {
+        let accepted = tokio::select! {
+            () = node.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => {
+                backoff = ACCEPT_BACKOFF;
+                pair
+            }
+            Err(err) => {
+                tracing::warn!(%err, port = port.name(), "accept failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                continue;
+            }
+        };
+        node.stats.connections_received.fetch_add(1, Ordering::Relaxed);
+        if protected_mode_denies(
+            node.settings.protected_mode.load(Ordering::Relaxed),
+            node.auth.has_default_password(),
+            laddr.ip(),
+            peer.ip(),
+        ) {
+            node.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
+            tracker.spawn(refuse(stream, DENIED_REPLY));
+            continue;
+        }
+        let max = node.settings.maxclients.load(Ordering::Relaxed);
+        match node.clients.register(peer, laddr, port, max, DEFAULT_USER) {
+            Some(client) => {
+                tracker.spawn(crate::connection::serve(stream, Arc::clone(&node), client));
+            }
+            None => {
+                node.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
+                tracker.spawn(refuse(stream, MAX_CLIENTS_REPLY));
+            }
+        }
+    }
+}
+
+/// Writes a refusal and closes the connection.
+async fn refuse(mut stream: TcpStream, reply: &'static [u8]) {
+    let _ = stream.write_all(reply).await;
+    let _ = stream.shutdown().await;
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+/// Protected mode (Redis's rule as the issue states it): with protected mode on, no password for
+/// the default user and a listener bound to a non-loopback address, only loopback clients are
+/// served.
+pub fn protected_mode_denies(
+    enabled: bool,
+    has_password: bool,
+    bound: IpAddr,
+    peer: IpAddr,
+) -> bool {
+    enabled && !has_password && !is_loopback(bound) && !is_loopback(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protected_mode_rule() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let any: IpAddr = "0.0.0.0".parse().unwrap();
+        let far: IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped_lo: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(protected_mode_denies(true, false, any, far));
+        assert!(!protected_mode_denies(true, false, any, lo));
+        assert!(!protected_mode_denies(true, false, any, mapped_lo));
+        assert!(!protected_mode_denies(true, true, any, far), "a password lifts it");
+        assert!(!protected_mode_denies(false, false, any, far), "it can be turned off");
+        assert!(!protected_mode_denies(true, false, lo, far), "a loopback bind is already private");
+    }
+}

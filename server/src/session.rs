@@ -1,0 +1,150 @@
+//! `Session`: everything one connection remembers between commands.
+//!
+//! A session is owned by its connection task and never shared, so it needs no locks. What other
+//! connections must see of it (name, library, last command: `CLIENT LIST`) is mirrored into the
+//! client's `ClientHandle` in the registry.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::config::SessionAttributesConfig;
+use crate::node::{ClientHandle, DEFAULT_USER, Node, PortKind};
+use crate::protocol::reply::Protocol;
+
+/// How documents are encoded, in requests (`input_type`) or replies (`reply_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocumentFormat {
+    Json,
+    Bson,
+}
+
+impl DocumentFormat {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "json" => Some(DocumentFormat::Json),
+            "bson" => Some(DocumentFormat::Bson),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DocumentFormat::Json => "json",
+            DocumentFormat::Bson => "bson",
+        }
+    }
+}
+
+/// How object ids appear in replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectIdFormat {
+    /// 24 lowercase hex characters.
+    Hex,
+    /// The raw 12 bytes.
+    Bytes,
+}
+
+impl ObjectIdFormat {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "hex" => Some(ObjectIdFormat::Hex),
+            "bytes" => Some(ObjectIdFormat::Bytes),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectIdFormat::Hex => "hex",
+            ObjectIdFormat::Bytes => "bytes",
+        }
+    }
+}
+
+/// The attributes of `SESSION.ATTRIBUTE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionAttributes {
+    pub reply_type: DocumentFormat,
+    pub input_type: DocumentFormat,
+    /// Default batch size of queries; always greater than 0.
+    pub limit: u32,
+    pub object_id_format: ObjectIdFormat,
+}
+
+impl SessionAttributes {
+    /// The configured defaults. The configuration was validated at load, so the fallbacks here are
+    /// never taken; they only spare us a panic path.
+    pub fn from_config(c: &SessionAttributesConfig) -> Self {
+        SessionAttributes {
+            reply_type: DocumentFormat::parse(&c.reply_type).unwrap_or(DocumentFormat::Json),
+            input_type: DocumentFormat::parse(&c.input_type).unwrap_or(DocumentFormat::Json),
+            limit: c.limit.max(1),
+            object_id_format: ObjectIdFormat::parse(&c.object_id_format)
+                .unwrap_or(ObjectIdFormat::Hex),
+        }
+    }
+}
+
+/// Redis `MULTI` state: the commands queued since `MULTI`.
+#[derive(Debug, Default)]
+pub struct MultiState {
+    pub queued: Vec<Vec<Bytes>>,
+    /// Set when a command failed to queue, so `EXEC` must abort (`EXECABORT`).
+    pub dirty: bool,
+}
+
+/// One connection's state.
+#[derive(Debug)]
+pub struct Session {
+    /// The registry's view of this client; also carries its id and addresses.
+    pub client: Arc<ClientHandle>,
+    /// Which listener the connection came through.
+    pub port: PortKind,
+    pub protocol: Protocol,
+    pub authenticated: bool,
+    /// The user this session is authenticated as (`default` until `AUTH` names another).
+    pub user: String,
+    /// The namespace data commands address.
+    pub namespace: String,
+    pub attributes: SessionAttributes,
+    /// Whether reads add no read-conflict ranges (`SNAPSHOTREAD ON`).
+    pub snapshot_read: bool,
+    /// Redis `MULTI` state, when inside `MULTI`.
+    pub multi: Option<MultiState>,
+    /// Next cursor id handed out by queries; ids start at 1 per session.
+    pub next_cursor_id: u64,
+    /// Set by `QUIT` and by `CLIENT KILL` of oneself: close once the reply is written.
+    pub close_after_reply: bool,
+}
+
+impl Session {
+    pub fn new(node: &Node, client: Arc<ClientHandle>) -> Session {
+        let port = client.port;
+        Session {
+            client,
+            port,
+            protocol: Protocol::Resp2,
+            authenticated: !node.auth.required(),
+            user: DEFAULT_USER.to_owned(),
+            namespace: node.config.default_namespace.clone(),
+            attributes: SessionAttributes::from_config(&node.config.session_attributes),
+            snapshot_read: false,
+            multi: None,
+            next_cursor_id: 1,
+            close_after_reply: false,
+        }
+    }
+
+    /// `SESSION.CLOSE`: back to a fresh session's data state. Authentication, client name and
+    /// library, and the protocol version are kept (our decision; the original cleared the
+    /// authentication too, its issue #24).
+    pub fn reset(&mut self, node: &Node) {
+        self.namespace = node.config.default_namespace.clone();
+        self.attributes = SessionAttributes::from_config(&node.config.session_attributes);
+        self.snapshot_read = false;
+        self.multi = None;
+        self.next_cursor_id = 1;
+        self.client.info().in_multi = None;
+    }
+}

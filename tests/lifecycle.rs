@@ -1,0 +1,122 @@
+//! The life of a `kronotop` process: member id kept in the data directory, one process per
+//! member, configuration precedence, log formats, and graceful shutdown on SIGTERM and SIGINT.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use redis_protocol::resp3::types::OwnedFrame;
+use support::{Server, info_field, text};
+
+fn member_id(server: &Server) -> String {
+    let mut c = server.connect();
+    info_field(&text(&c.cmd(&["INFO", "server"])), "member_id").unwrap()
+}
+
+fn config_value(server: &Server, key: &str) -> String {
+    let mut c = server.connect();
+    match c.cmd(&["CONFIG", "GET", key]) {
+        OwnedFrame::Array { data, .. } => text(&data[1]),
+        f => panic!("{f:?}"),
+    }
+}
+
+#[test]
+fn member_id_is_created_once_and_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Server::builder().data_dir(dir.path()).start();
+    let id = member_id(&first);
+    assert_eq!(id.len(), 40);
+    assert!(id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{id}");
+    assert!(dir.path().join("development").join(&id).is_dir());
+
+    // A second process on the same member is refused while the first runs.
+    let (status, logs) = Server::builder().data_dir(dir.path()).spawn().wait_exit();
+    assert_eq!(status.code(), Some(1));
+    assert!(logs.contains("another kronotop process is running as member"), "{logs}");
+
+    assert!(first.signal_and_wait("TERM").success());
+    let second = Server::builder().data_dir(dir.path()).start();
+    assert_eq!(member_id(&second), id);
+    // Another cluster name is another member.
+    let other =
+        Server::builder().data_dir(&dir.path().join("x")).set("cluster.name", "prod").start();
+    assert_ne!(member_id(&other), id);
+}
+
+#[test]
+fn configuration_precedence_is_file_env_flags() {
+    let file = "[server]\nmaxclients = 100\nshutdown_timeout_ms = 1234\n";
+    let only_file = Server::builder().config(file).start();
+    assert_eq!(config_value(&only_file, "maxclients"), "100");
+    let env = Server::builder().config(file).env("KRONOTOP_SERVER__MAXCLIENTS", "200").start();
+    assert_eq!(config_value(&env, "maxclients"), "200");
+    assert_eq!(config_value(&env, "shutdown-timeout-ms"), "1234");
+    let flag = Server::builder()
+        .config(file)
+        .env("KRONOTOP_SERVER__MAXCLIENTS", "200")
+        .set("server.maxclients", "300")
+        .start();
+    assert_eq!(config_value(&flag, "maxclients"), "300");
+}
+
+#[test]
+fn bad_configuration_exits_with_a_clear_message() {
+    let (status, _) = Server::builder().config("[server]\nmaxclient = 5\n").spawn().wait_exit();
+    assert_eq!(status.code(), Some(2));
+    let (status, _) =
+        Server::builder().env("KRONOTOP_NETWORK__CLIENT__PORT", "http").spawn().wait_exit();
+    assert_eq!(status.code(), Some(2));
+}
+
+#[test]
+fn json_and_human_logs() {
+    // The kit itself reads JSON logs; a started server proves they parse. Check the fields too.
+    let server = Server::start();
+    let logs = server.logs();
+    let ready = logs.lines().find(|l| l.contains("member ready")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(ready).unwrap();
+    assert_eq!(json["level"], "INFO");
+    assert_eq!(json["fields"]["member_id"].as_str().unwrap().len(), 40);
+
+    let (status, logs) =
+        Server::builder().human_logs().set("server.maxclients", "0").spawn().wait_exit();
+    assert_eq!(status.code(), Some(2));
+    assert!(logs.contains("maxclients must be at least 1"), "{logs}");
+}
+
+#[test]
+fn sigterm_and_sigint_shut_down_gracefully() {
+    for signal in ["TERM", "INT"] {
+        let mut server = Server::start();
+        let mut idle = server.connect();
+        assert_eq!(idle.cmd_raw(&["PING"]), "+PONG\r\n");
+        // A pipeline in flight when the signal arrives: every command the server had read is
+        // answered whole and in order, then the connection closes; no reply is torn.
+        let mut busy = server.connect();
+        let mut batch = Vec::new();
+        for i in 0..20_000 {
+            batch.extend(support::encode(&[b"ECHO", i.to_string().as_bytes()]));
+        }
+        busy.send(&batch[..batch.len() / 2]);
+        assert_eq!(busy.read_raw(), b"$1\r\n0\r\n");
+        let client = server.client;
+        let status = server.signal_and_wait(signal);
+        assert!(status.success(), "SIG{signal}: exit status {status:?}");
+        assert!(idle.is_closed());
+        let rest = busy.read_to_end();
+        let mut offset = 0;
+        let mut next = 1;
+        while offset < rest.len() {
+            let (frame, len) = redis_protocol::resp3::decode::complete::decode(&rest[offset..])
+                .unwrap()
+                .expect("a torn reply at the end of the stream");
+            assert_eq!(text(&frame), next.to_string());
+            next += 1;
+            offset += len;
+        }
+        assert!(std::net::TcpStream::connect(client).is_err(), "listener must be closed");
+        let logs = server.logs();
+        assert!(logs.contains("shutdown complete"), "{logs}");
+    }
+}

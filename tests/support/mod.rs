@@ -1,0 +1,411 @@
+//! Test kit for the black-box tests: starts the real `kronotop` binary on free ports with a
+//! temporary data directory, and talks to it with raw RESP bytes.
+//!
+//! The server is started with `--port 0 --admin-port 0 --log-format json`; the kit reads the
+//! JSON log lines on stderr until both "listening" lines have named their addresses. A server is
+//! killed when its `Server` value is dropped, so no test leaves a process behind.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use redis_protocol::resp3::types::OwnedFrame;
+
+/// Longest we wait for a server to start or stop, or for a reply.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// How a test wants its server.
+#[derive(Debug, Default)]
+pub struct Builder {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    data_dir: Option<PathBuf>,
+    config: Option<String>,
+    human_logs: bool,
+}
+
+impl Builder {
+    /// Logs in the human format; such a server cannot be waited for with `start`, whose
+    /// readiness check reads the JSON logs.
+    pub fn human_logs(mut self) -> Self {
+        self.human_logs = true;
+        self
+    }
+
+    /// Adds a command-line argument.
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    /// Sets a configuration key with `--set key=value`.
+    pub fn set(self, key: &str, value: &str) -> Self {
+        self.arg("--set").arg(format!("{key}={value}"))
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.to_owned(), v.to_owned()));
+        self
+    }
+
+    /// Uses this data directory instead of a fresh temporary one.
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// Writes this TOML into a file in the data directory's parent and passes `--config`.
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config = Some(toml.to_owned());
+        self
+    }
+
+    /// Spawns the process without waiting for it to listen.
+    pub fn spawn(self) -> Spawned {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = self.data_dir.clone().unwrap_or_else(|| tmp.path().join("data"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kronotop"));
+        cmd.arg("--port")
+            .arg("0")
+            .arg("--admin-port")
+            .arg("0")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--log-format")
+            .arg(if self.human_logs { "human" } else { "json" })
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // Variables of the developer's shell must not leak into what a test configures.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("KRONOTOP_") {
+                cmd.env_remove(k);
+            }
+        }
+        if let Some(text) = &self.config {
+            let file = tmp.path().join("kronotop.toml");
+            std::fs::write(&file, text).unwrap();
+            cmd.arg("--config").arg(file);
+        }
+        cmd.args(&self.args);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line.clone());
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Spawned { child: Some(child), lines: rx, logs, data_dir, _tmp: tmp }
+    }
+
+    /// Starts the server and waits until it listens.
+    pub fn start(self) -> Server {
+        self.spawn().ready()
+    }
+}
+
+/// A spawned process that may or may not come up.
+#[derive(Debug)]
+pub struct Spawned {
+    child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+    logs: Arc<Mutex<Vec<String>>>,
+    data_dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Spawned {
+    /// Waits for the process to exit (for start-up failures), returning its status and logs.
+    pub fn wait_exit(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                // Let the reader thread drain what is left.
+                std::thread::sleep(Duration::from_millis(100));
+                return (status, self.logs.lock().unwrap().join("\n"));
+            }
+            assert!(Instant::now() < deadline, "process did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until both listeners are up.
+    pub fn ready(mut self) -> Server {
+        let deadline = Instant::now() + PATIENCE;
+        let (mut client, mut admin) = (None, None);
+        while client.is_none() || admin.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match self.lines.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => {
+                    panic!("server did not start; logs:\n{}", self.logs.lock().unwrap().join("\n"))
+                }
+            };
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            let fields = &json["fields"];
+            if fields["message"] == "listening" {
+                let addr: SocketAddr = fields["addr"].as_str().unwrap().parse().unwrap();
+                match fields["kind"].as_str() {
+                    Some("client") => client = Some(addr),
+                    Some("admin") => admin = Some(addr),
+                    _ => {}
+                }
+            }
+        }
+        Server {
+            child: self.child.take(),
+            client: client.unwrap(),
+            admin: admin.unwrap(),
+            logs: Arc::clone(&self.logs),
+            data_dir: self.data_dir.clone(),
+            _spawned: self,
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A running `kronotop` process.
+#[derive(Debug)]
+pub struct Server {
+    child: Option<Child>,
+    pub client: SocketAddr,
+    pub admin: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    pub data_dir: PathBuf,
+    _spawned: Spawned,
+}
+
+impl Server {
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// A server with the default configuration.
+    pub fn start() -> Server {
+        Builder::default().start()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Connects to the client port.
+    pub fn connect(&self) -> Raw {
+        Raw::connect(self.client)
+    }
+
+    /// Connects to the admin port.
+    pub fn connect_admin(&self) -> Raw {
+        Raw::connect(self.admin)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}/", self.client)
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Sends a signal with the `kill` utility and waits for the process to exit.
+    pub fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
+        let pid = self.pid();
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+        assert!(status.unwrap().success());
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100));
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not exit after SIG{signal}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A raw RESP connection with blocking I/O.
+#[derive(Debug)]
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Raw { stream, buf: Vec::new() }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Sends a command as a multibulk array.
+    pub fn send_cmd(&mut self, args: &[&str]) {
+        let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.send(&encode(&bytes));
+    }
+
+    /// Reads one whole reply and returns its exact bytes.
+    pub fn read_raw(&mut self) -> Vec<u8> {
+        loop {
+            if let Some((_, len)) = decode(&self.buf) {
+                return self.buf.drain(..len).collect();
+            }
+            let mut chunk = [0u8; 65536];
+            let n = self.stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "connection closed while waiting for a reply; got {:?}", self.text());
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf).into_owned()
+    }
+
+    /// Reads one reply as a frame.
+    pub fn read(&mut self) -> OwnedFrame {
+        let raw = self.read_raw();
+        decode(&raw).unwrap().0
+    }
+
+    /// Sends a command and returns the exact bytes of its reply, as text.
+    pub fn cmd_raw(&mut self, args: &[&str]) -> String {
+        self.send_cmd(args);
+        String::from_utf8(self.read_raw()).unwrap()
+    }
+
+    /// Sends a command and returns its reply.
+    pub fn cmd(&mut self, args: &[&str]) -> OwnedFrame {
+        self.send_cmd(args);
+        self.read()
+    }
+
+    /// Everything the server sends until it closes the connection, after what is buffered.
+    pub fn read_to_end(&mut self) -> Vec<u8> {
+        let mut rest = std::mem::take(&mut self.buf);
+        let _ = self.stream.read_to_end(&mut rest);
+        rest
+    }
+
+    /// Whether the server closed the connection (EOF or reset) within the patience window, after
+    /// any bytes still buffered.
+    pub fn is_closed(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    return false;
+                }
+                Err(e) => panic!("read failed: {e}"),
+            }
+        }
+    }
+}
+
+/// Decodes one reply of either protocol: RESP3's decoder reads everything but RESP2's nulls
+/// (`$-1`, `*-1`), which RESP2's decoder reads; its frames are converted to RESP3 ones.
+pub fn decode(buf: &[u8]) -> Option<(OwnedFrame, usize)> {
+    match redis_protocol::resp3::decode::complete::decode(buf) {
+        Ok(found) => found,
+        Err(_) => {
+            let (frame, len) = redis_protocol::resp2::decode::decode(buf).unwrap_or_else(|e| {
+                panic!("undecodable reply {:?}: {e:?}", String::from_utf8_lossy(buf))
+            })?;
+            Some((from_resp2(frame), len))
+        }
+    }
+}
+
+fn from_resp2(frame: redis_protocol::resp2::types::OwnedFrame) -> OwnedFrame {
+    use redis_protocol::resp2::types::OwnedFrame as F2;
+    match frame {
+        F2::SimpleString(data) => OwnedFrame::SimpleString { data, attributes: None },
+        F2::Error(data) => OwnedFrame::SimpleError { data, attributes: None },
+        F2::Integer(data) => OwnedFrame::Number { data, attributes: None },
+        F2::BulkString(data) => OwnedFrame::BlobString { data, attributes: None },
+        F2::Array(items) => OwnedFrame::Array {
+            data: items.into_iter().map(from_resp2).collect(),
+            attributes: None,
+        },
+        F2::Null => OwnedFrame::Null,
+    }
+}
+
+/// Encodes a request as a RESP multibulk array.
+pub fn encode(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// The text of a bulk, simple or verbatim string frame.
+pub fn text(frame: &OwnedFrame) -> String {
+    match frame {
+        OwnedFrame::BlobString { data, .. }
+        | OwnedFrame::SimpleString { data, .. }
+        | OwnedFrame::VerbatimString { data, .. } => String::from_utf8_lossy(data).into_owned(),
+        other => panic!("not a string: {other:?}"),
+    }
+}
+
+/// The value of `field` in an `INFO` reply.
+pub fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines().find_map(|l| l.strip_prefix(&format!("{field}:")).map(|v| v.trim().to_owned()))
+}
+
+/// Whether a program is on the PATH.
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
