@@ -396,7 +396,8 @@ fn config_get_set_resetstat() {
         c.cmd_raw(&["CONFIG", "GET", "maxclients", "proto*"]),
         "*4\r\n$10\r\nmaxclients\r\n$5\r\n10000\r\n$18\r\nproto-max-bulk-len\r\n$9\r\n536870912\r\n"
     );
-    assert_eq!(c.cmd_raw(&["CONFIG", "GET", "save"]), "*0\r\n");
+    assert_eq!(c.cmd_raw(&["CONFIG", "GET", "save"]), "*2\r\n$4\r\nsave\r\n$0\r\n\r\n");
+    assert_eq!(c.cmd_raw(&["CONFIG", "GET", "nosuch*"]), "*0\r\n");
     let port = text(&match c.cmd(&["CONFIG", "GET", "port"]) {
         OwnedFrame::Array { data, .. } => data[1].clone(),
         f => panic!("{f:?}"),

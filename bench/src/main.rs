@@ -1,1 +1,220 @@
-fn main() {}
+//! Benchmark driver. Each workload runs against `kronotop` and against a peer in the same run,
+//! alternating between them, and reports medians and ratios; these machines are noisy, so only
+//! same-run ratios mean anything.
+//!
+//! `ping`: `redis-benchmark -t ping_mbulk -c 50 -n 500000` with `-P 1` and `-P 16` against
+//! `kronotop` and `redis-server`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "kronotop-bench")]
+struct Cli {
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Debug, Subcommand)]
+enum Workload {
+    /// PING (multibulk) throughput and latency against redis-server.
+    Ping {
+        /// The kronotop binary to measure.
+        #[arg(long, default_value = "target/release/kronotop")]
+        kronotop: PathBuf,
+        /// Rounds per configuration; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Requests per round.
+        #[arg(long, default_value_t = 500_000)]
+        requests: u64,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 50)]
+        clients: u32,
+        /// Markdown file whose `<!-- bench:ping -->` section receives the table.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().workload {
+        Workload::Ping { kronotop, rounds, requests, clients, write } => {
+            let table = ping(&kronotop, rounds, requests, clients)?;
+            println!("{table}");
+            if let Some(file) = write {
+                write_section(&file, "ping", &table)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A server process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_for_port(port: u16) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listens on port {port}")
+}
+
+/// One redis-benchmark result line.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn run_benchmark(port: u16, pipeline: u32, requests: u64, clients: u32) -> Result<Sample> {
+    let out = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "ping_mbulk", "--csv"])
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-n",
+            &requests.to_string(),
+            "-P",
+            &pipeline.to_string(),
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running redis-benchmark (Debian package redis-tools)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("\"PING_MBULK\""))
+        .with_context(|| format!("no PING_MBULK line in redis-benchmark output: {text}"))?;
+    let fields: Vec<f64> =
+        line.split(',').skip(1).map(|f| f.trim_matches('"').parse().unwrap_or(f64::NAN)).collect();
+    // Columns: rps, avg, min, p50, p95, p99, max (redis-benchmark 7 --csv).
+    if fields.len() < 7 {
+        bail!("unexpected redis-benchmark line: {line}");
+    }
+    Ok(Sample { rps: fields[0], p50_ms: fields[3], p99_ms: fields[5] })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn ping(kronotop: &Path, rounds: usize, requests: u64, clients: u32) -> Result<String> {
+    if !kronotop.exists() {
+        bail!(
+            "{} not found: build it with cargo build --release -p kronotop-server",
+            kronotop.display()
+        );
+    }
+    let data = std::env::temp_dir().join(format!("kronotop-bench-{}", std::process::id()));
+    let kport = free_port()?;
+    let _k = Proc(
+        Command::new(kronotop)
+            .args(["--port", &kport.to_string(), "--admin-port", "0", "--log-level", "warn"])
+            .arg("--data-dir")
+            .arg(&data)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting kronotop")?,
+    );
+    let rport = free_port()?;
+    let _r = Proc(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &rport.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting redis-server (Debian package redis-server)")?,
+    );
+    wait_for_port(kport)?;
+    wait_for_port(rport)?;
+
+    let mut rows = Vec::new();
+    for pipeline in [1u32, 16] {
+        let (mut ks, mut rs) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            // Alternate which server goes first so drift in machine load hits both alike.
+            if round % 2 == 0 {
+                ks.push(run_benchmark(kport, pipeline, requests, clients)?);
+                rs.push(run_benchmark(rport, pipeline, requests, clients)?);
+            } else {
+                rs.push(run_benchmark(rport, pipeline, requests, clients)?);
+                ks.push(run_benchmark(kport, pipeline, requests, clients)?);
+            }
+        }
+        let pick = |v: &[Sample], f: fn(&Sample) -> f64| median(v.iter().map(f).collect());
+        rows.push((
+            pipeline,
+            pick(&ks, |s| s.rps),
+            pick(&rs, |s| s.rps),
+            pick(&ks, |s| s.p50_ms),
+            pick(&rs, |s| s.p50_ms),
+            pick(&ks, |s| s.p99_ms),
+            pick(&rs, |s| s.p99_ms),
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&data);
+
+    let redis_version = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let mut t = format!(
+        "`redis-benchmark -t ping_mbulk -c {clients} -n {requests} -P <P>`, {rounds} rounds per row, \
+         medians; peer: {redis_version}.\n\n\
+         | -P | kronotop req/s | redis req/s | ratio | kronotop p50 ms | redis p50 ms | kronotop p99 ms | redis p99 ms | p99 ratio |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    );
+    for (p, k, r, k50, r50, k99, r99) in rows {
+        t.push_str(&format!(
+            "| {p} | {k:.0} | {r:.0} | {:.2}x | {k50:.3} | {r50:.3} | {k99:.3} | {r99:.3} | {:.2}x |\n",
+            k / r,
+            k99 / r99
+        ));
+    }
+    Ok(t)
+}
+
+/// Replaces the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` in `file`.
+fn write_section(file: &Path, name: &str, body: &str) -> Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let (open, close) = (format!("<!-- bench:{name} -->"), format!("<!-- /bench:{name} -->"));
+    let (Some(a), Some(b)) = (text.find(&open), text.find(&close)) else {
+        bail!("{} has no {open} … {close} section", file.display());
+    };
+    let new = format!("{}{open}\n{body}{}", &text[..a], &text[b..]);
+    std::fs::write(file, new)?;
+    Ok(())
+}

@@ -130,6 +130,11 @@ static PARAMS: &[Param] = &[
             Ok(())
         }),
     },
+    // Redis's persistence switches, answered truthfully (we take no RDB snapshots and keep no
+    // append-only file: data is made durable by the Volume). Tools such as redis-benchmark read
+    // them at start and warn when they are missing.
+    Param { name: "save", get: |_| String::new(), set: None },
+    Param { name: "appendonly", get: |_| "no".to_owned(), set: None },
     Param {
         name: "shutdown-timeout-ms",
         get: |n| n.config.server.shutdown_timeout_ms.to_string(),
