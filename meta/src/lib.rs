@@ -1,6 +1,392 @@
 //! The metadata store: an ordered, transactional key/value space with FoundationDB's semantics.
 //!
-//! It will own the FDB-semantics `Database`/`Transaction` traits, the embedded backend on redb, the
-//! `foundationdb` backend behind the `fdb` feature, the tuple/subspace/directory helpers, limits and
-//! error codes, and the conformance suite (see `DESIGN.md` section 4). Nothing outside this crate may
-//! know which backend runs. It depends on no other crate of ours.
+//! Every index, route, member and ZMap key of Kronotop lives here. `Database` and `Transaction`
+//! mirror the `foundationdb` crate's API so the real backend is a thin adapter; the backend is
+//! chosen when the database is opened and nothing outside this crate can tell which one runs:
+//!
+//! * **embedded** (default, `Database::open_embedded`): inside the process, persisted with redb;
+//!   see `embedded` for how it keeps FoundationDB's guarantees.
+//! * **foundationdb** (cargo feature `fdb`, `Database::open_foundationdb`): a real cluster.
+//!
+//! Semantics, defined by the conformance suite (`conformance`) that runs against every backend:
+//! serializable optimistic transactions reading at a snapshot (the read version); a commit fails
+//! with `not_committed` (1020) when a read-conflict range intersects a write committed after the
+//! read version; snapshot reads and atomic mutations add no read conflicts; reads see the
+//! transaction's own writes; FoundationDB's limits and error codes (`error`, `types::limits`).
+//! Keys are built with the tuple layer (`tuple`) under directory-layer prefixes (`directory`).
+//!
+//! This crate depends on no other crate of ours.
+
+pub mod atomic;
+pub mod clock;
+pub mod conformance;
+pub mod directory;
+pub mod embedded;
+pub mod error;
+#[cfg(feature = "fdb")]
+pub mod fdb;
+pub mod types;
+
+/// The tuple layer and subspaces, byte-identical to FoundationDB's.
+pub use foundationdb_tuple as tuple;
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use error::{MetaError, MetaResult, RunError};
+pub use types::{
+    ConflictRangeType, KeySelector, KeyValue, MutationType, RangeOption, RangeResult, limits,
+};
+
+/// A boxed future of a metadata result.
+pub type MetaFuture<T> = Pin<Box<dyn Future<Output = MetaResult<T>> + Send>>;
+
+/// Whether an earlier attempt of a `run` closure may have committed (after
+/// `commit_unknown_result`): an idempotent closure checks before writing again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaybeCommitted(pub bool);
+
+/// Default retry limit of `Database::run`. FoundationDB retries forever by default; a bound turns
+/// a livelock into an error a client can see.
+pub const DEFAULT_RETRY_LIMIT: u32 = 100;
+
+/// First and largest pause between retries (FoundationDB's client knobs: 10 ms doubling to 1 s).
+const INITIAL_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Embedded(embedded::Database),
+    #[cfg(feature = "fdb")]
+    Fdb(fdb::Database),
+}
+
+/// A metadata database. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Database {
+    backend: Backend,
+    retry_limit: u32,
+}
+
+impl Database {
+    /// Opens the embedded backend in directory `dir`.
+    ///
+    /// # Errors
+    ///
+    /// `operation_failed` when the files cannot be opened (the cause is logged).
+    pub fn open_embedded(dir: &Path, options: embedded::Options) -> MetaResult<Database> {
+        Ok(Database {
+            backend: Backend::Embedded(embedded::Database::open(dir, options)?),
+            retry_limit: DEFAULT_RETRY_LIMIT,
+        })
+    }
+
+    /// Connects to a FoundationDB cluster through its cluster file (the default one when `None`).
+    ///
+    /// # Errors
+    ///
+    /// The client's error when the network cannot start or the cluster file is unusable.
+    #[cfg(feature = "fdb")]
+    pub fn open_foundationdb(cluster_file: Option<&str>) -> MetaResult<Database> {
+        Ok(Database {
+            backend: Backend::Fdb(fdb::Database::open(cluster_file)?),
+            retry_limit: DEFAULT_RETRY_LIMIT,
+        })
+    }
+
+    /// Sets how many times `run` retries a retryable error before giving up.
+    pub fn set_retry_limit(&mut self, limit: u32) {
+        self.retry_limit = limit;
+    }
+
+    /// The name of the backend, for logs and `INFO`.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.backend {
+            Backend::Embedded(_) => "embedded",
+            #[cfg(feature = "fdb")]
+            Backend::Fdb(_) => "foundationdb",
+        }
+    }
+
+    /// Starts a transaction.
+    ///
+    /// # Errors
+    ///
+    /// When the backend cannot create one (closed database, client failure).
+    pub fn create_trx(&self) -> MetaResult<Transaction> {
+        Ok(Transaction {
+            inner: Arc::new(match &self.backend {
+                Backend::Embedded(db) => Tx::Embedded(db.create_trx()?),
+                #[cfg(feature = "fdb")]
+                Backend::Fdb(db) => Tx::Fdb(db.create_trx()?),
+            }),
+        })
+    }
+
+    /// Closes the embedded backend's files (the FoundationDB client needs nothing).
+    pub fn close(&self) {
+        match &self.backend {
+            Backend::Embedded(db) => db.close(),
+            #[cfg(feature = "fdb")]
+            Backend::Fdb(_) => {}
+        }
+    }
+
+    /// Runs `f` in a transaction and commits, retrying retryable errors (conflicts, too old,
+    /// unknown result) with exponential backoff up to the retry limit.
+    ///
+    /// # Warning
+    ///
+    /// `f` may run several times and must be idempotent; after `commit_unknown_result` it is
+    /// called with `MaybeCommitted(true)` and must check whether its earlier attempt landed.
+    ///
+    /// # Errors
+    ///
+    /// The closure's error when it holds no retryable `MetaError`, or the last error once the
+    /// retry limit is reached.
+    pub async fn run<T, F, Fut>(&self, mut f: F) -> Result<T, RunError>
+    where
+        F: FnMut(Transaction, MaybeCommitted) -> Fut,
+        Fut: Future<Output = Result<T, RunError>>,
+    {
+        let mut maybe_committed = false;
+        let mut backoff = INITIAL_BACKOFF;
+        let mut attempt = 0u32;
+        loop {
+            let tx = self.create_trx()?;
+            let err = match f(tx.clone(), MaybeCommitted(maybe_committed)).await {
+                Ok(value) => match tx.commit().await {
+                    Ok(_) => return Ok(value),
+                    Err(e) => RunError::Meta(e),
+                },
+                Err(e) => {
+                    tx.cancel();
+                    e
+                }
+            };
+            let Some(code) = err.meta() else { return Err(err) };
+            if !code.is_retryable() || attempt >= self.retry_limit {
+                return Err(err);
+            }
+            maybe_committed |= code.is_maybe_committed();
+            attempt += 1;
+            tokio::time::sleep(jitter(backoff)).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// A random pause between half and all of `d`, so conflicting retries spread out.
+fn jitter(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let r = if getrandom::fill(&mut b).is_ok() { u16::from_le_bytes(b) } else { u16::MAX };
+    d / 2 + d.mul_f64(f64::from(r) / f64::from(u16::MAX) / 2.0)
+}
+
+// A transaction lives in one `Arc` allocation whatever its variant, so the size difference between
+// the variants costs nothing worth an extra box.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Tx {
+    Embedded(embedded::Transaction),
+    #[cfg(feature = "fdb")]
+    Fdb(fdb::Transaction),
+}
+
+/// A transaction. Reads see its own writes; nothing is visible to others until `commit`.
+/// Clones are handles to the same transaction (the retry loop hands the closure one).
+#[derive(Debug, Clone)]
+pub struct Transaction {
+    inner: Arc<Tx>,
+}
+
+impl Transaction {
+    /// Reads a key; `snapshot` reads add no read conflict.
+    ///
+    /// # Errors
+    ///
+    /// `key_too_large`, `key_outside_legal_range`, `transaction_too_old`, `accessed_unreadable`…
+    pub async fn get(&self, key: &[u8], snapshot: bool) -> MetaResult<Option<Bytes>> {
+        match self.inner.as_ref() {
+            Tx::Embedded(t) => t.get(key, snapshot),
+            #[cfg(feature = "fdb")]
+            Tx::Fdb(t) => t.get(key, snapshot).await,
+        }
+    }
+
+    /// Resolves a key selector.
+    ///
+    /// # Errors
+    ///
+    /// As `get`.
+    pub async fn get_key(&self, selector: &KeySelector, snapshot: bool) -> MetaResult<Bytes> {
+        match self.inner.as_ref() {
+            Tx::Embedded(t) => t.get_key(selector, snapshot),
+            #[cfg(feature = "fdb")]
+            Tx::Fdb(t) => t.get_key(selector, snapshot).await,
+        }
+    }
+
+    /// Reads a range (all of it, up to the option's limit).
+    ///
+    /// # Errors
+    ///
+    /// As `get`.
+    pub async fn get_range(&self, opt: &RangeOption, snapshot: bool) -> MetaResult<RangeResult> {
+        match self.inner.as_ref() {
+            Tx::Embedded(t) => t.get_range(opt, snapshot),
+            #[cfg(feature = "fdb")]
+            Tx::Fdb(t) => t.get_range(opt, snapshot).await,
+        }
+    }
+
+    /// Sets a key. Size errors are reported by `commit`, as in FoundationDB.
+    pub fn set(&self, key: &[u8], value: &[u8]) {
+        match self.inner.as_ref() {
+            Tx::Embedded(t) => t.set(key, value),
+            #[cfg(feature = "fdb")]
+            Tx::Fdb(t) => t.set(key, value),
+        }
+    }
+
+    pub fn clear(&self, key: &[u8]) {
+        match self.inner.as_ref() {
+            Tx::Embedded(t) => t.clear(key),
+            #[cfg(feature = "fdb")]
+            Tx::Fdb(t) => t.clear(key),
+        }
+    }
+
+    /// Clears every key in `[begin, end)`.
+    pub fn clear_range(&self, begin: &[u8], end: &[u8]) {
+        match self.inner.as_ref() {
+            Tx::Embedded(t) => t.clear_range(begin, end),
+            #[cfg(feature = "fdb")]
+            Tx::Fdb(t) => t.clear_range(begin, end),
+        }
+    }
+
+    /// An atomic mutation: adds no read conflict.
+    pub fn atomic_op(&self, key: &[u8], param: &[u8], op: MutationType) {
+        match self.inner.as_ref() {
+            Tx::Embedded(t) => t.atomic_op(key, param, op),
+            #[cfg(feature = "fdb")]
+            Tx::Fdb(t) => t.atomic_op(key, param, op),
+        }
+    }
+
+    /// Adds an explicit read or write conflict range.
+    ///
+    /// # Errors
+    ///
+    /// `inverted_range` when `begin > end`.
+    pub fn add_conflict_range(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        ty: ConflictRangeType,
+    ) -> MetaResult<()> {
+        match self.inner.as_ref() {
+            Tx::Embedded(t) => t.add_conflict_range(begin, end, ty),
+            #[cfg(feature = "fdb")]
+            Tx::Fdb(t) => t.add_conflict_range(begin, end, ty),
+        }
+    }
+
+    /// The read version, acquiring it if needed (this starts the five-second window).
+    ///
+    /// # Errors
+    ///
+    /// `transaction_cancelled`, or the backend's error.
+    pub async fn get_read_version(&self) -> MetaResult<i64> {
+        match self.inner.as_ref() {
+            Tx::Embedded(t) => t.get_read_version(),
+            #[cfg(feature = "fdb")]
+            Tx::Fdb(t) => t.get_read_version().await,
+        }
+    }
+
+    /// An estimate of the bytes stored in `[begin, end)`.
+    ///
+    /// # Errors
+    ///
+    /// The backend's error.
+    pub async fn get_estimated_range_size_bytes(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+    ) -> MetaResult<i64> {
+        match self.inner.as_ref() {
+            Tx::Embedded(t) => t.get_estimated_range_size_bytes(begin, end),
+            #[cfg(feature = "fdb")]
+            Tx::Fdb(t) => t.get_estimated_range_size_bytes(begin, end).await,
+        }
+    }
+
+    /// The approximate size of the transaction so far (mutations and conflict ranges).
+    ///
+    /// # Errors
+    ///
+    /// `transaction_cancelled`, or the backend's error.
+    pub async fn get_approximate_size(&self) -> MetaResult<i64> {
+        match self.inner.as_ref() {
+            Tx::Embedded(t) => t.get_approximate_size(),
+            #[cfg(feature = "fdb")]
+            Tx::Fdb(t) => t.get_approximate_size().await,
+        }
+    }
+
+    /// A watch on `key`: completes when the key's value differs from the one this transaction
+    /// sees. It is registered when the transaction commits; dropping it cancels it.
+    pub fn watch(&self, key: &[u8]) -> MetaFuture<()> {
+        match self.inner.as_ref() {
+            Tx::Embedded(t) => {
+                let rx = t.watch(key);
+                Box::pin(async move { rx.await.unwrap_or(Err(MetaError::OPERATION_CANCELLED)) })
+            }
+            #[cfg(feature = "fdb")]
+            Tx::Fdb(t) => t.watch(key),
+        }
+    }
+
+    /// The 10-byte versionstamp this transaction commits at, once it has committed.
+    /// `no_commit_version` for a read-only transaction.
+    pub fn get_versionstamp(&self) -> MetaFuture<Bytes> {
+        match self.inner.as_ref() {
+            Tx::Embedded(t) => {
+                let rx = t.get_versionstamp();
+                Box::pin(async move { rx.await.unwrap_or(Err(MetaError::OPERATION_CANCELLED)) })
+            }
+            #[cfg(feature = "fdb")]
+            Tx::Fdb(t) => t.get_versionstamp(),
+        }
+    }
+
+    /// Cancels the transaction: later operations fail with `transaction_cancelled`.
+    pub fn cancel(&self) {
+        match self.inner.as_ref() {
+            Tx::Embedded(t) => t.cancel(),
+            #[cfg(feature = "fdb")]
+            Tx::Fdb(t) => t.cancel(),
+        }
+    }
+
+    /// Commits, returning the committed version, or -1 for a transaction that wrote nothing.
+    ///
+    /// # Errors
+    ///
+    /// `not_committed` on a conflict, `transaction_too_old`, the size errors of the mutations,
+    /// `commit_unknown_result`…
+    pub async fn commit(self) -> MetaResult<i64> {
+        match self.inner.as_ref() {
+            Tx::Embedded(t) => t.commit().await,
+            #[cfg(feature = "fdb")]
+            Tx::Fdb(t) => t.commit().await,
+        }
+    }
+}

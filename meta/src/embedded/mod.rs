@@ -1,0 +1,1077 @@
+//! The embedded backend: FoundationDB's semantics inside the process, persisted with redb.
+//!
+//! * **Reads** come from a redb read snapshot taken at the transaction's read version, which is the
+//!   newest published commit. Writes are buffered in the transaction; reads see them (read your
+//!   writes), range reads and key selectors included.
+//! * **Commits** go to one committer thread. It takes every pending commit (group commit), checks
+//!   each one's read-conflict ranges against the writes committed after its read version
+//!   (`resolver::History`, five seconds of it), applies the survivors with their atomic mutations
+//!   and versionstamps in one redb write transaction, syncs it once, and only then publishes the
+//!   new read version and answers. No reader ever sees a commit that is not durable.
+//! * **Versions** grow by about a million per second (wall-clock microseconds) and never go
+//!   backwards, across restarts too: the last one is stored with the data.
+//! * **Watches** are checked against each durable batch.
+
+pub mod resolver;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
+
+use crate::atomic;
+use crate::clock::{Clock, SystemClock};
+use crate::error::{MetaError, MetaResult};
+use crate::types::{
+    ConflictRangeType, KeySelector, KeyValue, MutationType, RangeOption, RangeResult,
+    SYSTEM_PREFIX, key_after, limits,
+};
+use resolver::{History, KeyRange};
+
+const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
+const STATE: TableDefinition<&str, i64> = TableDefinition::new("state");
+const LAST_VERSION: &str = "last_version";
+
+/// Most commits the committer takes into one batch; bounds the latency one batch adds to the
+/// commits queued behind it.
+const MAX_BATCH: usize = 4096;
+
+/// Options of an embedded database.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub clock: Arc<dyn Clock>,
+    pub max_watches: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { clock: Arc::new(SystemClock::default()), max_watches: limits::MAX_WATCHES }
+    }
+}
+
+/// A read snapshot at a committed version.
+struct Snapshot {
+    version: i64,
+    table: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Snapshot({})", self.version)
+    }
+}
+
+fn storage(err: impl std::fmt::Display) -> MetaError {
+    tracing::error!(%err, "metadata storage error");
+    MetaError::OPERATION_FAILED
+}
+
+impl Snapshot {
+    fn get(&self, key: &[u8]) -> MetaResult<Option<Vec<u8>>> {
+        Ok(self.table.get(key).map_err(storage)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Up to `limit` pairs of `[begin, end)` in the given direction (0: no limit), skipping keys
+    /// `skip` says to.
+    fn scan(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        reverse: bool,
+        mut visit: impl FnMut(&[u8], &[u8]) -> MetaResult<bool>,
+    ) -> MetaResult<()> {
+        if begin >= end {
+            return Ok(());
+        }
+        let range = self.table.range::<&[u8]>(begin..end).map_err(storage)?;
+        let items: Box<dyn Iterator<Item = _>> =
+            if reverse { Box::new(range.rev()) } else { Box::new(range) };
+        for item in items {
+            let (k, v) = item.map_err(storage)?;
+            if !visit(k.value(), v.value())? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One buffered mutation, in the order the transaction made it.
+#[derive(Debug, Clone)]
+enum Op {
+    Set(Vec<u8>, Vec<u8>),
+    Clear(Vec<u8>),
+    ClearRange(Vec<u8>, Vec<u8>),
+    Atomic(Vec<u8>, Vec<u8>, MutationType),
+}
+
+/// What a key looks like to its own transaction.
+#[derive(Debug, Clone)]
+enum Entry {
+    Value(Vec<u8>),
+    Cleared,
+    /// Atomic operations on a base value not read yet.
+    Atomic(Vec<(MutationType, Vec<u8>)>),
+    /// Holds a versionstamped value, unknown until commit.
+    Unreadable,
+}
+
+struct CommitRequest {
+    read_version: Option<(i64, Duration)>,
+    reads: Vec<KeyRange>,
+    writes: Vec<KeyRange>,
+    ops: Vec<Op>,
+    reply: oneshot::Sender<MetaResult<(i64, [u8; 10])>>,
+}
+
+/// A registered watch.
+struct WatchEntry {
+    value: Option<Vec<u8>>,
+    tx: oneshot::Sender<MetaResult<()>>,
+}
+
+#[derive(Default)]
+struct Watches {
+    by_key: BTreeMap<Vec<u8>, Vec<WatchEntry>>,
+    count: usize,
+}
+
+struct Shared {
+    /// The newest durable snapshot; `None` once the database is closed.
+    published: RwLock<Option<Arc<Snapshot>>>,
+    commits: Mutex<Option<mpsc::Sender<CommitRequest>>>,
+    watches: Mutex<Watches>,
+    options: Options,
+    committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    fn latest(&self) -> MetaResult<Arc<Snapshot>> {
+        self.published
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or(MetaError::OPERATION_FAILED)
+    }
+}
+
+/// The embedded database. Cheap to clone; dropping the last clone stops the committer once the
+/// commits already queued are done.
+#[derive(Debug, Clone)]
+pub struct Database {
+    shared: Arc<Shared>,
+    _close: Arc<CloseOnDrop>,
+}
+
+#[derive(Debug)]
+struct CloseOnDrop(Arc<Shared>);
+
+impl Database {
+    /// Opens (creating if needed) the database in directory `dir`.
+    ///
+    /// # Errors
+    ///
+    /// `operation_failed` when the file cannot be opened, for example because another process
+    /// holds it; the cause is logged.
+    pub fn open(dir: &Path, options: Options) -> MetaResult<Database> {
+        std::fs::create_dir_all(dir).map_err(storage)?;
+        let db = redb::Database::create(dir.join("meta.redb")).map_err(storage)?;
+        let mut last_version = 0;
+        {
+            let w = db.begin_write().map_err(storage)?;
+            {
+                w.open_table(KV).map_err(storage)?;
+                let state = w.open_table(STATE).map_err(storage)?;
+                if let Some(v) = state.get(LAST_VERSION).map_err(storage)? {
+                    last_version = v.value();
+                }
+            }
+            w.commit().map_err(storage)?;
+        }
+        let snapshot = open_snapshot(&db, last_version)?;
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            published: RwLock::new(Some(Arc::new(snapshot))),
+            commits: Mutex::new(Some(tx)),
+            watches: Mutex::new(Watches::default()),
+            options,
+            committer: Mutex::new(None),
+        });
+        let committer_shared = Arc::clone(&shared);
+        let handle = std::thread::Builder::new()
+            .name("meta-committer".into())
+            .spawn(move || committer(db, rx, committer_shared, last_version))
+            .map_err(storage)?;
+        *lock(&shared.committer) = Some(handle);
+        Ok(Database { _close: Arc::new(CloseOnDrop(Arc::clone(&shared))), shared })
+    }
+
+    pub fn create_trx(&self) -> MetaResult<Transaction> {
+        Ok(Transaction { shared: Arc::clone(&self.shared), inner: Mutex::new(TxState::default()) })
+    }
+
+    /// Stops the committer once the queued commits are done and waits for it, so the file is
+    /// closed when this returns (once the transactions still open are dropped). Those fail their
+    /// reads and commits with `operation_failed`.
+    pub fn close(&self) {
+        lock(&self.shared.commits).take();
+        if let Some(h) = lock(&self.shared.committer).take() {
+            let _ = h.join();
+        }
+        *self.shared.published.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+}
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        lock(&self.0.commits).take();
+    }
+}
+
+fn open_snapshot(db: &redb::Database, version: i64) -> MetaResult<Snapshot> {
+    let r = db.begin_read().map_err(storage)?;
+    let table = r.open_table(KV).map_err(storage)?;
+    Ok(Snapshot { version, table })
+}
+
+fn wall_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The committer thread: batches commits, resolves conflicts, applies, syncs, publishes, answers.
+fn committer(
+    db: redb::Database,
+    rx: mpsc::Receiver<CommitRequest>,
+    shared: Arc<Shared>,
+    mut last_version: i64,
+) {
+    let mut history = History::default();
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let now = shared.options.clock.now();
+        history.expire(now, limits::TRANSACTION_LIFETIME);
+        let version = (last_version + 1).max(wall_micros());
+
+        // Resolve in arrival order; an accepted transaction's writes count against the later
+        // ones of the same batch, since they all commit at `version`, after every read version.
+        let mut accepted: Vec<CommitRequest> = Vec::with_capacity(batch.len());
+        let mut batch_writes: Vec<KeyRange> = Vec::new();
+        for req in batch {
+            let verdict = match req.read_version {
+                Some((rv, started))
+                    if history.too_old(rv)
+                        || now.saturating_sub(started) > limits::TRANSACTION_LIFETIME =>
+                {
+                    Err(MetaError::TRANSACTION_TOO_OLD)
+                }
+                Some((rv, _))
+                    if history.conflicts(rv, &req.reads)
+                        || intersects(&batch_writes, &req.reads) =>
+                {
+                    Err(MetaError::NOT_COMMITTED)
+                }
+                _ => Ok(()),
+            };
+            match verdict {
+                Ok(()) => {
+                    batch_writes.extend(req.writes.iter().cloned());
+                    accepted.push(req);
+                }
+                Err(e) => {
+                    let _ = req.reply.send(Err(e));
+                }
+            }
+        }
+        if accepted.is_empty() {
+            continue;
+        }
+        match apply_batch(&db, version, &accepted) {
+            Ok((snapshot, touched)) => {
+                last_version = version;
+                history.record(version, now, &batch_writes);
+                let snapshot = Arc::new(snapshot);
+                *shared.published.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(Arc::clone(&snapshot));
+                fire_watches(&shared, &snapshot, &touched);
+                for (order, req) in accepted.into_iter().enumerate() {
+                    let _ = req.reply.send(Ok((version, stamp(version, order))));
+                }
+            }
+            Err(e) => {
+                // redb's commit is atomic: nothing of this batch is visible, so the commits failed
+                // rather than being of unknown outcome.
+                for req in accepted {
+                    let _ = req.reply.send(Err(e));
+                }
+            }
+        }
+    }
+}
+
+fn intersects(writes: &[KeyRange], reads: &[KeyRange]) -> bool {
+    reads.iter().any(|(rb, re)| writes.iter().any(|(wb, we)| rb < we && wb < re))
+}
+
+/// The 10-byte versionstamp of the `order`-th transaction of the batch at `version`.
+fn stamp(version: i64, order: usize) -> [u8; 10] {
+    let mut s = [0u8; 10];
+    s[..8].copy_from_slice(&version.to_be_bytes());
+    s[8..].copy_from_slice(&u16::try_from(order).unwrap_or(u16::MAX).to_be_bytes());
+    s
+}
+
+/// Keys and ranges a batch changed, for watches.
+#[derive(Default)]
+struct Touched {
+    keys: Vec<Vec<u8>>,
+    ranges: Vec<KeyRange>,
+}
+
+fn apply_batch(
+    db: &redb::Database,
+    version: i64,
+    accepted: &[CommitRequest],
+) -> MetaResult<(Snapshot, Touched)> {
+    let mut touched = Touched::default();
+    let w = db.begin_write().map_err(storage)?;
+    {
+        let mut kv = w.open_table(KV).map_err(storage)?;
+        for (order, req) in accepted.iter().enumerate() {
+            let stamp = stamp(version, order);
+            for op in &req.ops {
+                match op {
+                    Op::Set(k, v) => {
+                        kv.insert(k.as_slice(), v.as_slice()).map_err(storage)?;
+                        touched.keys.push(k.clone());
+                    }
+                    Op::Clear(k) => {
+                        kv.remove(k.as_slice()).map_err(storage)?;
+                        touched.keys.push(k.clone());
+                    }
+                    Op::ClearRange(b, e) => {
+                        kv.retain_in::<&[u8], _>(b.as_slice()..e.as_slice(), |_, _| false)
+                            .map_err(storage)?;
+                        touched.ranges.push((b.clone(), e.clone()));
+                    }
+                    Op::Atomic(k, p, MutationType::SetVersionstampedKey) => {
+                        // Validated when buffered; a bad offset cannot reach here.
+                        if let Some(key) = atomic::place_versionstamp(k, &stamp) {
+                            kv.insert(key.as_slice(), p.as_slice()).map_err(storage)?;
+                            touched.keys.push(key);
+                        }
+                    }
+                    Op::Atomic(k, p, MutationType::SetVersionstampedValue) => {
+                        if let Some(value) = atomic::place_versionstamp(p, &stamp) {
+                            kv.insert(k.as_slice(), value.as_slice()).map_err(storage)?;
+                            touched.keys.push(k.clone());
+                        }
+                    }
+                    Op::Atomic(k, p, op) => {
+                        let existing =
+                            kv.get(k.as_slice()).map_err(storage)?.map(|v| v.value().to_vec());
+                        match atomic::apply(*op, existing.as_deref(), p) {
+                            Some(v) => kv.insert(k.as_slice(), v.as_slice()).map_err(storage)?,
+                            None => kv.remove(k.as_slice()).map_err(storage)?,
+                        };
+                        touched.keys.push(k.clone());
+                    }
+                }
+            }
+        }
+        let mut state = w.open_table(STATE).map_err(storage)?;
+        state.insert(LAST_VERSION, version).map_err(storage)?;
+    }
+    // Durability::Immediate (redb's default): the commit returns once the data is synced.
+    w.commit().map_err(storage)?;
+    Ok((open_snapshot(db, version)?, touched))
+}
+
+fn fire_watches(shared: &Shared, snapshot: &Snapshot, touched: &Touched) {
+    let mut watches = lock(&shared.watches);
+    if watches.by_key.is_empty() {
+        return;
+    }
+    let mut keys: Vec<Vec<u8>> =
+        touched.keys.iter().filter(|k| watches.by_key.contains_key(*k)).cloned().collect();
+    for (b, e) in &touched.ranges {
+        keys.extend(
+            watches
+                .by_key
+                .range::<[u8], _>((
+                    std::ops::Bound::Included(&b[..]),
+                    std::ops::Bound::Excluded(&e[..]),
+                ))
+                .map(|(k, _)| k.clone()),
+        );
+    }
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let current = snapshot.get(&key).unwrap_or(None);
+        let Some(entries) = watches.by_key.remove(&key) else { continue };
+        let (fire, keep): (Vec<_>, Vec<_>) = entries.into_iter().partition(|w| w.value != current);
+        watches.count -= fire.len();
+        for w in fire {
+            let _ = w.tx.send(Ok(()));
+        }
+        if !keep.is_empty() {
+            watches.by_key.insert(key, keep);
+        }
+    }
+}
+
+/// A watch made in a transaction, registered at commit: key, value seen, completion.
+type PendingWatch = (Vec<u8>, Option<Vec<u8>>, oneshot::Sender<MetaResult<()>>);
+
+/// A transaction's buffered state.
+#[derive(Default)]
+struct TxState {
+    read: Option<(Arc<Snapshot>, Duration)>,
+    writes: BTreeMap<Vec<u8>, Entry>,
+    /// Ranges cleared by this transaction, sorted and disjoint.
+    cleared: Vec<KeyRange>,
+    ops: Vec<Op>,
+    reads: Vec<KeyRange>,
+    write_ranges: Vec<KeyRange>,
+    size: usize,
+    /// An error from a mutation (FoundationDB reports them at commit).
+    deferred: Option<MetaError>,
+    cancelled: bool,
+    watches: Vec<PendingWatch>,
+    stamp_waiters: Vec<oneshot::Sender<MetaResult<Bytes>>>,
+}
+
+/// A transaction of the embedded backend.
+pub struct Transaction {
+    shared: Arc<Shared>,
+    inner: Mutex<TxState>,
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction").finish_non_exhaustive()
+    }
+}
+
+fn check_key(key: &[u8]) -> MetaResult<()> {
+    if key.len() > limits::KEY_SIZE {
+        return Err(MetaError::KEY_TOO_LARGE);
+    }
+    if key >= SYSTEM_PREFIX {
+        return Err(MetaError::KEY_OUTSIDE_LEGAL_RANGE);
+    }
+    Ok(())
+}
+
+fn in_ranges(ranges: &[KeyRange], key: &[u8]) -> bool {
+    let i = ranges.partition_point(|(b, _)| b.as_slice() <= key);
+    i > 0 && key < ranges[i - 1].1.as_slice()
+}
+
+/// Adds `[b, e)` to a sorted list of disjoint ranges, merging overlaps.
+fn add_range(ranges: &mut Vec<KeyRange>, b: Vec<u8>, e: Vec<u8>) {
+    let (mut b, mut e) = (b, e);
+    let mut out = Vec::with_capacity(ranges.len() + 1);
+    for (rb, re) in ranges.drain(..) {
+        if re < b || e < rb {
+            out.push((rb, re));
+        } else {
+            if rb < b {
+                b = rb;
+            }
+            if re > e {
+                e = re;
+            }
+        }
+    }
+    out.push((b, e));
+    out.sort();
+    *ranges = out;
+}
+
+impl TxState {
+    fn usable(&self) -> MetaResult<()> {
+        if self.cancelled {
+            return Err(MetaError::TRANSACTION_CANCELLED);
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self, shared: &Shared) -> MetaResult<Arc<Snapshot>> {
+        let now = shared.options.clock.now();
+        match &self.read {
+            Some((snap, started)) => {
+                if now.saturating_sub(*started) > limits::TRANSACTION_LIFETIME {
+                    return Err(MetaError::TRANSACTION_TOO_OLD);
+                }
+                Ok(Arc::clone(snap))
+            }
+            None => {
+                let snap = shared.latest()?;
+                self.read = Some((Arc::clone(&snap), now));
+                Ok(snap)
+            }
+        }
+    }
+
+    /// The value of `key` as this transaction sees it.
+    fn value(&mut self, shared: &Shared, key: &[u8]) -> MetaResult<Option<Vec<u8>>> {
+        match self.writes.get(key) {
+            Some(Entry::Value(v)) => Ok(Some(v.clone())),
+            Some(Entry::Cleared) => Ok(None),
+            Some(Entry::Unreadable) => Err(MetaError::ACCESSED_UNREADABLE),
+            Some(Entry::Atomic(ops)) => {
+                let ops = ops.clone();
+                let mut v = if in_ranges(&self.cleared, key) {
+                    None
+                } else {
+                    self.snapshot(shared)?.get(key)?
+                };
+                for (op, p) in ops {
+                    v = atomic::apply(op, v.as_deref(), &p);
+                }
+                Ok(v)
+            }
+            None if in_ranges(&self.cleared, key) => Ok(None),
+            None => self.snapshot(shared)?.get(key),
+        }
+    }
+
+    /// Visits the pairs of `[begin, end)` as this transaction sees them, in order, until `visit`
+    /// returns false.
+    fn scan(
+        &mut self,
+        shared: &Shared,
+        begin: &[u8],
+        end: &[u8],
+        reverse: bool,
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> MetaResult<()> {
+        if begin >= end {
+            return Ok(());
+        }
+        let snap = self.snapshot(shared)?;
+        // Entries this transaction wrote in the range, resolved to values.
+        let mut local: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        let keys: Vec<Vec<u8>> = self
+            .writes
+            .range::<[u8], _>((std::ops::Bound::Included(begin), std::ops::Bound::Excluded(end)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            let v = self.value(shared, &k)?;
+            local.push((k, v));
+        }
+        if reverse {
+            local.reverse();
+        }
+        let mut local = local.into_iter().peekable();
+        let writes = &self.writes;
+        let cleared = &self.cleared;
+        let mut go_on = true;
+        let before = |a: &[u8], b: &[u8]| if reverse { a > b } else { a < b };
+        snap.scan(begin, end, reverse, |k, v| {
+            while let Some((lk, _)) = local.peek() {
+                if !before(lk, k) {
+                    break;
+                }
+                if let Some((lk, Some(lv))) = local.next()
+                    && !visit(&lk, &lv)
+                {
+                    go_on = false;
+                    return Ok(false);
+                }
+            }
+            if writes.contains_key(k) || in_ranges(cleared, k) {
+                return Ok(true);
+            }
+            if !visit(k, v) {
+                go_on = false;
+                return Ok(false);
+            }
+            Ok(true)
+        })?;
+        if go_on {
+            for (lk, lv) in local {
+                if let Some(lv) = lv
+                    && !visit(&lk, &lv)
+                {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves a key selector against this transaction's view, adding the read conflict range
+    /// it depended on unless `snapshot`.
+    fn resolve(
+        &mut self,
+        shared: &Shared,
+        sel: &KeySelector,
+        snapshot: bool,
+    ) -> MetaResult<Vec<u8>> {
+        let key: &[u8] = if sel.key.as_ref() > SYSTEM_PREFIX { SYSTEM_PREFIX } else { &sel.key };
+        let pivot = if sel.or_equal { key_after(key) } else { key.to_vec() };
+        let mut found: Option<Vec<u8>> = None;
+        if sel.offset >= 1 {
+            let mut skip = sel.offset - 1;
+            self.scan(shared, &pivot, SYSTEM_PREFIX, false, |k, _| {
+                if skip == 0 {
+                    found = Some(k.to_vec());
+                    return false;
+                }
+                skip -= 1;
+                true
+            })?;
+            let result = found.unwrap_or_else(|| SYSTEM_PREFIX.to_vec());
+            if !snapshot {
+                let end = if result.as_slice() >= SYSTEM_PREFIX {
+                    result.clone()
+                } else {
+                    key_after(&result)
+                };
+                self.add_read(pivot, end);
+            }
+            Ok(result)
+        } else {
+            let mut skip = -sel.offset;
+            self.scan(shared, b"", &pivot, true, |k, _| {
+                if skip == 0 {
+                    found = Some(k.to_vec());
+                    return false;
+                }
+                skip -= 1;
+                true
+            })?;
+            let result = found.unwrap_or_default();
+            if !snapshot {
+                self.add_read(result.clone(), pivot);
+            }
+            Ok(result)
+        }
+    }
+
+    fn add_read(&mut self, b: Vec<u8>, e: Vec<u8>) {
+        if b < e {
+            self.size += b.len() + e.len();
+            self.reads.push((b, e));
+        }
+    }
+
+    fn add_write(&mut self, b: Vec<u8>, e: Vec<u8>) {
+        if b < e {
+            self.size += b.len() + e.len();
+            self.write_ranges.push((b, e));
+        }
+    }
+
+    fn defer(&mut self, e: MetaError) {
+        if self.deferred.is_none() {
+            self.deferred = Some(e);
+        }
+    }
+}
+
+impl Transaction {
+    fn state(&self) -> MutexGuard<'_, TxState> {
+        lock(&self.inner)
+    }
+
+    pub fn get(&self, key: &[u8], snapshot: bool) -> MetaResult<Option<Bytes>> {
+        let mut st = self.state();
+        st.usable()?;
+        if key.len() > limits::KEY_SIZE {
+            return Err(MetaError::KEY_TOO_LARGE);
+        }
+        if key >= SYSTEM_PREFIX {
+            return Err(MetaError::KEY_OUTSIDE_LEGAL_RANGE);
+        }
+        let v = st.value(&self.shared, key)?;
+        if !snapshot {
+            st.add_read(key.to_vec(), key_after(key));
+        }
+        Ok(v.map(Bytes::from))
+    }
+
+    pub fn get_key(&self, sel: &KeySelector, snapshot: bool) -> MetaResult<Bytes> {
+        let mut st = self.state();
+        st.usable()?;
+        Ok(Bytes::from(st.resolve(&self.shared, sel, snapshot)?))
+    }
+
+    pub fn get_range(&self, opt: &RangeOption, snapshot: bool) -> MetaResult<RangeResult> {
+        let mut st = self.state();
+        st.usable()?;
+        let begin = st.resolve(&self.shared, &opt.begin, snapshot)?;
+        let end = st.resolve(&self.shared, &opt.end, snapshot)?;
+        let mut kvs = Vec::new();
+        let mut more = false;
+        if begin < end {
+            let limit = if opt.limit == 0 { usize::MAX } else { opt.limit };
+            st.scan(&self.shared, &begin, &end, opt.reverse, |k, v| {
+                if kvs.len() == limit {
+                    more = true;
+                    return false;
+                }
+                kvs.push(KeyValue {
+                    key: Bytes::copy_from_slice(k),
+                    value: Bytes::copy_from_slice(v),
+                });
+                true
+            })?;
+            if !snapshot {
+                let (b, e) = match (more, kvs.last(), opt.reverse) {
+                    (true, Some(last), false) => (begin, key_after(&last.key)),
+                    (true, Some(last), true) => (last.key.to_vec(), end),
+                    _ => (begin, end),
+                };
+                st.add_read(b, e);
+            }
+        }
+        Ok(RangeResult { kvs, more })
+    }
+
+    fn mutate(&self, key: &[u8], value_len: usize, apply: impl FnOnce(&mut TxState)) {
+        let mut st = self.state();
+        if st.cancelled {
+            return;
+        }
+        if let Err(e) = check_key(key) {
+            st.defer(e);
+            return;
+        }
+        if value_len > limits::VALUE_SIZE {
+            st.defer(MetaError::VALUE_TOO_LARGE);
+            return;
+        }
+        st.size += key.len() + value_len;
+        apply(&mut st);
+    }
+
+    pub fn set(&self, key: &[u8], value: &[u8]) {
+        self.mutate(key, value.len(), |st| {
+            st.writes.insert(key.to_vec(), Entry::Value(value.to_vec()));
+            st.ops.push(Op::Set(key.to_vec(), value.to_vec()));
+            st.add_write(key.to_vec(), key_after(key));
+        });
+    }
+
+    pub fn clear(&self, key: &[u8]) {
+        self.mutate(key, 0, |st| {
+            st.writes.insert(key.to_vec(), Entry::Cleared);
+            st.ops.push(Op::Clear(key.to_vec()));
+            st.add_write(key.to_vec(), key_after(key));
+        });
+    }
+
+    pub fn clear_range(&self, begin: &[u8], end: &[u8]) {
+        let mut st = self.state();
+        if st.cancelled {
+            return;
+        }
+        if begin > end {
+            st.defer(MetaError::INVERTED_RANGE);
+            return;
+        }
+        if begin.len() > limits::KEY_SIZE || end.len() > limits::KEY_SIZE + 1 {
+            st.defer(MetaError::KEY_TOO_LARGE);
+            return;
+        }
+        if begin >= SYSTEM_PREFIX || end > SYSTEM_PREFIX {
+            st.defer(MetaError::KEY_OUTSIDE_LEGAL_RANGE);
+            return;
+        }
+        if begin == end {
+            return;
+        }
+        let doomed: Vec<Vec<u8>> = st
+            .writes
+            .range::<[u8], _>((std::ops::Bound::Included(begin), std::ops::Bound::Excluded(end)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in doomed {
+            st.writes.remove(&k);
+        }
+        add_range(&mut st.cleared, begin.to_vec(), end.to_vec());
+        st.size += begin.len() + end.len();
+        st.ops.push(Op::ClearRange(begin.to_vec(), end.to_vec()));
+        st.add_write(begin.to_vec(), end.to_vec());
+    }
+
+    pub fn atomic_op(&self, key: &[u8], param: &[u8], op: MutationType) {
+        match op {
+            MutationType::SetVersionstampedKey => {
+                let mut st = self.state();
+                if st.cancelled {
+                    return;
+                }
+                let template = param_offset_ok(key);
+                let Some(bare) = template else {
+                    st.defer(MetaError::CLIENT_INVALID_OPERATION);
+                    return;
+                };
+                if let Err(e) = check_key(&bare) {
+                    st.defer(e);
+                    return;
+                }
+                if param.len() > limits::VALUE_SIZE {
+                    st.defer(MetaError::VALUE_TOO_LARGE);
+                    return;
+                }
+                // The final key is unknown until commit: conflict on every key it could be.
+                let low = atomic::place_versionstamp(key, &[0; 10]).unwrap_or_default();
+                let high = atomic::place_versionstamp(key, &[0xff; 10]).unwrap_or_default();
+                st.size += key.len() + param.len();
+                st.ops.push(Op::Atomic(key.to_vec(), param.to_vec(), op));
+                st.add_write(low, key_after(&high));
+            }
+            MutationType::SetVersionstampedValue => {
+                if param_offset_ok(param).is_none() {
+                    self.state().defer(MetaError::CLIENT_INVALID_OPERATION);
+                    return;
+                }
+                self.mutate(key, param.len().saturating_sub(4), |st| {
+                    st.writes.insert(key.to_vec(), Entry::Unreadable);
+                    st.ops.push(Op::Atomic(key.to_vec(), param.to_vec(), op));
+                    st.add_write(key.to_vec(), key_after(key));
+                });
+            }
+            _ => self.mutate(key, param.len(), |st| {
+                let next = match st.writes.remove(key) {
+                    Some(Entry::Value(v)) => value_entry(atomic::apply(op, Some(&v), param)),
+                    Some(Entry::Cleared) => value_entry(atomic::apply(op, None, param)),
+                    Some(Entry::Atomic(mut ops)) => {
+                        ops.push((op, param.to_vec()));
+                        Entry::Atomic(ops)
+                    }
+                    Some(Entry::Unreadable) => Entry::Unreadable,
+                    None if in_ranges(&st.cleared, key) => {
+                        value_entry(atomic::apply(op, None, param))
+                    }
+                    None => Entry::Atomic(vec![(op, param.to_vec())]),
+                };
+                st.writes.insert(key.to_vec(), next);
+                st.ops.push(Op::Atomic(key.to_vec(), param.to_vec(), op));
+                st.add_write(key.to_vec(), key_after(key));
+            }),
+        }
+    }
+
+    pub fn add_conflict_range(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        ty: ConflictRangeType,
+    ) -> MetaResult<()> {
+        let mut st = self.state();
+        st.usable()?;
+        if begin > end {
+            return Err(MetaError::INVERTED_RANGE);
+        }
+        match ty {
+            ConflictRangeType::Read => st.add_read(begin.to_vec(), end.to_vec()),
+            ConflictRangeType::Write => st.add_write(begin.to_vec(), end.to_vec()),
+        }
+        Ok(())
+    }
+
+    pub fn get_read_version(&self) -> MetaResult<i64> {
+        let mut st = self.state();
+        st.usable()?;
+        Ok(st.snapshot(&self.shared)?.version)
+    }
+
+    pub fn get_estimated_range_size_bytes(&self, begin: &[u8], end: &[u8]) -> MetaResult<i64> {
+        let mut st = self.state();
+        st.usable()?;
+        let snap = st.snapshot(&self.shared)?;
+        let mut total: i64 = 0;
+        snap.scan(begin, end.min(SYSTEM_PREFIX), false, |k, v| {
+            total = total.saturating_add(i64::try_from(k.len() + v.len()).unwrap_or(i64::MAX));
+            Ok(true)
+        })?;
+        Ok(total)
+    }
+
+    pub fn get_approximate_size(&self) -> MetaResult<i64> {
+        let st = self.state();
+        st.usable()?;
+        Ok(i64::try_from(st.size).unwrap_or(i64::MAX))
+    }
+
+    /// A watch on `key`, registered when the transaction commits.
+    pub fn watch(&self, key: &[u8]) -> oneshot::Receiver<MetaResult<()>> {
+        let (tx, rx) = oneshot::channel();
+        let mut st = self.state();
+        if let Err(e) = st.usable().and_then(|()| check_key(key)) {
+            let _ = tx.send(Err(e));
+            return rx;
+        }
+        match st.value(&self.shared, key) {
+            Ok(v) => st.watches.push((key.to_vec(), v, tx)),
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
+        }
+        rx
+    }
+
+    /// The versionstamp of this transaction, known once it commits.
+    pub fn get_versionstamp(&self) -> oneshot::Receiver<MetaResult<Bytes>> {
+        let (tx, rx) = oneshot::channel();
+        self.state().stamp_waiters.push(tx);
+        rx
+    }
+
+    pub fn cancel(&self) {
+        let mut st = self.state();
+        st.cancelled = true;
+        for (_, _, w) in st.watches.drain(..) {
+            let _ = w.send(Err(MetaError::TRANSACTION_CANCELLED));
+        }
+        for s in st.stamp_waiters.drain(..) {
+            let _ = s.send(Err(MetaError::TRANSACTION_CANCELLED));
+        }
+    }
+
+    /// Commits, returning the committed version (-1 for a read-only transaction).
+    pub async fn commit(&self) -> MetaResult<i64> {
+        let (request, rx, watches, stamps) = {
+            let mut st = self.state();
+            st.usable()?;
+            let failed = st.deferred.or_else(|| {
+                (st.size > limits::TRANSACTION_SIZE).then_some(MetaError::TRANSACTION_TOO_LARGE)
+            });
+            if let Some(e) = failed {
+                for (_, _, w) in st.watches.drain(..) {
+                    let _ = w.send(Err(e));
+                }
+                for s in st.stamp_waiters.drain(..) {
+                    let _ = s.send(Err(e));
+                }
+                return Err(e);
+            }
+            let watches = std::mem::take(&mut st.watches);
+            let stamps = std::mem::take(&mut st.stamp_waiters);
+            if st.ops.is_empty() && st.write_ranges.is_empty() {
+                // Read-only: nothing to resolve, always succeeds (as in FoundationDB).
+                drop(st);
+                for s in stamps {
+                    let _ = s.send(Err(MetaError::NO_COMMIT_VERSION));
+                }
+                self.register_watches(watches);
+                return Ok(-1);
+            }
+            if let Some((_, started)) = &st.read
+                && self.shared.options.clock.now().saturating_sub(*started)
+                    > limits::TRANSACTION_LIFETIME
+            {
+                return Err(MetaError::TRANSACTION_TOO_OLD);
+            }
+            let (reply, rx) = oneshot::channel();
+            let request = CommitRequest {
+                read_version: st.read.as_ref().map(|(s, t)| (s.version, *t)),
+                reads: std::mem::take(&mut st.reads),
+                writes: std::mem::take(&mut st.write_ranges),
+                ops: std::mem::take(&mut st.ops),
+                reply,
+            };
+            (request, rx, watches, stamps)
+        };
+        let sent = lock(&self.shared.commits).as_ref().map(|c| c.send(request));
+        let result = match sent {
+            Some(Ok(())) => rx.await.unwrap_or(Err(MetaError::COMMIT_UNKNOWN_RESULT)),
+            _ => Err(MetaError::OPERATION_FAILED),
+        };
+        match result {
+            Ok((version, stamp)) => {
+                for s in stamps {
+                    let _ = s.send(Ok(Bytes::copy_from_slice(&stamp)));
+                }
+                self.register_watches(watches);
+                Ok(version)
+            }
+            Err(e) => {
+                for s in stamps {
+                    let _ = s.send(Err(e));
+                }
+                for (_, _, w) in watches {
+                    let _ = w.send(Err(e));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn register_watches(&self, watches: Vec<PendingWatch>) {
+        if watches.is_empty() {
+            return;
+        }
+        let latest = match self.shared.latest() {
+            Ok(l) => l,
+            Err(e) => {
+                for (_, _, tx) in watches {
+                    let _ = tx.send(Err(e));
+                }
+                return;
+            }
+        };
+        let mut all = lock(&self.shared.watches);
+        for (key, value, tx) in watches {
+            if all.count >= self.shared.options.max_watches {
+                let _ = tx.send(Err(MetaError::TOO_MANY_WATCHES));
+                continue;
+            }
+            // A change that committed between the read and now fires at once.
+            if latest.get(&key).unwrap_or(None) != value {
+                let _ = tx.send(Ok(()));
+                continue;
+            }
+            all.count += 1;
+            all.by_key.entry(key).or_default().push(WatchEntry { value, tx });
+        }
+        // Drop entries whose receivers are gone (cancelled watches), so they stop counting.
+        let mut freed = 0;
+        all.by_key.retain(|_, entries| {
+            let before = entries.len();
+            entries.retain(|w| !w.tx.is_closed());
+            freed += before - entries.len();
+            !entries.is_empty()
+        });
+        all.count -= freed;
+    }
+}
+
+fn value_entry(v: Option<Vec<u8>>) -> Entry {
+    v.map_or(Entry::Cleared, Entry::Value)
+}
+
+/// The key without its 4-byte offset suffix, when the offset leaves room for a 10-byte stamp.
+fn param_offset_ok(param: &[u8]) -> Option<Vec<u8>> {
+    atomic::place_versionstamp(param, &[0; 10])
+}

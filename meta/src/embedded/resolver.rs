@@ -1,0 +1,120 @@
+//! Conflict detection: which keys were written at which version in the last five seconds.
+//!
+//! A transaction that read at version `rv` conflicts when any write committed after `rv`
+//! intersects one of its read-conflict ranges. Point writes (`[k, k\0)`, by far the most common)
+//! are kept in an ordered map from key to its newest write version, so a read range is checked with
+//! one range scan; other write ranges (from `clear_range`) are kept in a list. Entries older than
+//! the history window are forgotten, and a transaction whose read version predates what was
+//! forgotten can no longer be checked: it fails with `transaction_too_old`, as in FoundationDB.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+/// A key range `[begin, end)`.
+pub type KeyRange = (Vec<u8>, Vec<u8>);
+
+fn is_point(begin: &[u8], end: &[u8]) -> bool {
+    end.len() == begin.len() + 1 && end.ends_with(&[0]) && end.starts_with(begin)
+}
+
+#[derive(Debug, Default)]
+pub struct History {
+    /// Newest write version of every point written within the window.
+    points: BTreeMap<Vec<u8>, i64>,
+    /// Non-point write ranges within the window, oldest first.
+    ranges: VecDeque<(i64, KeyRange)>,
+    /// Batches in commit order, for expiry: version, commit time, the points they wrote.
+    log: VecDeque<(i64, Duration, Vec<Vec<u8>>)>,
+    /// Writes at or below this version have been forgotten.
+    forgotten_through: i64,
+}
+
+impl History {
+    /// Whether a transaction that read at `read_version` is too old to be checked.
+    pub fn too_old(&self, read_version: i64) -> bool {
+        read_version < self.forgotten_through
+    }
+
+    /// Whether any write after `read_version` intersects one of `reads`.
+    pub fn conflicts(&self, read_version: i64, reads: &[KeyRange]) -> bool {
+        reads.iter().any(|(b, e)| {
+            if b >= e {
+                return false;
+            }
+            self.points
+                .range::<[u8], _>((
+                    std::ops::Bound::Included(&b[..]),
+                    std::ops::Bound::Excluded(&e[..]),
+                ))
+                .any(|(_, v)| *v > read_version)
+                || self.ranges.iter().any(|(v, (rb, re))| *v > read_version && rb < e && b < re)
+        })
+    }
+
+    /// Records the write ranges of a batch committed at `version` at time `now`.
+    pub fn record(&mut self, version: i64, now: Duration, writes: &[KeyRange]) {
+        let mut points = Vec::new();
+        for (b, e) in writes {
+            if is_point(b, e) {
+                self.points.insert(b.clone(), version);
+                points.push(b.clone());
+            } else {
+                self.ranges.push_back((version, (b.clone(), e.clone())));
+            }
+        }
+        self.log.push_back((version, now, points));
+    }
+
+    /// Forgets batches committed more than `window` before `now`.
+    pub fn expire(&mut self, now: Duration, window: Duration) {
+        while let Some((version, at, _)) = self.log.front() {
+            if now.saturating_sub(*at) <= window {
+                break;
+            }
+            let version = *version;
+            if let Some((_, _, points)) = self.log.pop_front() {
+                for k in points {
+                    if self.points.get(&k) == Some(&version) {
+                        self.points.remove(&k);
+                    }
+                }
+            }
+            while self.ranges.front().is_some_and(|(v, _)| *v <= version) {
+                self.ranges.pop_front();
+            }
+            self.forgotten_through = version;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(b: &[u8], e: &[u8]) -> KeyRange {
+        (b.to_vec(), e.to_vec())
+    }
+
+    #[test]
+    fn points_and_ranges_conflict_only_after_the_read_version() {
+        let mut h = History::default();
+        h.record(10, Duration::ZERO, &[r(b"a", b"a\0"), r(b"m", b"p")]);
+        assert!(h.conflicts(9, &[r(b"a", b"b")]));
+        assert!(!h.conflicts(10, &[r(b"a", b"b")]));
+        assert!(h.conflicts(5, &[r(b"n", b"n\0")]), "a point read inside a cleared range");
+        assert!(!h.conflicts(5, &[r(b"p", b"z")]), "ranges are end-exclusive");
+        assert!(!h.conflicts(5, &[r(b"b", b"c")]));
+    }
+
+    #[test]
+    fn expiry_forgets_and_marks_old_readers() {
+        let mut h = History::default();
+        h.record(10, Duration::from_secs(0), &[r(b"a", b"a\0")]);
+        h.record(20, Duration::from_secs(3), &[r(b"b", b"b\0")]);
+        h.expire(Duration::from_secs(6), Duration::from_secs(5));
+        assert!(!h.conflicts(0, &[r(b"a", b"a\0")]));
+        assert!(h.conflicts(15, &[r(b"b", b"b\0")]));
+        assert!(h.too_old(9));
+        assert!(!h.too_old(10));
+    }
+}
