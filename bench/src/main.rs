@@ -4,6 +4,9 @@
 //!
 //! `ping`: `redis-benchmark -t ping_mbulk -c 50 -n 500000` with `-P 1` and `-P 16` against
 //! `kronotop` and `redis-server`.
+//! `meta`: small transactions against the metadata store beside raw redb and the disk's sync rate.
+
+mod meta;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -40,6 +43,18 @@ enum Workload {
         #[arg(long)]
         write: Option<PathBuf>,
     },
+    /// Metadata-store transactions: commits/s, p50 and p99 at 1, 16 and 64 tasks.
+    Meta {
+        /// Seconds per row.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Directory for the files (on the disk to measure); the system temp directory by default.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Markdown file whose `<!-- bench:meta -->` section receives the table.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -49,6 +64,13 @@ fn main() -> Result<()> {
             println!("{table}");
             if let Some(file) = write {
                 write_section(&file, "ping", &table)?;
+            }
+        }
+        Workload::Meta { seconds, dir, write } => {
+            let table = meta::run(seconds, dir)?;
+            println!("{table}");
+            if let Some(file) = write {
+                write_section(&file, "meta", &table)?;
             }
         }
     }

@@ -727,8 +727,21 @@ impl Transaction {
     pub fn get_range(&self, opt: &RangeOption, snapshot: bool) -> MetaResult<RangeResult> {
         let mut st = self.state();
         st.usable()?;
-        let begin = st.resolve(&self.shared, &opt.begin, snapshot)?;
-        let end = st.resolve(&self.shared, &opt.end, snapshot)?;
+        // `[first_greater_or_equal(a), first_greater_or_equal(b))` reads exactly the keys of
+        // `[a, b)`, so the common case needs no selector resolution (and no extra conflict ranges
+        // beyond the one added below).
+        let plain = |s: &KeySelector| !s.or_equal && s.offset == 1;
+        let (begin, end) = if plain(&opt.begin) && plain(&opt.end) {
+            let clamp = |k: &Bytes| {
+                if k.as_ref() > SYSTEM_PREFIX { SYSTEM_PREFIX.to_vec() } else { k.to_vec() }
+            };
+            (clamp(&opt.begin.key), clamp(&opt.end.key))
+        } else {
+            (
+                st.resolve(&self.shared, &opt.begin, snapshot)?,
+                st.resolve(&self.shared, &opt.end, snapshot)?,
+            )
+        };
         let mut kvs = Vec::new();
         let mut more = false;
         if begin < end {

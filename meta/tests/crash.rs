@@ -1,0 +1,145 @@
+//! Crash safety of the embedded backend: a child process commits in a loop from several tasks and
+//! reports every acknowledged commit; the parent kills it with SIGKILL at a random moment, reopens
+//! the database, and checks that every acknowledged commit is there, whole, and that versions keep
+//! growing. Repeated several times on the same files.
+//!
+//! The child is this same test binary, re-run with `KRONOTOP_CRASH_CHILD` naming the directory;
+//! `crash_child` does nothing without it.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use kronotop_meta::{Database, MutationType, RangeOption, embedded};
+
+const CHILD_ENV: &str = "KRONOTOP_CRASH_CHILD";
+const WRITERS: u64 = 4;
+
+fn key(writer: u64, i: u64) -> Vec<u8> {
+    format!("k/{writer}/{i:08}").into_bytes()
+}
+
+/// The child: commits forever, printing `acked <writer> <i> <version>` after each commit returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let db = Database::open_embedded(Path::new(&dir), embedded::Options::default()).unwrap();
+    let start: u64 = std::env::var("KRONOTOP_CRASH_START").unwrap().parse().unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in start.. {
+                let tx = db.create_trx().unwrap();
+                tx.set(&key(w, i), format!("value-{w}-{i}").as_bytes());
+                tx.atomic_op(b"count", &1u64.to_le_bytes(), MutationType::Add);
+                let version = tx.commit().await.unwrap();
+                println!("acked {w} {i} {version}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+fn random_below(n: u64) -> u64 {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    u64::from(nanos) % n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_commits_survive_sigkill() {
+    if std::env::var(CHILD_ENV).is_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut next = 0u64;
+    let mut last_acked_version = 0i64;
+    for round in 0..5 {
+        let kill_after = 100 + random_below(400);
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "crash_child", "--nocapture", "--test-threads", "1"])
+            .env(CHILD_ENV, dir.path())
+            .env("KRONOTOP_CRASH_START", next.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut acked: Vec<(u64, u64, i64)> = Vec::new();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        for line in lines {
+            let line = line.unwrap();
+            let Some(rest) = line.strip_prefix("acked ") else { continue };
+            let f: Vec<&str> = rest.split(' ').collect();
+            acked.push((f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].parse().unwrap()));
+            if acked.len() as u64 >= kill_after {
+                break;
+            }
+        }
+        // SIGKILL: no destructor, no flush, no chance to finish the batch in flight.
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let db = Database::open_embedded(dir.path(), embedded::Options::default()).unwrap();
+        let tx = db.create_trx().unwrap();
+        for (w, i, version) in &acked {
+            let v = tx.get(&key(*w, *i), false).await.unwrap();
+            assert_eq!(
+                v.as_deref(),
+                Some(format!("value-{w}-{i}").as_bytes()),
+                "round {round}: acknowledged commit {w}/{i} at version {version} lost"
+            );
+            assert!(
+                *version > last_acked_version,
+                "round {round}: version {version} is not above the previous run's {last_acked_version}"
+            );
+        }
+        let max_acked = acked.iter().map(|a| a.2).max().unwrap();
+        // Atomicity: the counter and the keys were written together, so they agree exactly.
+        let keys = tx.get_range(&RangeOption::prefix(b"k/"), false).await.unwrap().kvs.len();
+        let count = tx.get(b"count", false).await.unwrap().unwrap();
+        assert_eq!(
+            u64::from_le_bytes(count[..8].try_into().unwrap()),
+            keys as u64,
+            "round {round}"
+        );
+        assert!(keys >= acked.len());
+        // A new commit gets a version above every acknowledged one.
+        let read_version = tx.get_read_version().await.unwrap();
+        assert!(
+            read_version >= max_acked,
+            "round {round}: read version {read_version} < {max_acked}"
+        );
+        let probe = db.create_trx().unwrap();
+        probe.set(b"probe", b"x");
+        assert!(probe.commit().await.unwrap() > max_acked);
+        drop(tx);
+        db.close();
+        last_acked_version = max_acked;
+        // Each writer continues after the highest index present for it.
+        next = acked.iter().map(|a| a.1).max().unwrap() + 1_000_000;
+    }
+}
+
+#[tokio::test]
+async fn data_and_versions_survive_a_clean_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open_embedded(dir.path(), embedded::Options::default()).unwrap();
+    let tx = db.create_trx().unwrap();
+    tx.set(b"a", b"1");
+    let v1 = tx.commit().await.unwrap();
+    db.close();
+    drop(db);
+    let db = Database::open_embedded(dir.path(), embedded::Options::default()).unwrap();
+    let tx = db.create_trx().unwrap();
+    assert_eq!(tx.get(b"a", false).await.unwrap().as_deref(), Some(&b"1"[..]));
+    assert!(tx.get_read_version().await.unwrap() >= v1);
+    tx.set(b"b", b"2");
+    assert!(tx.commit().await.unwrap() > v1);
+    // A second process (or handle) cannot open the same files while this one has them.
+    assert!(Database::open_embedded(dir.path(), embedded::Options::default()).is_err());
+}
