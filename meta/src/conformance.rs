@@ -234,6 +234,8 @@ pub async fn atomic_mutations(h: &Harness) {
         (BitXor, Some(&[0xff, 0x01]), &[0x0f], Some(&[0xf0])),
         (BitXor, Some(&[0x0f]), &[0x0f], Some(&[0x00])),
         (AppendIfFits, None, b"cd", Some(b"cd")),
+        (AppendIfFits, Some(b"a"), b"bcd", Some(b"abcd")),
+        (AppendIfFits, Some(b"abc"), b"d", Some(b"abcd")),
         (AppendIfFits, Some(b"ab"), b"cd", Some(b"abcd")),
         (Max, None, &[7], Some(&[7])),
         (Max, Some(&[9]), &[7, 0], Some(&[9, 0])),
@@ -255,6 +257,7 @@ pub async fn atomic_mutations(h: &Harness) {
         (CompareAndClear, Some(b"v"), b"v", None),
         (CompareAndClear, Some(b"v"), b"w", Some(b"v")),
         (CompareAndClear, Some(b"vv"), b"v", Some(b"vv")),
+        (CompareAndClear, Some(b"v"), b"vv", Some(b"v")),
     ];
     for (i, (op, existing, param, want)) in cases.iter().enumerate() {
         let key = h.k(format!("atomic-{i}").as_bytes());
@@ -386,6 +389,21 @@ pub async fn reverse_ranges_with_limits(h: &Harness) {
     assert_eq!(h.names(&r.kvs), ["k5", "k4"]);
     let r = tx.get_range(&RangeOption::new(h.k(b"k6"), h.k(b"k3")), false).await.expect("r");
     assert!(r.kvs.is_empty(), "begin after end reads nothing");
+    // Paging through a range, forwards and backwards, visits every key once.
+    for reverse in [false, true] {
+        let mut opt = Some(h.range().limit(3).reverse(reverse));
+        let mut seen = Vec::new();
+        while let Some(o) = opt {
+            let page = tx.get_range(&o, false).await.expect("page");
+            seen.extend(h.names(&page.kvs));
+            opt = o.next_range(&page);
+        }
+        let mut want: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+        if reverse {
+            want.reverse();
+        }
+        assert_eq!(seen, want);
+    }
 }
 
 pub async fn limits_and_their_errors(h: &Harness) {
@@ -471,6 +489,15 @@ pub async fn watches(h: &Harness) {
     tx.commit().await.expect("register");
     h.put(&[(b"new", b"x")]).await;
     assert_eq!(fired(&mut missing).await, Some(Ok(())), "fires when a missing key appears");
+
+    // A watch whose transaction fails to commit fails with the commit's error.
+    let reader = h.tx();
+    reader.get(&h.k(b"w"), false).await.expect("get");
+    let mut doomed = reader.watch(&h.k(b"w"));
+    h.put(&[(b"w", b"3")]).await;
+    reader.set(&h.k(b"other"), b"1");
+    assert_eq!(err(reader.commit().await), MetaError::NOT_COMMITTED);
+    assert_eq!(fired(&mut doomed).await, Some(Err(MetaError::NOT_COMMITTED)));
 
     let tx = h.tx();
     let mut cancelled = tx.watch(&h.k(b"w"));

@@ -100,6 +100,23 @@ impl RangeOption {
         self.reverse = reverse;
         self
     }
+
+    /// The rest of this range after a page read with it, or `None` when the page was the last:
+    /// how a long scan is split into pages, each in its own transaction if it must stay under the
+    /// five-second limit (FoundationDB's `RangeOption::next_range`). The limit carries over.
+    pub fn next_range(&self, page: &RangeResult) -> Option<RangeOption> {
+        if !page.more {
+            return None;
+        }
+        let last = page.kvs.last()?;
+        let mut next = self.clone();
+        if self.reverse {
+            next.end = KeySelector::first_greater_or_equal(last.key.clone());
+        } else {
+            next.begin = KeySelector::first_greater_than(last.key.clone());
+        }
+        Some(next)
+    }
 }
 
 /// The pairs of a range read; `more` tells whether the limit cut it short.

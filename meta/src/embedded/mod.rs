@@ -1045,6 +1045,10 @@ impl Transaction {
         if watches.is_empty() {
             return;
         }
+        // Read the newest snapshot while holding the watch table: the committer publishes a
+        // snapshot before it takes the table to fire watches, so a commit we do not see here will
+        // find our entries when it fires.
+        let mut all = lock(&self.shared.watches);
         let latest = match self.shared.latest() {
             Ok(l) => l,
             Err(e) => {
@@ -1054,7 +1058,16 @@ impl Transaction {
                 return;
             }
         };
-        let mut all = lock(&self.shared.watches);
+        // Drop entries whose receivers are gone (cancelled watches), so they stop counting. This
+        // walks every watch, which is fine for the few thousand a member keeps.
+        let mut freed = 0;
+        all.by_key.retain(|_, entries| {
+            let before = entries.len();
+            entries.retain(|w| !w.tx.is_closed());
+            freed += before - entries.len();
+            !entries.is_empty()
+        });
+        all.count -= freed;
         for (key, value, tx) in watches {
             if all.count >= self.shared.options.max_watches {
                 let _ = tx.send(Err(MetaError::TOO_MANY_WATCHES));
@@ -1068,15 +1081,6 @@ impl Transaction {
             all.count += 1;
             all.by_key.entry(key).or_default().push(WatchEntry { value, tx });
         }
-        // Drop entries whose receivers are gone (cancelled watches), so they stop counting.
-        let mut freed = 0;
-        all.by_key.retain(|_, entries| {
-            let before = entries.len();
-            entries.retain(|w| !w.tx.is_closed());
-            freed += before - entries.len();
-            !entries.is_empty()
-        });
-        all.count -= freed;
     }
 }
 
