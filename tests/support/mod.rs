@@ -131,21 +131,13 @@ pub struct Spawned {
 impl Spawned {
     /// Waits for the process to exit (for start-up failures), returning its status and logs.
     pub fn wait_exit(mut self) -> (ExitStatus, String) {
-        let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                // Let the reader thread drain what is left.
-                std::thread::sleep(Duration::from_millis(100));
-                return (status, self.logs.lock().unwrap().join("\n"));
-            }
-            assert!(Instant::now() < deadline, "process did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = wait_child(self.child.as_mut().unwrap(), "process did not exit");
+        self.child = None;
+        (status, self.logs.lock().unwrap().join("\n"))
     }
 
     /// Waits until both listeners are up.
-    pub fn ready(mut self) -> Server {
+    pub fn ready(self) -> Server {
         let deadline = Instant::now() + PATIENCE;
         let (mut client, mut admin) = (None, None);
         while client.is_none() || admin.is_none() {
@@ -167,14 +159,20 @@ impl Spawned {
                 }
             }
         }
-        Server {
-            child: self.child.take(),
-            client: client.unwrap(),
-            admin: admin.unwrap(),
-            logs: Arc::clone(&self.logs),
-            data_dir: self.data_dir.clone(),
-            _spawned: self,
+        Server { client: client.unwrap(), admin: admin.unwrap(), spawned: self }
+    }
+}
+
+/// Waits for `child` to exit, then a moment for the log reader to drain what is left.
+fn wait_child(child: &mut Child, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            std::thread::sleep(Duration::from_millis(100));
+            return status;
         }
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -187,15 +185,12 @@ impl Drop for Spawned {
     }
 }
 
-/// A running `kronotop` process.
+/// A running `kronotop` process; killed when dropped.
 #[derive(Debug)]
 pub struct Server {
-    child: Option<Child>,
     pub client: SocketAddr,
     pub admin: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
-    pub data_dir: PathBuf,
-    _spawned: Spawned,
+    spawned: Spawned,
 }
 
 impl Server {
@@ -209,7 +204,11 @@ impl Server {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.spawned.child.as_ref().unwrap().id()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.spawned.data_dir
     }
 
     /// Connects to the client port.
@@ -227,7 +226,7 @@ impl Server {
     }
 
     pub fn logs(&self) -> String {
-        self.logs.lock().unwrap().join("\n")
+        self.spawned.logs.lock().unwrap().join("\n")
     }
 
     /// Sends a signal with the `kill` utility and waits for the process to exit.
@@ -235,25 +234,8 @@ impl Server {
         let pid = self.pid();
         let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
         assert!(status.unwrap().success());
-        let child = self.child.as_mut().unwrap();
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(100));
-                return status;
-            }
-            assert!(Instant::now() < deadline, "server did not exit after SIG{signal}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let what = format!("server did not exit after SIG{signal}");
+        wait_child(self.spawned.child.as_mut().unwrap(), &what)
     }
 }
 

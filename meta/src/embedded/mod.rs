@@ -637,17 +637,8 @@ impl TxState {
     ) -> MetaResult<Vec<u8>> {
         let key: &[u8] = if sel.key.as_ref() > SYSTEM_PREFIX { SYSTEM_PREFIX } else { &sel.key };
         let pivot = if sel.or_equal { key_after(key) } else { key.to_vec() };
-        let mut found: Option<Vec<u8>> = None;
         if sel.offset >= 1 {
-            let mut skip = sel.offset - 1;
-            self.scan(shared, &pivot, SYSTEM_PREFIX, false, |k, _| {
-                if skip == 0 {
-                    found = Some(k.to_vec());
-                    return false;
-                }
-                skip -= 1;
-                true
-            })?;
+            let found = self.nth_key(shared, &pivot, SYSTEM_PREFIX, false, sel.offset - 1)?;
             let result = found.unwrap_or_else(|| SYSTEM_PREFIX.to_vec());
             if !snapshot {
                 let end = if result.as_slice() >= SYSTEM_PREFIX {
@@ -659,21 +650,35 @@ impl TxState {
             }
             Ok(result)
         } else {
-            let mut skip = -sel.offset;
-            self.scan(shared, b"", &pivot, true, |k, _| {
-                if skip == 0 {
-                    found = Some(k.to_vec());
-                    return false;
-                }
-                skip -= 1;
-                true
-            })?;
+            let found = self.nth_key(shared, b"", &pivot, true, -sel.offset)?;
             let result = found.unwrap_or_default();
             if !snapshot {
                 self.add_read(result.clone(), pivot);
             }
             Ok(result)
         }
+    }
+
+    /// The key `n` places from the start of `[begin, end)` in the given direction, if any.
+    fn nth_key(
+        &mut self,
+        shared: &Shared,
+        begin: &[u8],
+        end: &[u8],
+        reverse: bool,
+        n: i32,
+    ) -> MetaResult<Option<Vec<u8>>> {
+        let mut skip = n;
+        let mut found = None;
+        self.scan(shared, begin, end, reverse, |k, _| {
+            if skip == 0 {
+                found = Some(k.to_vec());
+                return false;
+            }
+            skip -= 1;
+            true
+        })?;
+        Ok(found)
     }
 
     fn add_read(&mut self, b: Vec<u8>, e: Vec<u8>) {
