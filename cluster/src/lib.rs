@@ -144,12 +144,28 @@ pub struct ClusterConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClusterEvent {
     Initialized,
-    BecamePrimary { kind: ShardKind, shard: u32 },
-    LostPrimary { kind: ShardKind, shard: u32 },
-    BecameStandby { kind: ShardKind, shard: u32 },
-    NoLongerStandby { kind: ShardKind, shard: u32 },
+    BecamePrimary {
+        kind: ShardKind,
+        shard: u32,
+    },
+    LostPrimary {
+        kind: ShardKind,
+        shard: u32,
+    },
+    BecameStandby {
+        kind: ShardKind,
+        shard: u32,
+    },
+    NoLongerStandby {
+        kind: ShardKind,
+        shard: u32,
+    },
     /// This member is a standby of the shard and its primary changed.
-    PrimaryChanged { kind: ShardKind, shard: u32, primary: Option<String> },
+    PrimaryChanged {
+        kind: ShardKind,
+        shard: u32,
+        primary: Option<String>,
+    },
 }
 
 /// Which shards an operation addresses.
@@ -244,7 +260,11 @@ impl Cluster {
     /// # Errors
     ///
     /// `AlreadyRunning` when another live process is registered with this id; metadata errors.
-    pub async fn start(db: Database, config: ClusterConfig, me: MemberRecord) -> Result<Arc<Cluster>> {
+    pub async fn start(
+        db: Database,
+        config: ClusterConfig,
+        me: MemberRecord,
+    ) -> Result<Arc<Cluster>> {
         let name = config.name.clone();
         let keys: Keys = db
             .run(|tx, _| {
@@ -310,14 +330,16 @@ impl Cluster {
         let keys = self.keys();
         let me = self.me();
         let force = self.config.force_initialization;
-        let silent_ms = i64::try_from(self.config.max_silent_period.as_millis()).unwrap_or(i64::MAX);
+        let silent_ms =
+            i64::try_from(self.config.max_silent_period.as_millis()).unwrap_or(i64::MAX);
         let tx = self.db.create_trx()?;
         let existing = tx.get(&keys.member(&me.id, "record"), false).await?;
         if let Some(raw) = existing {
             let old: MemberRecord = serde_json::from_slice(&raw)
                 .map_err(|_| ClusterError::NotRegisteredProperly(me.id.clone()))?;
             if old.status == MemberStatus::Running && !force {
-                let seen = keys::le_i64(tx.get(&keys.member(&me.id, "seen_ms"), false).await?.as_deref());
+                let seen =
+                    keys::le_i64(tx.get(&keys.member(&me.id, "seen_ms"), false).await?.as_deref());
                 if now_ms() - seen <= silent_ms {
                     return Err(ClusterError::AlreadyRunning(me.id));
                 }
@@ -397,14 +419,18 @@ impl Cluster {
         let members = self.list_members().await?;
         let me = self.me().id;
         let mut views = lock(&self.views);
-        views.retain(|id, _| members.iter().any(|m| &m.record.id == id && m.record.status == MemberStatus::Running));
+        views.retain(|id, _| {
+            members.iter().any(|m| &m.record.id == id && m.record.status == MemberStatus::Running)
+        });
         for m in members {
             if m.record.id == me || m.record.status != MemberStatus::Running {
                 continue;
             }
-            let view = views
-                .entry(m.record.id.clone())
-                .or_insert(View { latest: m.heartbeat, expected: m.heartbeat, alive: true });
+            let view = views.entry(m.record.id.clone()).or_insert(View {
+                latest: m.heartbeat,
+                expected: m.heartbeat,
+                alive: true,
+            });
             if m.heartbeat != view.latest {
                 view.latest = m.heartbeat;
                 view.expected = view.expected.max(m.heartbeat);
@@ -523,8 +549,12 @@ impl Cluster {
             let text = String::from_utf8_lossy(&kv.value).into_owned();
             match field.as_str() {
                 "primary" => route.primary = Some(text).filter(|p| !p.is_empty()),
-                "standbys" => route.standbys = serde_json::from_slice(&kv.value).unwrap_or_default(),
-                "status" => route.status = ShardStatus::parse(&text).unwrap_or(ShardStatus::Inoperable),
+                "standbys" => {
+                    route.standbys = serde_json::from_slice(&kv.value).unwrap_or_default()
+                }
+                "status" => {
+                    route.status = ShardStatus::parse(&text).unwrap_or(ShardStatus::Inoperable)
+                }
                 _ => {}
             }
         }
@@ -555,7 +585,10 @@ impl Cluster {
                         tx.set(&keys.shard_count(kind), &i64::from(n).to_le_bytes());
                         for shard in 0..n {
                             tx.set(&keys.shard(kind, shard, "standbys"), b"[]");
-                            tx.set(&keys.shard(kind, shard, "status"), ShardStatus::Inoperable.name().as_bytes());
+                            tx.set(
+                                &keys.shard(kind, shard, "status"),
+                                ShardStatus::Inoperable.name().as_bytes(),
+                            );
                         }
                     }
                     tx.set(&keys.initialized(), b"\x01");
@@ -595,7 +628,10 @@ impl Cluster {
         }
         let mut out: Vec<MemberInfo> = records
             .into_iter()
-            .map(|(id, record)| MemberInfo { heartbeat: beats.get(&id).copied().unwrap_or(0), record })
+            .map(|(id, record)| MemberInfo {
+                heartbeat: beats.get(&id).copied().unwrap_or(0),
+                record,
+            })
             .collect();
         out.sort_by(|a, b| a.record.process_id.cmp(&b.record.process_id));
         Ok(out)
@@ -674,7 +710,8 @@ impl Cluster {
     /// `InvalidMemberStatus`, `NotRegistered`, member-id errors; metadata errors.
     pub async fn set_member_status(&self, arg: &str, status: &str) -> Result<()> {
         self.require_initialized()?;
-        let status = MemberStatus::parse(status).ok_or_else(|| ClusterError::InvalidMemberStatus(status.to_owned()))?;
+        let status = MemberStatus::parse(status)
+            .ok_or_else(|| ClusterError::InvalidMemberStatus(status.to_owned()))?;
         let id = self.resolve_member(arg).await?;
         self.set_member_status_raw(&id, status).await
     }
@@ -711,7 +748,12 @@ impl Cluster {
         Ok(())
     }
 
-    fn check_shards(&self, counts: &BTreeMap<ShardKind, u32>, kind: ShardKind, shards: Shards) -> Result<Vec<u32>> {
+    fn check_shards(
+        &self,
+        counts: &BTreeMap<ShardKind, u32>,
+        kind: ShardKind,
+        shards: Shards,
+    ) -> Result<Vec<u32>> {
         let n = counts.get(&kind).copied().unwrap_or(0);
         match shards {
             Shards::All => Ok((0..n).collect()),
@@ -762,9 +804,15 @@ impl Cluster {
     /// # Errors
     ///
     /// `InvalidShardStatus`, `InvalidShardId`; metadata errors.
-    pub async fn set_shard_status(&self, kind: ShardKind, shards: Shards, status: &str) -> Result<()> {
+    pub async fn set_shard_status(
+        &self,
+        kind: ShardKind,
+        shards: Shards,
+        status: &str,
+    ) -> Result<()> {
         self.require_initialized()?;
-        let status = ShardStatus::parse(status).ok_or_else(|| ClusterError::InvalidShardStatus(status.to_owned()))?;
+        let status = ShardStatus::parse(status)
+            .ok_or_else(|| ClusterError::InvalidShardStatus(status.to_owned()))?;
         let keys = self.keys();
         self.db
             .run(|tx, _| {
@@ -792,7 +840,14 @@ impl Cluster {
     /// # Errors
     ///
     /// The precondition that failed; metadata errors.
-    pub async fn route(&self, op: RouteOp, role: RouteRole, kind: ShardKind, shards: Shards, member: &str) -> Result<()> {
+    pub async fn route(
+        &self,
+        op: RouteOp,
+        role: RouteRole,
+        kind: ShardKind,
+        shards: Shards,
+        member: &str,
+    ) -> Result<()> {
         self.require_initialized()?;
         if op == RouteOp::Unset && role == RouteRole::Primary {
             return Err(ClusterError::UnsetPrimary);
@@ -876,7 +931,8 @@ impl Cluster {
             if let Some(p) = &route.primary {
                 tx.set(&keys.shard(kind, shard, "primary"), p.as_bytes());
             }
-            let standbys = serde_json::to_vec(&route.standbys).map_err(|e| ClusterError::Corrupt(e.to_string()))?;
+            let standbys = serde_json::to_vec(&route.standbys)
+                .map_err(|e| ClusterError::Corrupt(e.to_string()))?;
             tx.set(&keys.shard(kind, shard, "standbys"), &standbys);
         }
         tx.atomic_op(&keys.topology(), &1i64.to_le_bytes(), MutationType::Add);
@@ -984,10 +1040,16 @@ mod tests {
             status: ShardStatus::ReadWrite,
         };
         let k = ShardKind::Bucket;
-        assert_eq!(diff("a", k, 0, &r(None, &[]), &r(Some("a"), &[])), [ClusterEvent::BecamePrimary { kind: k, shard: 0 }]);
+        assert_eq!(
+            diff("a", k, 0, &r(None, &[]), &r(Some("a"), &[])),
+            [ClusterEvent::BecamePrimary { kind: k, shard: 0 }]
+        );
         assert_eq!(
             diff("a", k, 0, &r(Some("a"), &["b"]), &r(Some("b"), &["a"])),
-            [ClusterEvent::LostPrimary { kind: k, shard: 0 }, ClusterEvent::BecameStandby { kind: k, shard: 0 }]
+            [
+                ClusterEvent::LostPrimary { kind: k, shard: 0 },
+                ClusterEvent::BecameStandby { kind: k, shard: 0 }
+            ]
         );
         assert_eq!(
             diff("c", k, 1, &r(Some("a"), &["c"]), &r(Some("b"), &["c"])),

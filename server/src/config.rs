@@ -43,6 +43,9 @@ pub struct Config {
     /// A `tracing` filter such as `info` or `kronotop_server=debug`.
     pub log_level: String,
     pub cluster: ClusterConfig,
+    pub meta: MetaConfig,
+    pub redis: ShardsConfig,
+    pub bucket: ShardsConfig,
     pub network: NetworkConfig,
     pub server: ServerConfig,
     pub auth: AuthConfig,
@@ -57,6 +60,9 @@ impl Default for Config {
             log_format: LogFormat::Human,
             log_level: "info".to_owned(),
             cluster: ClusterConfig::default(),
+            meta: MetaConfig::default(),
+            redis: ShardsConfig::default(),
+            bucket: ShardsConfig::default(),
             network: NetworkConfig::default(),
             server: ServerConfig::default(),
             auth: AuthConfig::default(),
@@ -78,11 +84,59 @@ pub enum LogFormat {
 pub struct ClusterConfig {
     /// Root segment of the cluster's metadata; several clusters may share one metadata store.
     pub name: String,
+    /// Period of this member's heartbeat (reference: 5 s).
+    pub heartbeat_interval_ms: u64,
+    /// Silence after which another member is suspected dead (reference: 20 s).
+    pub max_silent_period_ms: u64,
+    /// Start even when the registry says a live member with this id is running.
+    pub force_initialization: bool,
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        ClusterConfig { name: "development".to_owned() }
+        ClusterConfig {
+            name: "development".to_owned(),
+            heartbeat_interval_ms: 5_000,
+            max_silent_period_ms: 20_000,
+            force_initialization: false,
+        }
+    }
+}
+
+/// Where the metadata store lives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetaConfig {
+    /// `embedded` (in this process, persisted under `path`) or `foundationdb` (needs a build with
+    /// the `fdb` feature).
+    pub backend: String,
+    /// Directory of the embedded store; empty means `<data_dir>/metadata`.
+    pub path: String,
+    /// FoundationDB cluster file; empty means the client's default.
+    pub cluster_file: String,
+}
+
+impl Default for MetaConfig {
+    fn default() -> Self {
+        MetaConfig {
+            backend: "embedded".to_owned(),
+            path: String::new(),
+            cluster_file: String::new(),
+        }
+    }
+}
+
+/// Shard count of a kind, fixed when the cluster is initialised.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShardsConfig {
+    pub shards: u32,
+}
+
+impl Default for ShardsConfig {
+    /// Seven shards of each kind (our decision, reference opening section).
+    fn default() -> Self {
+        ShardsConfig { shards: 7 }
     }
 }
 
@@ -259,6 +313,20 @@ impl Config {
             "server.proto_max_bulk_len must be at least 1048576 (1 MiB), as in Redis",
         )?;
         check(!self.cluster.name.is_empty(), "cluster.name must not be empty")?;
+        check(self.redis.shards > 0, "redis.shards must be greater than 0")?;
+        check(self.bucket.shards > 0, "bucket.shards must be greater than 0")?;
+        check(
+            self.cluster.heartbeat_interval_ms > 0,
+            "cluster.heartbeat_interval_ms must be greater than 0",
+        )?;
+        check(
+            self.cluster.max_silent_period_ms >= self.cluster.heartbeat_interval_ms,
+            "cluster.max_silent_period_ms must be at least cluster.heartbeat_interval_ms",
+        )?;
+        check(
+            matches!(self.meta.backend.as_str(), "embedded" | "foundationdb"),
+            "meta.backend must be embedded or foundationdb",
+        )?;
         check(!self.default_namespace.is_empty(), "default_namespace must not be empty")?;
         for (name, listener) in [("client", &self.network.client), ("admin", &self.network.admin)] {
             if listener.host.parse::<IpAddr>().is_err() && listener.host != "localhost" {

@@ -8,6 +8,9 @@
 
 use std::borrow::Cow;
 
+use kronotop_cluster::ClusterError;
+use kronotop_meta::MetaError;
+
 use crate::protocol::reply::Reply;
 
 /// An error a command answers with. The connection stays open.
@@ -42,6 +45,26 @@ pub enum CommandError {
     Syntax,
     #[error("value is not an integer or out of range")]
     NotInteger,
+    /// A metadata-store error: the client sees `NAME text`, such as `NOT_COMMITTED Transaction
+    /// not committed due to conflict with another transaction` (reference section 3.2).
+    #[error("{}", .0.message())]
+    Meta(MetaError),
+}
+
+impl From<MetaError> for CommandError {
+    fn from(e: MetaError) -> Self {
+        CommandError::Meta(e)
+    }
+}
+
+impl From<ClusterError> for CommandError {
+    /// Metadata errors keep their code; every other cluster error is an `ERR` with its text.
+    fn from(e: ClusterError) -> Self {
+        match e {
+            ClusterError::Meta(m) => CommandError::Meta(m),
+            other => CommandError::err_owned(other.to_string()),
+        }
+    }
 }
 
 impl CommandError {
@@ -56,8 +79,16 @@ impl CommandError {
     }
 
     /// The RESP error prefix of this error.
-    pub fn prefix(&self) -> &'static str {
+    pub fn prefix(&self) -> String {
         match self {
+            CommandError::Meta(m) => m.name().to_ascii_uppercase(),
+            other => other.static_prefix().to_owned(),
+        }
+    }
+
+    fn static_prefix(&self) -> &'static str {
+        match self {
+            CommandError::Meta(_) => "ERR",
             CommandError::NoAuth | CommandError::HelloNoAuth => "NOAUTH",
             CommandError::WrongPass => "WRONGPASS",
             CommandError::NoProto => "NOPROTO",
@@ -111,5 +142,14 @@ mod tests {
         );
         assert_eq!(line(CommandError::NoProto), "NOPROTO unsupported protocol version");
         assert_eq!(line(CommandError::err_owned("a\r\nb".into())), "ERR a  b");
+        assert_eq!(
+            line(CommandError::Meta(MetaError::NOT_COMMITTED)),
+            "NOT_COMMITTED Transaction not committed due to conflict with another transaction"
+        );
+        assert_eq!(
+            line(CommandError::from(ClusterError::Meta(MetaError::TRANSACTION_TOO_OLD))),
+            "TRANSACTION_TOO_OLD Transaction is too old to perform reads or be committed"
+        );
+        assert_eq!(line(ClusterError::NoPrimary.into()), "ERR no primary member assigned yet");
     }
 }

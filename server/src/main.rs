@@ -8,6 +8,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use std::time::Duration;
+
+use kronotop_cluster::{Cluster, ClusterConfig, MemberRecord, MemberStatus};
+use kronotop_meta::Database;
 use kronotop_server::config::{Config, LogFormat, Overrides};
 use kronotop_server::node::Node;
 use kronotop_server::server::{self, Listeners};
@@ -102,24 +106,96 @@ fn serve(config: Config, config_file: Option<PathBuf>) -> anyhow::Result<()> {
         Err(err) => tracing::warn!(%err, "cannot raise the open-file limit"),
     }
     let member = kronotop_server::member::open(&config.data_dir, &config.cluster.name)?;
-    let node = Arc::new(Node::new(config, config_file, member.id.clone())?);
+    let meta = open_meta(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let member_path = member.path.display().to_string();
+    let member_id = member.id.clone();
+    let meta_handle = meta.clone();
     runtime.block_on(async move {
-        let listeners = Listeners::bind(&node).await?;
+        let listeners = Listeners::bind(&config.network).await?;
         let addrs = listeners.addrs()?;
-        let _ = node.bound.set(addrs);
-        tracing::info!(member_id = %node.member_id, data = %member_path, "member ready");
+        let record = MemberRecord {
+            id: member_id,
+            status: MemberStatus::Running,
+            external_host: addrs.client.ip().to_string(),
+            external_port: addrs.client.port(),
+            internal_host: addrs.admin.ip().to_string(),
+            internal_port: addrs.admin.port(),
+            process_id: String::new(),
+        };
+        let cluster = Cluster::start(meta.clone(), cluster_config(&config), record)
+            .await
+            .context("cannot register this member in the cluster")?;
+        let node = Arc::new(Node::new(config, config_file, addrs, meta.clone(), cluster)?);
+        tracing::info!(
+            member_id = %node.member_id,
+            data = %member_path,
+            meta = meta.backend_name(),
+            initialized = node.cluster_initialized(),
+            "member ready"
+        );
         tracing::info!(kind = "client", addr = %addrs.client, "listening");
         tracing::info!(kind = "admin", addr = %addrs.admin, "listening");
-        server::run(node, listeners, shutdown_signal()).await;
+        server::run(Arc::clone(&node), listeners, shutdown_signal()).await;
+        if let Err(err) = node.cluster.stop().await {
+            tracing::warn!(%err, "could not mark this member STOPPED");
+        }
         anyhow::Ok(())
     })?;
+    meta_handle.close();
     drop(member);
     Ok(())
+}
+
+fn cluster_config(config: &Config) -> ClusterConfig {
+    ClusterConfig {
+        name: config.cluster.name.clone(),
+        redis_shards: config.redis.shards,
+        bucket_shards: config.bucket.shards,
+        heartbeat_interval: Duration::from_millis(config.cluster.heartbeat_interval_ms),
+        max_silent_period: Duration::from_millis(config.cluster.max_silent_period_ms),
+        force_initialization: config.cluster.force_initialization,
+    }
+}
+
+/// Opens the configured metadata store.
+fn open_meta(config: &Config) -> anyhow::Result<Database> {
+    match config.meta.backend.as_str() {
+        "foundationdb" => open_foundationdb(config),
+        _ => {
+            let path = if config.meta.path.is_empty() {
+                config.data_dir.join("metadata")
+            } else {
+                PathBuf::from(&config.meta.path)
+            };
+            Database::open_embedded(&path, kronotop_meta::embedded::Options::default()).map_err(
+                |e| {
+                    anyhow::anyhow!(
+                        "cannot open the metadata store in {}: {e} (is another kronotop using it?)",
+                        path.display()
+                    )
+                },
+            )
+        }
+    }
+}
+
+#[cfg(feature = "fdb")]
+fn open_foundationdb(config: &Config) -> anyhow::Result<Database> {
+    let file = (!config.meta.cluster_file.is_empty()).then_some(config.meta.cluster_file.as_str());
+    Database::open_foundationdb(file)
+        .map_err(|e| anyhow::anyhow!("cannot connect to FoundationDB: {e}"))
+}
+
+#[cfg(not(feature = "fdb"))]
+fn open_foundationdb(_config: &Config) -> anyhow::Result<Database> {
+    anyhow::bail!(
+        "meta.backend = \"foundationdb\" needs a kronotop built with `--features fdb` (and the \
+         FoundationDB client library installed)"
+    )
 }
 
 /// Completes on SIGINT or SIGTERM. If a handler cannot be installed, that signal is simply not

@@ -9,10 +9,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use kronotop_cluster::Cluster;
+use kronotop_meta::Database;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
@@ -360,7 +362,12 @@ pub struct Node {
     pub started_unix_secs: u64,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
-    pub bound: OnceLock<BoundAddrs>,
+    /// Where the listeners are bound.
+    pub bound: BoundAddrs,
+    /// The metadata store.
+    pub meta: Database,
+    /// The cluster control plane, as this member sees it.
+    pub cluster: Arc<Cluster>,
 }
 
 impl Node {
@@ -372,8 +379,11 @@ impl Node {
     pub fn new(
         mut config: Config,
         config_file: Option<PathBuf>,
-        member_id: String,
+        bound: BoundAddrs,
+        meta: Database,
+        cluster: Arc<Cluster>,
     ) -> Result<Node, getrandom::Error> {
+        let member_id = cluster.me().id;
         let auth = Auth::from_config(&mut config)?;
         let settings = Settings {
             maxclients: AtomicUsize::new(config.server.maxclients),
@@ -394,15 +404,16 @@ impl Node {
                 .map(|d| d.as_secs())
                 .unwrap_or_default(),
             shutdown: CancellationToken::new(),
-            bound: OnceLock::new(),
+            bound,
+            meta,
+            cluster,
         })
     }
 
     /// Whether the cluster this member belongs to has been initialised with
-    /// `KR.ADMIN INITIALIZE-CLUSTER`. The cluster control plane does not exist yet, so no cluster
-    /// can have been initialised and commands that need one are refused.
+    /// `KR.ADMIN INITIALIZE-CLUSTER` (as this member last saw the topology).
     pub fn cluster_initialized(&self) -> bool {
-        false
+        self.cluster.is_initialized()
     }
 }
 

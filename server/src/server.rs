@@ -14,6 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 
+use crate::config::NetworkConfig;
 use crate::node::{BoundAddrs, DEFAULT_USER, Node, PortKind};
 
 /// Redis's refusal when `maxclients` is reached (`networking.c`).
@@ -45,13 +46,12 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds the client and admin listeners of `node`'s configuration.
+    /// Binds the client and admin listeners of the configuration.
     ///
     /// # Errors
     ///
     /// When an address cannot be bound (in use, not local, no permission).
-    pub async fn bind(node: &Node) -> std::io::Result<Listeners> {
-        let net = &node.config.network;
+    pub async fn bind(net: &NetworkConfig) -> std::io::Result<Listeners> {
         let client = bind_one(&net.client.host, net.client.port).await?;
         let admin = bind_one(&net.admin.host, net.admin.port).await?;
         Ok(Listeners { client, admin })

@@ -53,19 +53,9 @@ const MAX_PROTO_MAX_BULK_LEN: u64 = i64::MAX as u64;
 
 static PARAMS: &[Param] = &[
     Param { name: "bind", get: |n| n.config.network.client.host.clone(), set: None },
-    Param {
-        name: "port",
-        get: |n| {
-            n.bound.get().map_or(n.config.network.client.port, |b| b.client.port()).to_string()
-        },
-        set: None,
-    },
+    Param { name: "port", get: |n| n.bound.client.port().to_string(), set: None },
     Param { name: "admin-bind", get: |n| n.config.network.admin.host.clone(), set: None },
-    Param {
-        name: "admin-port",
-        get: |n| n.bound.get().map_or(n.config.network.admin.port, |b| b.admin.port()).to_string(),
-        set: None,
-    },
+    Param { name: "admin-port", get: |n| n.bound.admin.port().to_string(), set: None },
     Param { name: "dir", get: |n| n.config.data_dir.display().to_string(), set: None },
     Param { name: "cluster-name", get: |n| n.config.cluster.name.clone(), set: None },
     Param { name: "default-namespace", get: |n| n.config.default_namespace.clone(), set: None },

@@ -17,6 +17,7 @@ mod config;
 mod connection;
 mod docs;
 mod info;
+mod kr_admin;
 mod session;
 
 use std::collections::HashMap;
@@ -153,6 +154,7 @@ pub enum Command {
     Config(config::ConfigCmd),
     SessionAttribute(session::AttributeCmd),
     SessionClose,
+    KrAdmin(kr_admin::KrAdmin),
     /// `HELP` of a container command: its subcommands and what they do.
     Help(&'static str),
     /// A command the table knows whose implementation belongs to an issue not done yet.
@@ -567,6 +569,20 @@ pub static COMMANDS: &[CommandSpec] = &[
         Body::Leaf(|args| args.finish().map(|()| Command::SessionClose))
     ),
     spec!(
+        "KR.ADMIN",
+        "kr.admin",
+        "KR.ADMIN",
+        -2,
+        F_ADMIN,
+        Ports::AdminOnly,
+        ADMIN,
+        "cluster",
+        "Administers the cluster: INITIALIZE-CLUSTER, DESCRIBE-MEMBER, FIND-MEMBER, LIST-MEMBERS, \
+         LIST-SILENT-MEMBERS, SET-MEMBER-STATUS, REMOVE-MEMBER, DESCRIBE-SHARD, DESCRIBE-CLUSTER, \
+         SET-SHARD-STATUS, ROUTE, DROP-CLUSTER.",
+        Body::Leaf(kr_admin::parse)
+    ),
+    spec!(
         "TICK",
         "tick",
         "TICK",
@@ -712,6 +728,7 @@ pub async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
             ctx.session.reset(ctx.node);
             Ok(Reply::ok())
         }
+        Command::KrAdmin(cmd) => kr_admin::execute(cmd, ctx).await,
         Command::Help(container) => Ok(docs::help(container)),
         Command::NotSupported(what) => {
             Err(CommandError::err_owned(format!("{what} is not supported yet")))

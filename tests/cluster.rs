@@ -1,0 +1,313 @@
+//! The cluster control plane against a real `kronotop` process: the uninitialised gate (S4), the
+//! bootstrap flow of the README, `KR.ADMIN` replies in RESP2 and RESP3, the routing errors of S22,
+//! member ids by prefix, persistence across restarts, and registration after a crash.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use redis_protocol::resp3::types::OwnedFrame;
+use support::{Raw, Server, text};
+
+/// A map key as text: strings as they are, integers (shard ids) in decimal.
+fn key(frame: &OwnedFrame) -> String {
+    match frame {
+        OwnedFrame::Number { data, .. } => data.to_string(),
+        other => text(other),
+    }
+}
+
+/// The pairs of a map reply, RESP3 map or RESP2 flat array, as (key, frame).
+fn pairs(frame: OwnedFrame) -> Vec<(String, OwnedFrame)> {
+    match frame {
+        OwnedFrame::Map { data, .. } => data.into_iter().map(|(k, v)| (key(&k), v)).collect(),
+        OwnedFrame::Array { data, .. } => {
+            data.chunks(2).map(|p| (key(&p[0]), p[1].clone())).collect()
+        }
+        other => panic!("not a map: {other:?}"),
+    }
+}
+
+fn field(frame: &OwnedFrame, key: &str) -> OwnedFrame {
+    pairs(frame.clone())
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no {key} in {frame:?}"))
+}
+
+fn member_id(admin: &mut Raw) -> String {
+    text(&field(&admin.cmd(&["KR.ADMIN", "DESCRIBE-MEMBER"]), "member_id"))
+}
+
+/// S4: the uninitialised gate.
+#[test]
+fn s4_uninitialized_cluster_gate() {
+    let server = Server::start();
+    let mut c = server.connect();
+    let mut a = server.connect_admin();
+    assert_eq!(c.cmd_raw(&["PING"]), "+PONG\r\n");
+    assert_eq!(c.cmd_raw(&["TICK", "FRESH"]), "-ERR cluster has not been initialized yet\r\n");
+    assert_eq!(
+        a.cmd_raw(&["KR.ADMIN", "DESCRIBE-CLUSTER"]),
+        "-ERR cluster has not been initialized yet\r\n"
+    );
+    assert_eq!(
+        a.cmd_raw(&["KR.ADMIN", "DESCRIBE-MEMBER"]),
+        "-ERR cluster has not been initialized yet\r\n"
+    );
+    assert_eq!(a.cmd_raw(&["KR.ADMIN", "INITIALIZE-CLUSTER"]), "+OK\r\n");
+    assert_eq!(
+        a.cmd_raw(&["KR.ADMIN", "INITIALIZE-CLUSTER"]),
+        "-ERR cluster has already been initialized\r\n"
+    );
+    // KR.ADMIN is an admin-port command.
+    assert_eq!(
+        c.cmd_raw(&["KR.ADMIN", "DESCRIBE-CLUSTER"]),
+        "-ERR command 'KR.ADMIN' is served on the admin port only\r\n"
+    );
+    assert_eq!(a.cmd_raw(&["KR.ADMIN", "FLY"]), "-ERR unknown subcommand: 'FLY'\r\n");
+    assert_eq!(
+        a.cmd_raw(&["KR.ADMIN"]),
+        "-ERR wrong number of arguments for 'KR.ADMIN' command\r\n"
+    );
+    // After initialisation the gate opens: TICK now reaches its own (not yet built) handler.
+    assert_eq!(c.cmd_raw(&["TICK", "FRESH"]), "-ERR TICK is not supported yet\r\n");
+}
+
+/// The README's bootstrap walk-through, then what it leaves behind, in RESP3 and RESP2.
+#[test]
+fn bootstrap_flow_routes_every_shard() {
+    let server = Server::builder().set("redis.shards", "3").set("bucket.shards", "2").start();
+    let mut a = server.connect_admin();
+    assert_eq!(a.cmd_raw(&["KR.ADMIN", "INITIALIZE-CLUSTER"]), "+OK\r\n");
+    a.cmd(&["HELLO", "3"]);
+    let me = a.cmd(&["KR.ADMIN", "DESCRIBE-MEMBER"]);
+    let id = text(&field(&me, "member_id"));
+    assert_eq!(id.len(), 40);
+    assert_eq!(text(&field(&me, "status")), "RUNNING");
+    assert_eq!(
+        field(&me, "external_port"),
+        OwnedFrame::Number { data: i64::from(server.client.port()), attributes: None }
+    );
+    assert_eq!(
+        field(&me, "internal_port"),
+        OwnedFrame::Number { data: i64::from(server.admin.port()), attributes: None }
+    );
+    assert_eq!(a.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "PRIMARY", "REDIS", "*", &id]), "+OK\r\n");
+    assert_eq!(a.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", "REDIS", "*", "READWRITE"]), "+OK\r\n");
+    // STASH is an alias of REDIS; a 4-character prefix names the member.
+    assert_eq!(
+        a.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "PRIMARY", "STASH", "1", &id[..4]]),
+        "+OK\r\n"
+    );
+
+    let cluster = a.cmd(&["KR.ADMIN", "DESCRIBE-CLUSTER"]);
+    assert_eq!(text(&field(&cluster, "metadata_version")), "1.0.0");
+    assert_eq!(text(&field(&cluster, "cluster_name")), "development");
+    let redis = pairs(field(&cluster, "redis"));
+    // (The test decoder does not keep map order; the wire order is checked on DESCRIBE-SHARD.)
+    let mut ids: Vec<&str> = redis.iter().map(|(k, _)| k.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["0", "1", "2"]);
+    for (_, shard) in &redis {
+        assert_eq!(text(&field(shard, "primary")), id);
+        assert_eq!(text(&field(shard, "status")), "READWRITE");
+    }
+    let bucket = pairs(field(&cluster, "bucket"));
+    assert_eq!(bucket.len(), 2);
+    for (_, shard) in &bucket {
+        assert_eq!(text(&field(shard, "primary")), "");
+        assert_eq!(text(&field(shard, "status")), "INOPERABLE");
+    }
+
+    let shard = a.cmd_raw(&["KR.ADMIN", "DESCRIBE-SHARD", "REDIS", "2"]);
+    assert_eq!(
+        shard,
+        format!(
+            "%4\r\n$7\r\nprimary\r\n$40\r\n{id}\r\n$8\r\nstandbys\r\n*0\r\n$6\r\nstatus\r\n$9\r\nREADWRITE\r\n\
+             $14\r\nlinked_volumes\r\n*1\r\n$13\r\nredis-shard-2\r\n"
+        )
+    );
+    // The same reply as a flat array in RESP2.
+    let mut a2 = server.connect_admin();
+    let shard2 = a2.cmd_raw(&["KR.ADMIN", "DESCRIBE-SHARD", "bucket", "1"]);
+    assert_eq!(
+        shard2,
+        "*8\r\n$7\r\nprimary\r\n$0\r\n\r\n$8\r\nstandbys\r\n*0\r\n$6\r\nstatus\r\n$10\r\nINOPERABLE\r\n\
+         $14\r\nlinked_volumes\r\n*1\r\n$14\r\nbucket-shard-1\r\n"
+    );
+    let members = pairs(a.cmd(&["KR.ADMIN", "LIST-MEMBERS"]));
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0].0, id);
+    assert_eq!(text(&field(&members[0].1, "status")), "RUNNING");
+    let found = a.cmd(&["KR.ADMIN", "FIND-MEMBER", &id[..4]]);
+    assert_eq!(text(&field(&found, "external_host")), "127.0.0.1");
+    assert_eq!(a.cmd_raw(&["KR.ADMIN", "LIST-SILENT-MEMBERS"]), "*0\r\n");
+}
+
+/// S22: routing errors, plus the member and shard argument errors.
+#[test]
+fn s22_kr_admin_routing_errors() {
+    let server = Server::start();
+    let mut a = server.connect_admin();
+    a.cmd(&["KR.ADMIN", "INITIALIZE-CLUSTER"]);
+    let id = member_id(&mut a);
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (
+            vec!["ROUTE", "SET", "STANDBY", "BUCKET", "0", &id],
+            "ERR no primary member assigned yet".into(),
+        ),
+        (
+            vec!["ROUTE", "UNSET", "PRIMARY", "BUCKET", "0", &id],
+            "ERR UNSET PRIMARY is not supported".into(),
+        ),
+        (
+            vec![
+                "ROUTE",
+                "SET",
+                "PRIMARY",
+                "BUCKET",
+                "0",
+                "0123456789abcdef0123456789abcdef01234567",
+            ],
+            "ERR member not found".into(),
+        ),
+        (vec!["SET-SHARD-STATUS", "BUCKET", "999999", "READONLY"], "ERR invalid shard id".into()),
+        (
+            vec!["SET-SHARD-STATUS", "BUCKET", "0", "DISABLED"],
+            "ERR Invalid shard status DISABLED".into(),
+        ),
+        (vec!["DESCRIBE-SHARD", "FOOBAR", "0"], "ERR invalid shard kind".into()),
+        (
+            vec!["SET-MEMBER-STATUS", &id, "some-status"],
+            "ERR Invalid member status some-status".into(),
+        ),
+        (vec!["REMOVE-MEMBER", &id], "ERR Member in RUNNING status cannot be removed".into()),
+        (vec!["DROP-CLUSTER", "wrong-name"], "ERR cluster name does not match".into()),
+        (
+            vec!["DROP-CLUSTER", "development", "6f1c5d0e-1f7a-4d2b-9a56-3f0b2c7e9d41"],
+            "ERR no pending drop-cluster token for this cluster".into(),
+        ),
+        (
+            vec!["ROUTE", "MOVE", "PRIMARY", "BUCKET", "0", &id],
+            "ERR Invalid operation kind: MOVE".into(),
+        ),
+        (
+            vec!["ROUTE", "SET", "LEADER", "BUCKET", "0", &id],
+            "ERR Invalid route kind: LEADER".into(),
+        ),
+        (vec!["FIND-MEMBER", "zz"], "ERR Invalid memberId: zz".into()),
+        (vec!["FIND-MEMBER", "ffff"], "ERR no member found with prefix: ffff".into()),
+        (
+            vec!["FIND-MEMBER", "0123456789abcdef0123456789abcdef01234567"],
+            "ERR Member: 0123456789abcdef0123456789abcdef01234567 not registered".into(),
+        ),
+        (vec!["FIND-MEMBER"], "ERR member id is required".into()),
+        (vec!["DESCRIBE-MEMBER", "x"], "ERR invalid number of parameters".into()),
+        (vec!["DESCRIBE-SHARD", "BUCKET", "7"], "ERR invalid shard id".into()),
+        (vec!["DESCRIBE-SHARD", "BUCKET", "-1"], "ERR invalid shard id".into()),
+        (vec!["SET-SHARD-STATUS", "BUCKET", "0"], "ERR invalid number of parameters".into()),
+        (vec!["DROP-CLUSTER"], "ERR cluster name is required".into()),
+    ];
+    for (args, want) in cases {
+        let full: Vec<&str> = std::iter::once("KR.ADMIN").chain(args.iter().copied()).collect();
+        assert_eq!(a.cmd_raw(&full), format!("-{want}\r\n"), "KR.ADMIN {}", args.join(" "));
+    }
+    // Standby rules once a primary exists.
+    assert_eq!(a.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "PRIMARY", "BUCKET", "0", &id]), "+OK\r\n");
+    assert_eq!(
+        a.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "STANDBY", "BUCKET", "0", &id]),
+        "-ERR primary cannot be assigned as a standby\r\n"
+    );
+    assert_eq!(
+        a.cmd_raw(&["KR.ADMIN", "ROUTE", "UNSET", "STANDBY", "BUCKET", "0", &id]),
+        "-ERR member is not a standby\r\n"
+    );
+    // `*` is all or nothing: shard 0 has a primary already, the others do not, and a standby
+    // request for every shard fails as a whole.
+    assert_eq!(
+        a.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "STANDBY", "BUCKET", "*", &id]),
+        "-ERR primary cannot be assigned as a standby\r\n"
+    );
+}
+
+#[test]
+fn member_status_and_drop_cluster() {
+    let server = Server::start();
+    let mut a = server.connect_admin();
+    a.cmd(&["KR.ADMIN", "INITIALIZE-CLUSTER"]);
+    let id = member_id(&mut a);
+    assert_eq!(a.cmd_raw(&["KR.ADMIN", "SET-MEMBER-STATUS", &id[..4], "unavailable"]), "+OK\r\n");
+    let found = a.cmd(&["KR.ADMIN", "FIND-MEMBER", &id]);
+    assert_eq!(text(&field(&found, "status")), "UNAVAILABLE");
+    assert_eq!(a.cmd_raw(&["KR.ADMIN", "SET-MEMBER-STATUS", &id, "RUNNING"]), "+OK\r\n");
+
+    let token = text(&a.cmd(&["KR.ADMIN", "DROP-CLUSTER", "development"]));
+    assert_eq!(token.len(), 36, "a UUID: {token}");
+    assert_eq!(
+        a.cmd_raw(&["KR.ADMIN", "DROP-CLUSTER", "development", "not-the-token"]),
+        "-ERR invalid drop-cluster token\r\n"
+    );
+    assert_eq!(
+        a.cmd_raw(&["KR.ADMIN", "DROP-CLUSTER", "development", &token]),
+        "-ERR no pending drop-cluster token for this cluster\r\n",
+        "any attempt consumes the token"
+    );
+    let token = text(&a.cmd(&["KR.ADMIN", "DROP-CLUSTER", "development"]));
+    assert_eq!(a.cmd_raw(&["KR.ADMIN", "DROP-CLUSTER", "development", &token]), "+OK\r\n");
+    // The cluster is gone; this member registered itself again and can initialise anew.
+    assert_eq!(
+        a.cmd_raw(&["KR.ADMIN", "DESCRIBE-CLUSTER"]),
+        "-ERR cluster has not been initialized yet\r\n"
+    );
+    assert_eq!(a.cmd_raw(&["KR.ADMIN", "INITIALIZE-CLUSTER"]), "+OK\r\n");
+    assert_eq!(member_id(&mut a), id);
+}
+
+#[test]
+fn initialization_and_routes_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Server::builder().data_dir(dir.path()).start();
+    let mut a = first.connect_admin();
+    a.cmd(&["KR.ADMIN", "INITIALIZE-CLUSTER"]);
+    let id = member_id(&mut a);
+    assert_eq!(a.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "PRIMARY", "BUCKET", "3", &id]), "+OK\r\n");
+    drop(a);
+    assert!(first.signal_and_wait("TERM").success());
+
+    let second = Server::builder().data_dir(dir.path()).start();
+    let mut a = second.connect_admin();
+    assert_eq!(member_id(&mut a), id);
+    let shard = a.cmd(&["KR.ADMIN", "DESCRIBE-SHARD", "BUCKET", "3"]);
+    assert_eq!(text(&field(&shard, "primary")), id);
+    let me = a.cmd(&["KR.ADMIN", "DESCRIBE-MEMBER"]);
+    assert_eq!(text(&field(&me, "status")), "RUNNING");
+}
+
+#[test]
+fn a_crashed_member_restarts_once_its_silence_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let fast = |b: support::Builder| {
+        b.data_dir(dir.path())
+            .set("cluster.heartbeat_interval_ms", "100")
+            .set("cluster.max_silent_period_ms", "300")
+    };
+    let mut first = fast(Server::builder()).start();
+    let pid = first.pid();
+    assert!(!first.signal_and_wait("KILL").success(), "SIGKILL of {pid}");
+    // Right away the registry still shows a live member with this id.
+    let (status, logs) = Server::builder().data_dir(dir.path()).spawn().wait_exit();
+    assert_eq!(status.code(), Some(1));
+    assert!(logs.contains("A member is already running with this id"), "{logs}");
+    // Once silent longer than the maximum silent period, it takes over.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let second = fast(Server::builder()).start();
+    assert!(second.logs().contains("taking over"), "{}", second.logs());
+    drop(second);
+    // force_initialization skips the check.
+    let third =
+        Server::builder().data_dir(dir.path()).set("cluster.force_initialization", "true").start();
+    let mut a = third.connect_admin();
+    assert_eq!(a.cmd_raw(&["PING"]), "+PONG\r\n");
+}
