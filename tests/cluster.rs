@@ -311,3 +311,71 @@ fn a_crashed_member_restarts_once_its_silence_shows() {
     let mut a = third.connect_admin();
     assert_eq!(a.cmd_raw(&["PING"]), "+PONG\r\n");
 }
+
+fn info_cluster(addr: std::net::SocketAddr, field_name: &str) -> String {
+    let mut c = Raw::connect(addr);
+    support::info_field(&text(&c.cmd(&["INFO", "cluster"])), field_name).unwrap()
+}
+
+/// `kronotop --members 3 --bootstrap`: three members in one process sharing one metadata store.
+#[test]
+fn three_members_see_each_other_and_every_route_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::builder()
+        .data_dir(dir.path())
+        .members(3)
+        .arg("--bootstrap")
+        .set("redis.shards", "4")
+        .set("bucket.shards", "3")
+        .set("cluster.heartbeat_interval_ms", "100")
+        .set("cluster.max_silent_period_ms", "1000")
+        .start();
+    assert_eq!(server.admins.len(), 3);
+    let ids: Vec<String> = server.admins.iter().map(|a| member_id(&mut Raw::connect(*a))).collect();
+    let mut distinct = ids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "three members: {ids:?}");
+    let mut describe = Vec::new();
+    for admin in &server.admins {
+        let mut a = Raw::connect(*admin);
+        let members = pairs(a.cmd(&["KR.ADMIN", "LIST-MEMBERS"]));
+        assert_eq!(members.len(), 3);
+        assert!(members.iter().all(|(_, m)| text(&field(m, "status")) == "RUNNING"));
+        describe.push(a.cmd_raw(&["KR.ADMIN", "DESCRIBE-CLUSTER"]));
+    }
+    assert!(describe.windows(2).all(|w| w[0] == w[1]), "DESCRIBE-CLUSTER agrees on every member");
+    // --bootstrap spread the primaries round-robin and opened every shard.
+    let mut a0 = Raw::connect(server.admins[0]);
+    for (shard, owner) in [(0, 0), (1, 1), (2, 2), (3, 0)] {
+        let s = a0.cmd(&["KR.ADMIN", "DESCRIBE-SHARD", "REDIS", &shard.to_string()]);
+        assert_eq!(text(&field(&s, "primary")), ids[owner], "redis shard {shard}");
+        assert_eq!(text(&field(&s, "status")), "READWRITE");
+    }
+    // A change made on member 0 reaches the routing tables of the others within a second.
+    let before = info_cluster(server.clients[1], "cluster_topology_version");
+    assert_eq!(a0.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", "BUCKET", "1", "READONLY"]), "+OK\r\n");
+    let want = info_cluster(server.clients[0], "cluster_topology_version");
+    assert_ne!(before, want);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    for client in &server.clients[1..] {
+        while info_cluster(*client, "cluster_topology_version") != want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "member at {client} did not reload in time"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    assert_eq!(info_cluster(server.clients[2], "cluster_silent_members"), "0");
+
+    // Restarting with --bootstrap changes nothing on an initialised cluster: the same members
+    // come back, and the status set by hand is kept.
+    assert!(server.signal_and_wait("TERM").success());
+    let again = Server::builder().data_dir(dir.path()).members(3).arg("--bootstrap").start();
+    let ids_again: Vec<String> =
+        again.admins.iter().map(|a| member_id(&mut Raw::connect(*a))).collect();
+    assert_eq!(ids_again, ids);
+    let s = Raw::connect(again.admins[1]).cmd(&["KR.ADMIN", "DESCRIBE-SHARD", "BUCKET", "1"]);
+    assert_eq!(text(&field(&s, "status")), "READONLY");
+}

@@ -381,6 +381,13 @@ impl Cluster {
         self.set_member_status_raw(&id, MemberStatus::Stopped).await
     }
 
+    /// Stops the background tasks without telling anyone, as a crash would: the registry still
+    /// says RUNNING and the heartbeat stops. For tests of failure detection, and for a member that
+    /// is being torn down after `stop`.
+    pub fn halt(&self) {
+        self.shutdown.cancel();
+    }
+
     async fn heartbeat_loop(self: Arc<Self>) {
         let threshold = self.config.max_silent_period.as_secs_f64()
             / self.config.heartbeat_interval.as_secs_f64().max(0.001);

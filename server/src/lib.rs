@@ -17,6 +17,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod glob;
+pub mod launch;
 pub mod member;
 pub mod node;
 pub mod protocol;

@@ -4,17 +4,12 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use std::time::Duration;
-
-use kronotop_cluster::{Cluster, ClusterConfig, MemberRecord, MemberStatus};
-use kronotop_meta::Database;
 use kronotop_server::config::{Config, LogFormat, Overrides};
-use kronotop_server::node::Node;
-use kronotop_server::server::{self, Listeners};
+use kronotop_server::launch;
+use tokio_util::sync::CancellationToken;
 
 /// Kronotop: a sharded document database that speaks the Redis protocol.
 #[derive(Debug, Parser)]
@@ -47,6 +42,14 @@ struct Cli {
     /// Any other configuration key: --set server.maxclients=100 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// On first start, initialise the cluster and route every shard of both kinds to the members
+    /// (round-robin), READWRITE. Does nothing on a cluster already initialised.
+    #[arg(long)]
+    bootstrap: bool,
+    /// Run this many members in this process, sharing one embedded metadata store; member i
+    /// listens on port+i and admin-port+i and keeps its files in <data-dir>/member-<i>.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    members: u16,
 }
 
 /// How many file descriptors we ask for: `maxclients` plus room for files and listeners, the
@@ -73,7 +76,7 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(&config);
-    match serve(config, cli.config) {
+    match serve(config, cli.config, cli.members, cli.bootstrap) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
@@ -94,8 +97,14 @@ fn init_tracing(config: &Config) {
     }
 }
 
-fn serve(config: Config, config_file: Option<PathBuf>) -> anyhow::Result<()> {
-    let wanted = u64::try_from(config.server.maxclients).unwrap_or(u64::MAX) + RESERVED_FDS;
+fn serve(
+    config: Config,
+    config_file: Option<PathBuf>,
+    members: u16,
+    bootstrap: bool,
+) -> anyhow::Result<()> {
+    let wanted = (u64::try_from(config.server.maxclients).unwrap_or(u64::MAX) + RESERVED_FDS)
+        .saturating_mul(u64::from(members.max(1)));
     match rlimit::increase_nofile_limit(wanted) {
         Ok(got) if got < wanted => tracing::warn!(
             got,
@@ -105,97 +114,21 @@ fn serve(config: Config, config_file: Option<PathBuf>) -> anyhow::Result<()> {
         Ok(_) => {}
         Err(err) => tracing::warn!(%err, "cannot raise the open-file limit"),
     }
-    let member = kronotop_server::member::open(&config.data_dir, &config.cluster.name)?;
-    let meta = open_meta(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let member_path = member.path.display().to_string();
-    let member_id = member.id.clone();
-    let meta_handle = meta.clone();
-    runtime.block_on(async move {
-        let listeners = Listeners::bind(&config.network).await?;
-        let addrs = listeners.addrs()?;
-        let record = MemberRecord {
-            id: member_id,
-            status: MemberStatus::Running,
-            external_host: addrs.client.ip().to_string(),
-            external_port: addrs.client.port(),
-            internal_host: addrs.admin.ip().to_string(),
-            internal_port: addrs.admin.port(),
-            process_id: String::new(),
-        };
-        let cluster = Cluster::start(meta.clone(), cluster_config(&config), record)
-            .await
-            .context("cannot register this member in the cluster")?;
-        let node = Arc::new(Node::new(config, config_file, addrs, meta.clone(), cluster)?);
-        tracing::info!(
-            member_id = %node.member_id,
-            data = %member_path,
-            meta = meta.backend_name(),
-            initialized = node.cluster_initialized(),
-            "member ready"
-        );
-        tracing::info!(kind = "client", addr = %addrs.client, "listening");
-        tracing::info!(kind = "admin", addr = %addrs.admin, "listening");
-        server::run(Arc::clone(&node), listeners, shutdown_signal()).await;
-        if let Err(err) = node.cluster.stop().await {
-            tracing::warn!(%err, "could not mark this member STOPPED");
-        }
-        anyhow::Ok(())
+    let meta = runtime.block_on(async move {
+        let stop = CancellationToken::new();
+        let signal = stop.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            signal.cancel();
+        });
+        launch::run(config, config_file, members, bootstrap, stop).await
     })?;
-    meta_handle.close();
-    drop(member);
+    meta.close();
     Ok(())
-}
-
-fn cluster_config(config: &Config) -> ClusterConfig {
-    ClusterConfig {
-        name: config.cluster.name.clone(),
-        redis_shards: config.redis.shards,
-        bucket_shards: config.bucket.shards,
-        heartbeat_interval: Duration::from_millis(config.cluster.heartbeat_interval_ms),
-        max_silent_period: Duration::from_millis(config.cluster.max_silent_period_ms),
-        force_initialization: config.cluster.force_initialization,
-    }
-}
-
-/// Opens the configured metadata store.
-fn open_meta(config: &Config) -> anyhow::Result<Database> {
-    match config.meta.backend.as_str() {
-        "foundationdb" => open_foundationdb(config),
-        _ => {
-            let path = if config.meta.path.is_empty() {
-                config.data_dir.join("metadata")
-            } else {
-                PathBuf::from(&config.meta.path)
-            };
-            Database::open_embedded(&path, kronotop_meta::embedded::Options::default()).map_err(
-                |e| {
-                    anyhow::anyhow!(
-                        "cannot open the metadata store in {}: {e} (is another kronotop using it?)",
-                        path.display()
-                    )
-                },
-            )
-        }
-    }
-}
-
-#[cfg(feature = "fdb")]
-fn open_foundationdb(config: &Config) -> anyhow::Result<Database> {
-    let file = (!config.meta.cluster_file.is_empty()).then_some(config.meta.cluster_file.as_str());
-    Database::open_foundationdb(file)
-        .map_err(|e| anyhow::anyhow!("cannot connect to FoundationDB: {e}"))
-}
-
-#[cfg(not(feature = "fdb"))]
-fn open_foundationdb(_config: &Config) -> anyhow::Result<Database> {
-    anyhow::bail!(
-        "meta.backend = \"foundationdb\" needs a kronotop built with `--features fdb` (and the \
-         FoundationDB client library installed)"
-    )
 }
 
 /// Completes on SIGINT or SIGTERM. If a handler cannot be installed, that signal is simply not

@@ -27,6 +27,7 @@ pub struct Builder {
     data_dir: Option<PathBuf>,
     config: Option<String>,
     human_logs: bool,
+    members: u16,
 }
 
 impl Builder {
@@ -65,6 +66,12 @@ impl Builder {
         self
     }
 
+    /// Runs `n` members in the one process (`--members n`).
+    pub fn members(mut self, n: u16) -> Self {
+        self.members = n;
+        self
+    }
+
     /// Spawns the process without waiting for it to listen.
     pub fn spawn(self) -> Spawned {
         let tmp = tempfile::tempdir().unwrap();
@@ -93,6 +100,9 @@ impl Builder {
             std::fs::write(&file, text).unwrap();
             cmd.arg("--config").arg(file);
         }
+        if self.members > 1 {
+            cmd.arg("--members").arg(self.members.to_string());
+        }
         cmd.args(&self.args);
         for (k, v) in &self.env {
             cmd.env(k, v);
@@ -109,7 +119,14 @@ impl Builder {
                 sink.lock().unwrap().push(line);
             }
         });
-        Spawned { child: Some(child), lines: rx, logs, data_dir, _tmp: tmp }
+        Spawned {
+            child: Some(child),
+            lines: rx,
+            logs,
+            data_dir,
+            members: self.members.max(1),
+            _tmp: tmp,
+        }
     }
 
     /// Starts the server and waits until it listens.
@@ -125,6 +142,7 @@ pub struct Spawned {
     lines: mpsc::Receiver<String>,
     logs: Arc<Mutex<Vec<String>>>,
     data_dir: PathBuf,
+    members: u16,
     _tmp: tempfile::TempDir,
 }
 
@@ -136,11 +154,13 @@ impl Spawned {
         (status, self.logs.lock().unwrap().join("\n"))
     }
 
-    /// Waits until both listeners are up.
+    /// Waits until both listeners of every member are up.
     pub fn ready(self) -> Server {
         let deadline = Instant::now() + PATIENCE;
-        let (mut client, mut admin) = (None, None);
-        while client.is_none() || admin.is_none() {
+        let n = usize::from(self.members);
+        let mut clients: Vec<Option<SocketAddr>> = vec![None; n];
+        let mut admins: Vec<Option<SocketAddr>> = vec![None; n];
+        while clients.iter().chain(&admins).any(Option::is_none) {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match self.lines.recv_timeout(left) {
                 Ok(line) => line,
@@ -152,14 +172,17 @@ impl Spawned {
             let fields = &json["fields"];
             if fields["message"] == "listening" {
                 let addr: SocketAddr = fields["addr"].as_str().unwrap().parse().unwrap();
+                let i = usize::try_from(fields["member"].as_u64().unwrap_or(0)).unwrap();
                 match fields["kind"].as_str() {
-                    Some("client") => client = Some(addr),
-                    Some("admin") => admin = Some(addr),
+                    Some("client") => clients[i] = Some(addr),
+                    Some("admin") => admins[i] = Some(addr),
                     _ => {}
                 }
             }
         }
-        Server { client: client.unwrap(), admin: admin.unwrap(), spawned: self }
+        let clients: Vec<SocketAddr> = clients.into_iter().map(Option::unwrap).collect();
+        let admins: Vec<SocketAddr> = admins.into_iter().map(Option::unwrap).collect();
+        Server { client: clients[0], admin: admins[0], clients, admins, spawned: self }
     }
 }
 
@@ -188,8 +211,12 @@ impl Drop for Spawned {
 /// A running `kronotop` process; killed when dropped.
 #[derive(Debug)]
 pub struct Server {
+    /// Member 0's client and admin addresses.
     pub client: SocketAddr,
     pub admin: SocketAddr,
+    /// Every member's, by member index.
+    pub clients: Vec<SocketAddr>,
+    pub admins: Vec<SocketAddr>,
     spawned: Spawned,
 }
 

@@ -139,10 +139,14 @@ fn write_section(section: &str, ctx: &Ctx<'_>, out: &mut String) {
         // No data model holds keys yet, so there is no database line to show.
         "keyspace" => out.push_str("# Keyspace\r\n"),
         "cluster" => {
+            let topology = node.cluster.topology();
             let _ = write!(
                 out,
-                "# Cluster\r\ncluster_enabled:1\r\ncluster_initialized:{}\r\n",
-                u8::from(node.cluster_initialized())
+                "# Cluster\r\ncluster_enabled:1\r\ncluster_initialized:{}\r\n\
+                 cluster_topology_version:{}\r\ncluster_silent_members:{}\r\n",
+                u8::from(topology.initialized),
+                topology.version,
+                node.cluster.silent_members().len(),
             );
         }
         _ => {}
