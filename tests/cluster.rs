@@ -379,3 +379,79 @@ fn three_members_see_each_other_and_every_route_change() {
     let s = Raw::connect(again.admins[1]).cmd(&["KR.ADMIN", "DESCRIBE-SHARD", "BUCKET", "1"]);
     assert_eq!(text(&field(&s, "status")), "READONLY");
 }
+
+/// S13: namespaces, plus LIST, MOVE, PURGE and their errors.
+#[test]
+fn s13_namespaces() {
+    let server = Server::start();
+    let mut a = server.connect_admin();
+    let mut c = server.connect();
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "CURRENT"]), "-ERR cluster has not been initialized yet\r\n");
+    a.cmd(&["KR.ADMIN", "INITIALIZE-CLUSTER"]);
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "CURRENT"]), "$6\r\nglobal\r\n");
+    assert_eq!(
+        c.cmd_raw(&["NAMESPACE", "CREATE", "name.__internal__"]),
+        "-ERR Namespace 'name.__internal__' is reserved for internal use\r\n"
+    );
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "CREATE", "production.users"]), "+OK\r\n");
+    assert_eq!(
+        c.cmd_raw(&["NAMESPACE", "CREATE", "production.users"]),
+        "-NAMESPACEALREADYEXISTS Namespace already exists: production.users\r\n"
+    );
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "EXISTS", "production.users"]), ":1\r\n");
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "EXISTS", "production.none"]), ":0\r\n");
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "LIST", "production"]), "*1\r\n$5\r\nusers\r\n");
+    assert_eq!(
+        c.cmd_raw(&["NAMESPACE", "USE", "non.existing.namespace"]),
+        "-NOSUCHNAMESPACE No such namespace: 'non.existing.namespace'\r\n"
+    );
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "REMOVE", "global"]), "-ERR Cannot remove the default namespace: 'global'\r\n");
+    assert_eq!(
+        c.cmd_raw(&["NAMESPACE", "PURGE", "production.users"]),
+        "-ERR Namespace 'production.users' must be logically removed before purge\r\n"
+    );
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "USE", "production.users"]), "+OK\r\n");
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "CURRENT"]), "$16\r\nproduction.users\r\n");
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "REMOVE", "production.users"]), "+OK\r\n");
+    assert_eq!(
+        c.cmd_raw(&["NAMESPACE", "USE", "production.users"]),
+        "-NAMESPACEBEINGREMOVED Namespace 'production.users' is being removed\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["NAMESPACE", "EXISTS", "production.users"]),
+        "-NAMESPACEBEINGREMOVED Namespace 'production.users' is being removed\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["NAMESPACE", "CREATE", "production.users"]),
+        "-NAMESPACEBEINGREMOVED Namespace 'production.users' is being removed\r\n"
+    );
+    // Every live member (here, the only one) has seen the removal, so PURGE goes through, and the
+    // name can be used again.
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "PURGE", "production.users"]), "+OK\r\n");
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "EXISTS", "production.users"]), ":0\r\n");
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "CREATE", "production.users"]), "+OK\r\n");
+    // Top-level listing hides the internal leaves.
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "LIST"]), "*2\r\n$6\r\nglobal\r\n$10\r\nproduction\r\n");
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "LIST", "global"]), "*0\r\n");
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "LIST", "nope"]), "-NOSUCHNAMESPACE No such namespace: 'nope'\r\n");
+    // MOVE keeps the subtree under the new name.
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "MOVE", "production", "prod"]), "+OK\r\n");
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "EXISTS", "prod.users"]), ":1\r\n");
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "EXISTS", "production.users"]), ":0\r\n");
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "MOVE", "nope", "x"]), "-NOSUCHNAMESPACE No such namespace: 'nope'\r\n");
+    assert_eq!(
+        c.cmd_raw(&["NAMESPACE", "MOVE", "prod", "global"]),
+        "-NAMESPACEALREADYEXISTS Namespace already exists: global\r\n"
+    );
+    // Limits and arity.
+    assert_eq!(
+        c.cmd_raw(&["NAMESPACE", "CREATE", "a.b.c.d.e.f.g.h.i.j.k"]),
+        "-ERR Namespace depth exceeds maximum allowed depth of 10\r\n"
+    );
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "CREATE"]), "-ERR wrong number of arguments for 'NAMESPACE CREATE' command\r\n");
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "CREATE", "a..b"]), "-ERR Invalid namespace name: 'a..b'\r\n");
+    // SESSION.CLOSE takes the session back to the default namespace.
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "USE", "prod.users"]), "+OK\r\n");
+    assert_eq!(c.cmd_raw(&["SESSION.CLOSE"]), "+OK\r\n");
+    assert_eq!(c.cmd_raw(&["NAMESPACE", "CURRENT"]), "$6\r\nglobal\r\n");
+}

@@ -8,10 +8,14 @@
 //!     (2,)                          i64 LE      topology version, ADD 1 on every route or status change
 //!     (3,)                          "1.0.0"     metadata version
 //!     (4, <kind>)                   i64 LE      shard count of the kind ("redis", "bucket"), fixed at init
+//!     (5,)                          i64 LE      namespace version, bumped by NAMESPACE REMOVE and MOVE
+//! kronotop/<cluster>/metadata/namespace_tombstones   see `namespace`
+//! kronotop/<cluster>/namespaces/<segment>/…          see `namespace`
 //! kronotop/<cluster>/metadata/members
 //!     (<member-id>, "record")       JSON        `MemberRecord`
 //!     (<member-id>, "heartbeat")    i64 LE      heartbeat counter, ADD 1 per interval
 //!     (<member-id>, "seen_ms")      i64 LE      wall-clock ms of the last heartbeat (MAX)
+//!     (<member-id>, "ns_seen")      i64 LE      newest namespace version this member has seen (MAX)
 //! kronotop/<cluster>/metadata/shards
 //!     (<kind>, <shard>, "primary")  ASCII       member id of the primary
 //!     (<kind>, <shard>, "standbys") JSON        array of member ids
@@ -26,6 +30,7 @@ use kronotop_meta::tuple::Subspace;
 use kronotop_meta::{RunError, Transaction};
 
 use crate::ClusterError;
+use crate::namespace::Namespaces;
 use crate::shard::ShardKind;
 
 /// Version of this layout, stored under `(3,)`.
@@ -35,6 +40,7 @@ const INITIALIZED: i64 = 1;
 const TOPOLOGY: i64 = 2;
 const VERSION: i64 = 3;
 const SHARD_COUNT: i64 = 4;
+const NAMESPACE_VERSION: i64 = 5;
 
 /// The subspaces of one cluster, opened once.
 #[derive(Debug, Clone)]
@@ -43,6 +49,7 @@ pub struct Keys {
     metadata: Subspace,
     members: Subspace,
     shards: Subspace,
+    tombstones: Subspace,
 }
 
 fn path(cluster: &str, rest: &[&str]) -> Vec<String> {
@@ -63,12 +70,25 @@ impl Keys {
         let metadata = dir(tx, path(cluster, &["metadata"])).await?;
         let members = dir(tx, path(cluster, &["metadata", "members"])).await?;
         let shards = dir(tx, path(cluster, &["metadata", "shards"])).await?;
+        let tombstones = dir(tx, path(cluster, &["metadata", "namespace_tombstones"])).await?;
         Ok(Keys {
             root_path: path(cluster, &[]),
             metadata: metadata.subspace().clone(),
             members: members.subspace().clone(),
             shards: shards.subspace().clone(),
+            tombstones: tombstones.subspace().clone(),
         })
+    }
+
+    /// The namespace tree of this cluster.
+    pub fn namespaces(&self) -> Namespaces {
+        let mut root = self.root_path.clone();
+        root.push("namespaces".to_owned());
+        Namespaces::new(root, self.tombstones.clone(), self.namespace_version())
+    }
+
+    pub fn namespace_version(&self) -> Vec<u8> {
+        self.metadata.pack(&(NAMESPACE_VERSION,))
     }
 
     pub fn initialized(&self) -> Vec<u8> {

@@ -11,6 +11,7 @@
 //! `kronotop-meta`; it knows nothing of connections, replies or volumes.
 
 pub mod keys;
+pub mod namespace;
 pub mod shard;
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +35,10 @@ pub const MEMBER_PREFIX_LEN: usize = 4;
 pub const DROP_TOKEN_TTL: Duration = Duration::from_secs(60);
 /// Longest the topology watcher waits before reloading anyway, in case a watch was lost.
 const RELOAD_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
+/// How often and how far apart PURGE checks that every live member has seen the removal
+/// (reference section 4.4: 20 checks, 250 ms apart).
+const PURGE_BARRIER_TRIES: u32 = 20;
+const PURGE_BARRIER_PAUSE: Duration = Duration::from_millis(250);
 
 /// Errors of cluster operations; the texts are the ones clients see after `ERR `.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +101,8 @@ pub enum ClusterError {
     #[error("cluster metadata is damaged: {0}")]
     Corrupt(String),
     #[error(transparent)]
+    Namespace(#[from] namespace::NamespaceError),
+    #[error(transparent)]
     Meta(#[from] MetaError),
 }
 
@@ -138,6 +145,8 @@ pub struct ClusterConfig {
     pub max_silent_period: Duration,
     /// Start even if the registry says a member with this id is running and heartbeating.
     pub force_initialization: bool,
+    /// The namespace every session starts in; created at start, never removed.
+    pub default_namespace: String,
 }
 
 /// What changed for this member in a topology reload.
@@ -287,6 +296,7 @@ impl Cluster {
             drop_token: Mutex::new(None),
         });
         cluster.register().await?;
+        cluster.ensure_default_namespace().await?;
         cluster.reload().await?;
         tokio::spawn(Arc::clone(&cluster).heartbeat_loop());
         tokio::spawn(Arc::clone(&cluster).watch_loop());
@@ -477,6 +487,9 @@ impl Cluster {
             if let Err(err) = self.reload().await {
                 tracing::warn!(%err, "topology reload failed");
             }
+            if let Err(err) = self.observe_namespaces().await {
+                tracing::warn!(%err, "cannot record the namespace version seen");
+            }
             tokio::select! {
                 () = self.shutdown.cancelled() => return,
                 _ = async {
@@ -490,13 +503,181 @@ impl Cluster {
         }
     }
 
+    /// Watches the topology and namespace versions; completes when either changes.
     async fn arm_watch(&self) -> Result<kronotop_meta::MetaFuture<()>> {
         let keys = self.keys();
         let tx = self.db.create_trx()?;
-        tx.get(&keys.topology(), false).await?;
-        let w = tx.watch(&keys.topology());
+        let topology = tx.watch(&keys.topology());
+        let namespaces = tx.watch(&keys.namespace_version());
         tx.commit().await?;
-        Ok(w)
+        Ok(Box::pin(async move {
+            tokio::select! {
+                r = topology => r,
+                r = namespaces => r,
+            }
+        }))
+    }
+
+    /// Records that this member has seen the current namespace version: namespace barriers
+    /// (PURGE, re-creating a moved name) wait for every live member to do so.
+    async fn observe_namespaces(&self) -> Result<()> {
+        let keys = self.keys();
+        let id = self.me().id;
+        let tx = self.db.create_trx()?;
+        let version = keys::le_i64(tx.get(&keys.namespace_version(), true).await?.as_deref());
+        tx.atomic_op(&keys.member(&id, "ns_seen"), &version.to_le_bytes(), MutationType::Max);
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The newest namespace version every live member has seen: members suspected dead and
+    /// members not RUNNING do not hold barriers up.
+    async fn namespace_version_observed(&self) -> Result<i64> {
+        let keys = self.keys();
+        let silent = self.silent_members();
+        let members = self.list_members().await?;
+        let tx = self.db.create_trx()?;
+        let mut lowest = i64::MAX;
+        for m in members {
+            if m.record.status != MemberStatus::Running || silent.contains(&m.record.id) {
+                continue;
+            }
+            let seen = keys::le_i64(
+                tx.get(&keys.member(&m.record.id, "ns_seen"), false).await?.as_deref(),
+            );
+            lowest = lowest.min(seen);
+        }
+        Ok(lowest)
+    }
+
+    async fn ensure_default_namespace(&self) -> Result<()> {
+        let ns = self.keys().namespaces();
+        let name = self.config.default_namespace.clone();
+        self.db
+            .run(|tx, _| {
+                let (ns, name) = (ns.clone(), name.clone());
+                async move { ns.ensure(&tx, &name).await.map_err(custom) }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The namespace tree, for the data models that open namespaces in their own transactions.
+    pub fn namespaces(&self) -> namespace::Namespaces {
+        self.keys().namespaces()
+    }
+
+    /// `NAMESPACE CREATE`.
+    ///
+    /// # Errors
+    ///
+    /// See `Namespaces::create`.
+    pub async fn namespace_create(&self, name: &str) -> Result<()> {
+        let ns = self.namespaces();
+        let observed = self.namespace_version_observed().await?;
+        self.db
+            .run(|tx, _| {
+                let ns = ns.clone();
+                async move { ns.create(&tx, name, observed).await.map_err(custom) }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// `NAMESPACE EXISTS`.
+    ///
+    /// # Errors
+    ///
+    /// See `Namespaces::exists`.
+    pub async fn namespace_exists(&self, name: &str) -> Result<bool> {
+        let tx = self.db.create_trx()?;
+        self.namespaces().exists(&tx, name).await
+    }
+
+    /// `NAMESPACE USE`: checks the namespace can be used.
+    ///
+    /// # Errors
+    ///
+    /// See `Namespaces::open_for_use`.
+    pub async fn namespace_check(&self, name: &str) -> Result<()> {
+        let tx = self.db.create_trx()?;
+        self.namespaces().open_for_use(&tx, name).await.map(drop)
+    }
+
+    /// `NAMESPACE LIST [ns]`.
+    ///
+    /// # Errors
+    ///
+    /// See `Namespaces::list`.
+    pub async fn namespace_list(&self, name: Option<&str>) -> Result<Vec<String>> {
+        let tx = self.db.create_trx()?;
+        self.namespaces().list(&tx, name).await
+    }
+
+    /// `NAMESPACE REMOVE`.
+    ///
+    /// # Errors
+    ///
+    /// See `Namespaces::remove`.
+    pub async fn namespace_remove(&self, name: &str) -> Result<()> {
+        let ns = self.namespaces();
+        let default = self.config.default_namespace.clone();
+        self.db
+            .run(|tx, _| {
+                let (ns, default) = (ns.clone(), default.clone());
+                async move { ns.remove(&tx, name, &default).await.map_err(custom) }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// `NAMESPACE PURGE`: once every live member has seen the removal, deletes the subtree.
+    ///
+    /// # Errors
+    ///
+    /// See `Namespaces::purge_version`, and `Barrier` when members have not caught up after
+    /// `PURGE_BARRIER_TRIES` checks `PURGE_BARRIER_PAUSE` apart.
+    pub async fn namespace_purge(&self, name: &str) -> Result<()> {
+        let ns = self.namespaces();
+        let tx = self.db.create_trx()?;
+        let version = ns.purge_version(&tx, name, &self.config.default_namespace).await?;
+        drop(tx);
+        let mut tries = 0;
+        while self.namespace_version_observed().await? < version {
+            tries += 1;
+            if tries >= PURGE_BARRIER_TRIES {
+                return Err(namespace::NamespaceError::Barrier(version).into());
+            }
+            tokio::time::sleep(PURGE_BARRIER_PAUSE).await;
+        }
+        let default = self.config.default_namespace.clone();
+        self.db
+            .run(|tx, _| {
+                let (ns, default) = (ns.clone(), default.clone());
+                async move {
+                    ns.purge_version(&tx, name, &default).await.map_err(custom)?;
+                    ns.purge(&tx, name).await.map_err(custom)
+                }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// `NAMESPACE MOVE`.
+    ///
+    /// # Errors
+    ///
+    /// See `Namespaces::move_to`.
+    pub async fn namespace_move(&self, old: &str, new: &str) -> Result<()> {
+        let ns = self.namespaces();
+        let default = self.config.default_namespace.clone();
+        self.db
+            .run(|tx, _| {
+                let (ns, default) = (ns.clone(), default.clone());
+                async move { ns.move_to(&tx, old, new, &default).await.map_err(custom) }
+            })
+            .await?;
+        Ok(())
     }
 
     /// Reloads the routing table and publishes what changed for this member.
@@ -1006,6 +1187,7 @@ impl Cluster {
         *write(&self.keys) = keys;
         lock(&self.views).clear();
         self.register().await?;
+        self.ensure_default_namespace().await?;
         self.reload().await
     }
 }

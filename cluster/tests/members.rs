@@ -19,6 +19,7 @@ fn config() -> ClusterConfig {
         heartbeat_interval: Duration::from_millis(50),
         max_silent_period: Duration::from_millis(300),
         force_initialization: false,
+        default_namespace: "global".into(),
     }
 }
 
@@ -130,4 +131,47 @@ async fn role_changes_reach_the_member_concerned() {
     let route = b.topology().routes[&(ShardKind::Redis, 0)].clone();
     assert_eq!(route.primary.as_deref(), Some(b_id.as_str()));
     assert!(route.standbys.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_barriers_wait_for_every_live_member() {
+    use kronotop_cluster::ClusterError;
+    use kronotop_cluster::namespace::NamespaceError;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open_embedded(dir.path(), embedded::Options::default()).unwrap();
+    // Members are suspected only after a minute here, so a halted one holds barriers up.
+    let slow = ClusterConfig { max_silent_period: Duration::from_secs(60), ..config() };
+    let a = Cluster::start(db.clone(), slow.clone(), record(0)).await.unwrap();
+    let b = Cluster::start(db.clone(), slow.clone(), record(1)).await.unwrap();
+    a.initialize().await.unwrap();
+    a.namespace_create("app.users").await.unwrap();
+    a.namespace_create("app.orders").await.unwrap();
+
+    // Both members are watching: a purge after a removal goes through.
+    a.namespace_remove("app.users").await.unwrap();
+    a.namespace_purge("app.users").await.unwrap();
+    assert!(!a.namespace_exists("app.users").await.unwrap());
+
+    // b stops watching (but is not suspected): the next purge cannot pass its barrier.
+    b.halt();
+    a.namespace_remove("app.orders").await.unwrap();
+    let err = a.namespace_purge("app.orders").await.unwrap_err();
+    assert!(matches!(err, ClusterError::Namespace(NamespaceError::Barrier(_))), "{err}");
+    // Nor can a moved-away name be created again.
+    a.namespace_move("app", "application").await.unwrap();
+    let err = a.namespace_create("app").await.unwrap_err();
+    assert!(matches!(err, ClusterError::Namespace(NamespaceError::Tombstone(_))), "{err}");
+
+    // b comes back and catches up: both go through.
+    let b2 = Cluster::start(db.clone(), ClusterConfig { force_initialization: true, ..slow }, record(1))
+        .await
+        .unwrap();
+    eventually("b2 observes the namespace version", async || {
+        a.namespace_create("app").await.is_ok()
+    })
+    .await;
+    a.namespace_purge("application.orders").await.unwrap();
+    assert_eq!(a.namespace_list(Some("application")).await.unwrap(), Vec::<String>::new());
+    drop(b2);
 }

@@ -49,6 +49,9 @@ pub enum CommandError {
     /// not committed due to conflict with another transaction` (reference section 3.2).
     #[error("{}", .0.message())]
     Meta(MetaError),
+    /// An error whose prefix a domain crate chose, such as `NOSUCHNAMESPACE`.
+    #[error("{message}")]
+    Prefixed { prefix: &'static str, message: String },
 }
 
 impl From<MetaError> for CommandError {
@@ -62,6 +65,9 @@ impl From<ClusterError> for CommandError {
     fn from(e: ClusterError) -> Self {
         match e {
             ClusterError::Meta(m) => CommandError::Meta(m),
+            ClusterError::Namespace(n) => {
+                CommandError::Prefixed { prefix: n.prefix(), message: n.to_string() }
+            }
             other => CommandError::err_owned(other.to_string()),
         }
     }
@@ -82,13 +88,14 @@ impl CommandError {
     pub fn prefix(&self) -> String {
         match self {
             CommandError::Meta(m) => m.name().to_ascii_uppercase(),
+            CommandError::Prefixed { prefix, .. } => (*prefix).to_owned(),
             other => other.static_prefix().to_owned(),
         }
     }
 
     fn static_prefix(&self) -> &'static str {
         match self {
-            CommandError::Meta(_) => "ERR",
+            CommandError::Meta(_) | CommandError::Prefixed { .. } => "ERR",
             CommandError::NoAuth | CommandError::HelloNoAuth => "NOAUTH",
             CommandError::WrongPass => "WRONGPASS",
             CommandError::NoProto => "NOPROTO",

@@ -99,6 +99,7 @@ fn cluster_config(config: &Config) -> ClusterConfig {
         heartbeat_interval: Duration::from_millis(config.cluster.heartbeat_interval_ms),
         max_silent_period: Duration::from_millis(config.cluster.max_silent_period_ms),
         force_initialization: config.cluster.force_initialization,
+        default_namespace: config.default_namespace.clone(),
     }
 }
 

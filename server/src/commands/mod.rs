@@ -18,6 +18,7 @@ mod connection;
 mod docs;
 mod info;
 mod kr_admin;
+mod namespace;
 mod session;
 
 use std::collections::HashMap;
@@ -155,6 +156,7 @@ pub enum Command {
     SessionAttribute(session::AttributeCmd),
     SessionClose,
     KrAdmin(kr_admin::KrAdmin),
+    Namespace(namespace::NamespaceCmd),
     /// `HELP` of a container command: its subcommands and what they do.
     Help(&'static str),
     /// A command the table knows whose implementation belongs to an issue not done yet.
@@ -422,6 +424,99 @@ static CONFIG_SUBCOMMANDS: &[CommandSpec] = &[
     ),
 ];
 
+/// `NAMESPACE` subcommands. Their arity errors name them `NAMESPACE CREATE`, with a space, as
+/// the reference does.
+static NAMESPACE_SUBCOMMANDS: &[CommandSpec] = &[
+    ns_spec(
+        "CREATE",
+        "namespace|create",
+        "NAMESPACE CREATE",
+        3,
+        "Creates a namespace and its missing parents.",
+        namespace::parse_create,
+    ),
+    ns_spec(
+        "USE",
+        "namespace|use",
+        "NAMESPACE USE",
+        3,
+        "Makes a namespace the session's current one.",
+        namespace::parse_use,
+    ),
+    ns_spec(
+        "CURRENT",
+        "namespace|current",
+        "NAMESPACE CURRENT",
+        2,
+        "Returns the session's current namespace.",
+        namespace::parse_current,
+    ),
+    ns_spec(
+        "EXISTS",
+        "namespace|exists",
+        "NAMESPACE EXISTS",
+        3,
+        "Returns 1 if the namespace exists, else 0.",
+        namespace::parse_exists,
+    ),
+    ns_spec(
+        "LIST",
+        "namespace|list",
+        "NAMESPACE LIST",
+        -2,
+        "Lists the child namespaces of a namespace, or the top-level ones.",
+        namespace::parse_list,
+    ),
+    ns_spec(
+        "REMOVE",
+        "namespace|remove",
+        "NAMESPACE REMOVE",
+        3,
+        "Marks a namespace and its children removed.",
+        namespace::parse_remove,
+    ),
+    ns_spec(
+        "PURGE",
+        "namespace|purge",
+        "NAMESPACE PURGE",
+        3,
+        "Deletes a removed namespace once every live member has seen the removal.",
+        namespace::parse_purge,
+    ),
+    ns_spec(
+        "MOVE",
+        "namespace|move",
+        "NAMESPACE MOVE",
+        4,
+        "Renames a namespace, keeping its contents.",
+        namespace::parse_move,
+    ),
+];
+
+const fn ns_spec(
+    name: &'static str,
+    full: &'static str,
+    display: &'static str,
+    arity: i32,
+    summary: &'static str,
+    parse: ParseFn,
+) -> CommandSpec {
+    CommandSpec {
+        name,
+        full,
+        display,
+        arity,
+        flags: NEEDS_CLUSTER,
+        ports: Ports::ClientOnly,
+        keys: (0, 0, 0),
+        categories: &["@slow", "@namespace"],
+        group: "namespace",
+        since: "0.1.0",
+        summary,
+        body: Body::Leaf(parse),
+    }
+}
+
 /// Every command this server knows.
 pub static COMMANDS: &[CommandSpec] = &[
     spec!(
@@ -583,6 +678,18 @@ pub static COMMANDS: &[CommandSpec] = &[
         Body::Leaf(kr_admin::parse)
     ),
     spec!(
+        "NAMESPACE",
+        "namespace",
+        "NAMESPACE",
+        -2,
+        NEEDS_CLUSTER,
+        Ports::ClientOnly,
+        &["@slow", "@namespace"],
+        "namespace",
+        "A container for namespace commands.",
+        Body::Container { subcommands: NAMESPACE_SUBCOMMANDS, bare: None }
+    ),
+    spec!(
         "TICK",
         "tick",
         "TICK",
@@ -729,6 +836,7 @@ pub async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
             Ok(Reply::ok())
         }
         Command::KrAdmin(cmd) => kr_admin::execute(cmd, ctx).await,
+        Command::Namespace(cmd) => namespace::execute(cmd, ctx).await,
         Command::Help(container) => Ok(docs::help(container)),
         Command::NotSupported(what) => {
             Err(CommandError::err_owned(format!("{what} is not supported yet")))
@@ -749,7 +857,8 @@ mod tests {
             assert_eq!(spec.display, spec.name);
             for sub in spec.subcommands() {
                 assert_eq!(sub.full, format!("{}|{}", spec.full, sub.name.to_ascii_lowercase()));
-                assert_eq!(sub.display, format!("{}|{}", spec.name, sub.name));
+                let sep = if spec.name == "NAMESPACE" { " " } else { "|" };
+                assert_eq!(sub.display, format!("{}{sep}{}", spec.name, sub.name));
                 assert!(sub.arity.abs() >= 2, "{} arity must count the subcommand", sub.full);
             }
             assert!(spec.name.len() <= MAX_NAME_LEN);
