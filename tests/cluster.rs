@@ -386,7 +386,10 @@ fn s13_namespaces() {
     let server = Server::start();
     let mut a = server.connect_admin();
     let mut c = server.connect();
-    assert_eq!(c.cmd_raw(&["NAMESPACE", "CURRENT"]), "-ERR cluster has not been initialized yet\r\n");
+    assert_eq!(
+        c.cmd_raw(&["NAMESPACE", "CURRENT"]),
+        "-ERR cluster has not been initialized yet\r\n"
+    );
     a.cmd(&["KR.ADMIN", "INITIALIZE-CLUSTER"]);
     assert_eq!(c.cmd_raw(&["NAMESPACE", "CURRENT"]), "$6\r\nglobal\r\n");
     assert_eq!(
@@ -405,7 +408,10 @@ fn s13_namespaces() {
         c.cmd_raw(&["NAMESPACE", "USE", "non.existing.namespace"]),
         "-NOSUCHNAMESPACE No such namespace: 'non.existing.namespace'\r\n"
     );
-    assert_eq!(c.cmd_raw(&["NAMESPACE", "REMOVE", "global"]), "-ERR Cannot remove the default namespace: 'global'\r\n");
+    assert_eq!(
+        c.cmd_raw(&["NAMESPACE", "REMOVE", "global"]),
+        "-ERR Cannot remove the default namespace: 'global'\r\n"
+    );
     assert_eq!(
         c.cmd_raw(&["NAMESPACE", "PURGE", "production.users"]),
         "-ERR Namespace 'production.users' must be logically removed before purge\r\n"
@@ -433,12 +439,18 @@ fn s13_namespaces() {
     // Top-level listing hides the internal leaves.
     assert_eq!(c.cmd_raw(&["NAMESPACE", "LIST"]), "*2\r\n$6\r\nglobal\r\n$10\r\nproduction\r\n");
     assert_eq!(c.cmd_raw(&["NAMESPACE", "LIST", "global"]), "*0\r\n");
-    assert_eq!(c.cmd_raw(&["NAMESPACE", "LIST", "nope"]), "-NOSUCHNAMESPACE No such namespace: 'nope'\r\n");
+    assert_eq!(
+        c.cmd_raw(&["NAMESPACE", "LIST", "nope"]),
+        "-NOSUCHNAMESPACE No such namespace: 'nope'\r\n"
+    );
     // MOVE keeps the subtree under the new name.
     assert_eq!(c.cmd_raw(&["NAMESPACE", "MOVE", "production", "prod"]), "+OK\r\n");
     assert_eq!(c.cmd_raw(&["NAMESPACE", "EXISTS", "prod.users"]), ":1\r\n");
     assert_eq!(c.cmd_raw(&["NAMESPACE", "EXISTS", "production.users"]), ":0\r\n");
-    assert_eq!(c.cmd_raw(&["NAMESPACE", "MOVE", "nope", "x"]), "-NOSUCHNAMESPACE No such namespace: 'nope'\r\n");
+    assert_eq!(
+        c.cmd_raw(&["NAMESPACE", "MOVE", "nope", "x"]),
+        "-NOSUCHNAMESPACE No such namespace: 'nope'\r\n"
+    );
     assert_eq!(
         c.cmd_raw(&["NAMESPACE", "MOVE", "prod", "global"]),
         "-NAMESPACEALREADYEXISTS Namespace already exists: global\r\n"
@@ -448,10 +460,71 @@ fn s13_namespaces() {
         c.cmd_raw(&["NAMESPACE", "CREATE", "a.b.c.d.e.f.g.h.i.j.k"]),
         "-ERR Namespace depth exceeds maximum allowed depth of 10\r\n"
     );
-    assert_eq!(c.cmd_raw(&["NAMESPACE", "CREATE"]), "-ERR wrong number of arguments for 'NAMESPACE CREATE' command\r\n");
-    assert_eq!(c.cmd_raw(&["NAMESPACE", "CREATE", "a..b"]), "-ERR Invalid namespace name: 'a..b'\r\n");
+    assert_eq!(
+        c.cmd_raw(&["NAMESPACE", "CREATE"]),
+        "-ERR wrong number of arguments for 'NAMESPACE CREATE' command\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["NAMESPACE", "CREATE", "a..b"]),
+        "-ERR Invalid namespace name: 'a..b'\r\n"
+    );
     // SESSION.CLOSE takes the session back to the default namespace.
     assert_eq!(c.cmd_raw(&["NAMESPACE", "USE", "prod.users"]), "+OK\r\n");
     assert_eq!(c.cmd_raw(&["SESSION.CLOSE"]), "+OK\r\n");
     assert_eq!(c.cmd_raw(&["NAMESPACE", "CURRENT"]), "$6\r\nglobal\r\n");
+}
+
+/// `kronotop bootstrap` over the admin ports of two running members, as the Docker demo uses it.
+#[test]
+fn the_bootstrap_command_routes_primaries_and_standbys() {
+    let server =
+        Server::builder().members(2).set("bucket.shards", "2").set("redis.shards", "1").start();
+    let (a0, a1) = (server.admins[0].to_string(), server.admins[1].to_string());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kronotop"))
+        .args(["bootstrap", "--primary", "BUCKET", &format!("{a0}=0"), "--primary", "BUCKET"])
+        .arg(format!("{a1}=1"))
+        .args(["--standby", "BUCKET", &format!("{a1}=0"), "--primary", "REDIS", &format!("{a0}=0")])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("initialised the cluster"), "{stdout}");
+    let ids: Vec<String> = server.admins.iter().map(|a| member_id(&mut Raw::connect(*a))).collect();
+    let mut a = Raw::connect(server.admins[1]);
+    let s0 = a.cmd(&["KR.ADMIN", "DESCRIBE-SHARD", "BUCKET", "0"]);
+    assert_eq!(text(&field(&s0, "primary")), ids[0]);
+    assert_eq!(
+        field(&s0, "standbys"),
+        OwnedFrame::Array {
+            data: vec![OwnedFrame::BlobString {
+                data: ids[1].clone().into_bytes(),
+                attributes: None
+            }],
+            attributes: None
+        }
+    );
+    assert_eq!(text(&field(&s0, "status")), "READWRITE");
+    let s1 = a.cmd(&["KR.ADMIN", "DESCRIBE-SHARD", "BUCKET", "1"]);
+    assert_eq!(text(&field(&s1, "primary")), ids[1]);
+    // Running it again changes nothing and succeeds.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_kronotop"))
+        .args(["bootstrap", "--primary", "BUCKET", &format!("{a1}=0")])
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already initialised"));
+    let s0 = a.cmd(&["KR.ADMIN", "DESCRIBE-SHARD", "BUCKET", "0"]);
+    assert_eq!(text(&field(&s0, "primary")), ids[0]);
+    // Unknown shard ids are refused.
+    let fresh = Server::builder().set("bucket.shards", "1").start();
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_kronotop"))
+        .args(["bootstrap", "--primary", "BUCKET", &format!("{}=5", fresh.admin)])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("Invalid shard ids"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 }

@@ -120,3 +120,34 @@ fn sigterm_and_sigint_shut_down_gracefully() {
         assert!(logs.contains("shutdown complete"), "{logs}");
     }
 }
+
+/// A server whose log reader goes away keeps serving (logs to a broken pipe are dropped).
+#[test]
+fn a_closed_log_pipe_does_not_stop_the_server() {
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (port, admin) = (free(), free());
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kronotop"))
+        .args(["--port", &port.to_string(), "--admin-port", &admin.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = std::time::Instant::now() + support::PATIENCE;
+    let mut c = loop {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            break support::Raw::connect(addr);
+        }
+        assert!(std::time::Instant::now() < deadline, "server did not come up");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    for _ in 0..50 {
+        assert_eq!(c.cmd_raw(&["PING"]), "+PONG\r\n");
+    }
+    let _ = std::process::Command::new("kill").arg(child.id().to_string()).status();
+    assert!(child.wait().unwrap().success());
+}

@@ -164,9 +164,10 @@ async fn namespace_barriers_wait_for_every_live_member() {
     assert!(matches!(err, ClusterError::Namespace(NamespaceError::Tombstone(_))), "{err}");
 
     // b comes back and catches up: both go through.
-    let b2 = Cluster::start(db.clone(), ClusterConfig { force_initialization: true, ..slow }, record(1))
-        .await
-        .unwrap();
+    let b2 =
+        Cluster::start(db.clone(), ClusterConfig { force_initialization: true, ..slow }, record(1))
+            .await
+            .unwrap();
     eventually("b2 observes the namespace version", async || {
         a.namespace_create("app").await.is_ok()
     })

@@ -103,18 +103,19 @@ fn cluster_config(config: &Config) -> ClusterConfig {
     }
 }
 
-/// Opens the member directory, binds the listeners and registers the member in the cluster.
+/// Binds the listeners of the member whose directory `dir` is (already opened and locked) and
+/// registers it in the cluster.
 ///
 /// # Errors
 ///
-/// A locked or damaged member directory, an address in use, a live member with the same id.
+/// An address in use, a live member with the same id, metadata errors.
 pub async fn start_member(
     config: Config,
     config_file: Option<PathBuf>,
     meta: Database,
+    dir: MemberDir,
     index: u16,
 ) -> anyhow::Result<Member> {
-    let dir = member::open(&config.data_dir, &config.cluster.name)?;
     let listeners = Listeners::bind(&config.network).await?;
     let addrs = listeners.addrs()?;
     let record = MemberRecord {
@@ -205,11 +206,17 @@ pub async fn run(
     bootstrap_cluster: bool,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Database> {
-    let meta = open_meta(&base)?;
-    let mut members = Vec::new();
+    // Member directories first: their locks name the member another process already runs.
+    let mut dirs = Vec::new();
     for i in 0..count.max(1) {
         let config = member_config(&base, i, count);
-        members.push(start_member(config, config_file.clone(), meta.clone(), i).await?);
+        let dir = member::open(&config.data_dir, &config.cluster.name)?;
+        dirs.push((config, dir));
+    }
+    let meta = open_meta(&base)?;
+    let mut members = Vec::new();
+    for (i, (config, dir)) in (0u16..).zip(dirs) {
+        members.push(start_member(config, config_file.clone(), meta.clone(), dir, i).await?);
     }
     if bootstrap_cluster {
         let nodes: Vec<Arc<Node>> = members.iter().map(|m| Arc::clone(&m.node)).collect();

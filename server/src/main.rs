@@ -50,6 +50,52 @@ struct Cli {
     /// listens on port+i and admin-port+i and keeps its files in <data-dir>/member-<i>.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     members: u16,
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// Bootstrap a cluster through the admin ports of running members (idempotent).
+    Bootstrap {
+        /// A shard kind and `admin-host:port=shard,shard,…` to make primary (repeatable).
+        #[arg(long, num_args = 2, value_names = ["KIND", "ADDR=SHARDS"], required = true)]
+        primary: Vec<String>,
+        /// A shard kind and `admin-host:port=shard,shard,…` to make standby (repeatable).
+        #[arg(long, num_args = 2, value_names = ["KIND", "ADDR=SHARDS"])]
+        standby: Vec<String>,
+        /// Seconds to wait for the shards to appear after initialisation.
+        #[arg(long, default_value_t = 30)]
+        shard_discovery_timeout: u64,
+    },
+}
+
+fn assignments(flat: &[String]) -> anyhow::Result<Vec<kronotop_server::bootstrap::Assignment>> {
+    flat.chunks(2)
+        .map(|p| match p {
+            [kind, spec] => kronotop_server::bootstrap::parse_assignment(kind, spec),
+            _ => anyhow::bail!("expected KIND ADDR=SHARDS"),
+        })
+        .collect()
+}
+
+fn bootstrap_command(primary: &[String], standby: &[String], timeout: u64) -> ExitCode {
+    let result = assignments(primary).and_then(|p| {
+        let s = assignments(standby)?;
+        kronotop_server::bootstrap::run(&p, &s, std::time::Duration::from_secs(timeout))
+    });
+    match result {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("kronotop bootstrap: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// How many file descriptors we ask for: `maxclients` plus room for files and listeners, the
@@ -58,6 +104,9 @@ const RESERVED_FDS: u64 = 32;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Sub::Bootstrap { primary, standby, shard_discovery_timeout }) = &cli.command {
+        return bootstrap_command(primary, standby, *shard_discovery_timeout);
+    }
     let overrides = Overrides {
         host: cli.host,
         port: cli.port,
@@ -90,10 +139,27 @@ fn init_tracing(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log_level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| LogSink);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+/// Standard error for logs, ignoring write failures: a server must not stop because whoever read
+/// its logs went away (tracing-subscriber reports a failed write with `eprintln!`, which panics
+/// when standard error itself is the broken pipe).
+struct LogSink;
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
     }
 }
 
