@@ -128,6 +128,7 @@ impl Database {
                 #[cfg(feature = "fdb")]
                 Backend::Fdb(db) => Tx::Fdb(db.create_trx()?),
             }),
+            user_version: Arc::default(),
         })
     }
 
@@ -206,9 +207,22 @@ enum Tx {
 #[derive(Debug, Clone)]
 pub struct Transaction {
     inner: Arc<Tx>,
+    /// Next 2-byte user version for versionstamps made in this transaction.
+    user_version: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Transaction {
+    /// The next user version (0, 1, 2, …) for a versionstamp made in this transaction, so that
+    /// several versionstamped keys of one transaction are distinct and ordered.
+    ///
+    /// # Errors
+    ///
+    /// `client_invalid_operation` once the 65,536 user versions are used up.
+    pub fn next_user_version(&self) -> MetaResult<u16> {
+        let v = self.user_version.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        u16::try_from(v).map_err(|_| MetaError::CLIENT_INVALID_OPERATION)
+    }
+
     /// Reads a key; `snapshot` reads add no read conflict.
     ///
     /// # Errors

@@ -80,6 +80,7 @@ async fn acknowledged_commits_survive_sigkill() {
                 break;
             }
         }
+        assert_eq!(acked.len() as u64, kill_after, "round {round}: the child stopped early");
         // SIGKILL: no destructor, no flush, no chance to finish the batch in flight.
         child.kill().unwrap();
         child.wait().unwrap();

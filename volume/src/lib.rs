@@ -1,5 +1,579 @@
 //! The Volume: an append-only, checksummed segment engine, one per shard, whose entry metadata
-//! and changelog live in the metadata store (see `DESIGN.md` section 5).
+//! and changelog live in the metadata store (`DESIGN.md` section 5, `docs/design/volume-format.md`).
 //!
-//! Its invariant is that bytes are synced to disk before the metadata transaction that points at
-//! them commits. It depends only on `kronotop-meta`.
+//! Invariant: an entry's bytes are written and synced before `append` returns, and the caller
+//! commits the metadata pointing at them only after that, so a crash leaves at most unreferenced
+//! bytes, never a pointer to missing or torn bytes. Concurrent appenders share syncs. Reads go
+//! through a memory map and verify checksums. Segment I/O sits behind `io::Storage` so fault tests
+//! can fail writes and syncs. This crate depends only on `kronotop-meta`.
+
+pub mod format;
+pub mod io;
+pub mod keys;
+pub mod segment;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use kronotop_meta::tuple::Subspace;
+use kronotop_meta::{Database, MetaError, RangeOption, RunError, Transaction};
+
+pub use format::{FORMAT_VERSION, MAX_ENTRY_LEN};
+pub use keys::{EntryMetadata, VolumeStatus};
+use segment::Segment;
+
+/// Most entries one append (one transaction) may carry: the 2-byte user version of versionstamps.
+pub const MAX_ENTRIES_PER_APPEND: usize = 65_535;
+
+/// Errors of volume operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VolumeError {
+    #[error("I/O error on volume {volume}: {source}")]
+    Io { volume: String, source: std::io::Error },
+    /// Stored bytes failed a check; never returned as data.
+    #[error("corrupted entry in volume {volume}, segment {segment}, position {position}: {reason}")]
+    Corrupted { volume: String, segment: u64, position: u64, reason: String },
+    #[error("an append needs 1 to {MAX_ENTRIES_PER_APPEND} entries, got {0}")]
+    EntryCount(usize),
+    #[error("an entry must be 1 to {MAX_ENTRY_LEN} bytes, got {0}")]
+    EntrySize(usize),
+    #[error("Volume {0} is not writable (status {1})")]
+    NotWritable(String, &'static str),
+    #[error("Invalid volume status: {0}")]
+    InvalidStatus(String),
+    #[error("volume metadata is damaged: {0}")]
+    BadMetadata(String),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+impl From<RunError> for VolumeError {
+    fn from(e: RunError) -> Self {
+        match e.meta() {
+            Some(m) => VolumeError::Meta(m),
+            None => VolumeError::BadMetadata(e.to_string()),
+        }
+    }
+}
+
+type Result<T, E = VolumeError> = std::result::Result<T, E>;
+
+/// A volume's settings.
+#[derive(Debug, Clone)]
+pub struct VolumeConfig {
+    /// Size of every segment file.
+    pub segment_size: u64,
+    /// Where segment bytes go (plain files, or a fault-injecting backend in tests).
+    pub storage: Arc<dyn io::Storage>,
+}
+
+/// Default segment size: 256 MiB. The original uses 4 GiB; smaller segments make vacuum's unit of
+/// work smaller and keep sparse preallocation cheap on small disks.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 256 * 1024 * 1024;
+
+impl Default for VolumeConfig {
+    fn default() -> Self {
+        VolumeConfig { segment_size: DEFAULT_SEGMENT_SIZE, storage: Arc::new(io::FileStorage) }
+    }
+}
+
+/// An entry written by `append`: its metadata, and the user version of its key's versionstamp
+/// (the 10-byte transaction part is known once the caller's transaction commits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub user_version: u16,
+    pub metadata: EntryMetadata,
+}
+
+/// Per-segment figures for stats and vacuum.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SegmentStats {
+    pub segment: u64,
+    pub size: u64,
+    pub used: i64,
+    pub free: u64,
+    pub cardinality: i64,
+}
+
+impl SegmentStats {
+    /// Bytes neither free nor used by a live entry.
+    pub fn garbage(&self) -> u64 {
+        self.size
+            .saturating_sub(self.free)
+            .saturating_sub(u64::try_from(self.used.max(0)).unwrap_or(0))
+    }
+
+    pub fn garbage_percentage(&self) -> f64 {
+        if self.size == 0 { 0.0 } else { self.garbage() as f64 * 100.0 / self.size as f64 }
+    }
+}
+
+/// Operation counters (`VOLUME.STATS … OPCOUNTERS`).
+#[derive(Debug, Default)]
+pub struct OpCounters {
+    pub appends: AtomicU64,
+    pub deletes: AtomicU64,
+    pub updates: AtomicU64,
+    pub gets: AtomicU64,
+    pub bytes_appended: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub segments_created: AtomicU64,
+}
+
+/// An open volume.
+#[derive(Debug)]
+pub struct Volume {
+    pub name: String,
+    dir: PathBuf,
+    keys: keys::Keys,
+    config: VolumeConfig,
+    volume_id: [u8; 16],
+    segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    /// The segment appends go to; replaced under this lock when full.
+    active: Mutex<Arc<Segment>>,
+    status: RwLock<VolumeStatus>,
+    pub counters: OpCounters,
+}
+
+fn io_err(volume: &str) -> impl FnOnce(std::io::Error) -> VolumeError + '_ {
+    move |source| VolumeError::Io { volume: volume.to_owned(), source }
+}
+
+/// Creates segment `id` (file written and synced), then registers it in the metadata store. A
+/// crash in between leaves an orphan file, which the registry does not list.
+async fn create_segment(
+    db: &Database,
+    keys: &keys::Keys,
+    config: &VolumeConfig,
+    dir: &Path,
+    id: u64,
+    volume_id: &[u8; 16],
+    name: &str,
+) -> Result<Arc<Segment>> {
+    let storage = Arc::clone(&config.storage);
+    let (dir, size, vid) = (dir.to_owned(), config.segment_size, *volume_id);
+    let segment = tokio::task::spawn_blocking(move || {
+        Segment::create(storage.as_ref(), &dir, id, size, &vid)
+    })
+    .await
+    .map_err(|e| VolumeError::BadMetadata(e.to_string()))?
+    .map_err(io_err(name))?;
+    let key = keys.segment(id);
+    db.run(|tx, _| {
+        let key = key.clone();
+        async move {
+            tx.set(&key, &i64::try_from(size).unwrap_or(i64::MAX).to_le_bytes());
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(Arc::new(segment))
+}
+
+impl Volume {
+    /// Opens (creating if new) the volume `name` with segments under `dir` and metadata under
+    /// `subspace`, and starts a fresh active segment.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors, damaged segment headers, metadata errors.
+    pub async fn open(
+        db: &Database,
+        name: &str,
+        dir: &Path,
+        subspace: Subspace,
+        config: VolumeConfig,
+    ) -> Result<Volume> {
+        let keys = keys::Keys::new(subspace);
+        let segments_dir = dir.join("segments");
+        std::fs::create_dir_all(&segments_dir).map_err(io_err(name))?;
+        let mut fresh_id = [0u8; 16];
+        getrandom::fill(&mut fresh_id).map_err(|e| VolumeError::BadMetadata(e.to_string()))?;
+        let k = keys.clone();
+        let (volume_id, registered, status) = db
+            .run(|tx, _| {
+                let k = k.clone();
+                async move {
+                    let id = match tx.get(&k.volume_id(), false).await? {
+                        Some(v) if v.len() == 16 => {
+                            let mut id = [0u8; 16];
+                            id.copy_from_slice(&v);
+                            id
+                        }
+                        _ => {
+                            tx.set(&k.volume_id(), &fresh_id);
+                            fresh_id
+                        }
+                    };
+                    let (b, e) = k.segments_range();
+                    let mut registered = Vec::new();
+                    for kv in tx.get_range(&RangeOption::new(b, e), false).await?.kvs {
+                        if let Some(seg) = k.parse_segment(&kv.key) {
+                            registered.push(seg);
+                        }
+                    }
+                    let status = tx
+                        .get(&k.status(), false)
+                        .await?
+                        .and_then(|s| VolumeStatus::parse(&String::from_utf8_lossy(&s)))
+                        .unwrap_or(VolumeStatus::ReadWrite);
+                    Ok::<_, RunError>((id, registered, status))
+                }
+            })
+            .await?;
+        let mut segments = BTreeMap::new();
+        for id in &registered {
+            match Segment::open(config.storage.as_ref(), &segments_dir, *id, &volume_id) {
+                Ok(s) => {
+                    segments.insert(*id, Arc::new(s));
+                }
+                Err(e) => {
+                    tracing::error!(volume = name, segment = id, %e, "cannot open a registered segment")
+                }
+            }
+        }
+        // Appends always go to a fresh segment after opening (format invariant 3).
+        let next_id = registered.iter().max().copied().unwrap_or(0) + 1;
+        let first =
+            create_segment(db, &keys, &config, &segments_dir, next_id, &volume_id, name).await?;
+        segments.insert(next_id, Arc::clone(&first));
+        let volume = Volume {
+            name: name.to_owned(),
+            dir: segments_dir,
+            keys,
+            config,
+            volume_id,
+            segments: RwLock::new(segments),
+            active: Mutex::new(first),
+            status: RwLock::new(status),
+            counters: OpCounters::default(),
+        };
+        volume.counters.segments_created.fetch_add(1, Ordering::Relaxed);
+        Ok(volume)
+    }
+
+    /// Creates, syncs and registers segment `id`.
+    async fn new_segment(&self, db: &Database, id: u64) -> Result<Arc<Segment>> {
+        let segment = create_segment(
+            db,
+            &self.keys,
+            &self.config,
+            &self.dir,
+            id,
+            &self.volume_id,
+            &self.name,
+        )
+        .await?;
+        self.segments
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, Arc::clone(&segment));
+        self.counters.segments_created.fetch_add(1, Ordering::Relaxed);
+        Ok(segment)
+    }
+
+    pub fn status(&self) -> VolumeStatus {
+        *self.status.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sets the status (`VOLUME.ADMIN SET-STATUS`).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidStatus`; metadata errors.
+    pub async fn set_status(&self, db: &Database, status: &str) -> Result<()> {
+        let s = VolumeStatus::parse(status)
+            .ok_or_else(|| VolumeError::InvalidStatus(status.to_owned()))?;
+        let key = self.keys.status();
+        db.run(|tx, _| {
+            let key = key.clone();
+            async move {
+                tx.set(&key, s.name().as_bytes());
+                Ok(())
+            }
+        })
+        .await?;
+        *self.status.write().unwrap_or_else(std::sync::PoisonError::into_inner) = s;
+        Ok(())
+    }
+
+    /// Ids of the segments, in order.
+    pub fn segment_ids(&self) -> Vec<u64> {
+        self.segments
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Where the segment files are.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn segment_size(&self) -> u64 {
+        self.config.segment_size
+    }
+
+    fn segment(&self, id: u64) -> Option<Arc<Segment>> {
+        self.segments.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).cloned()
+    }
+
+    /// Reserves room for `len` bytes, moving to a new segment when the active one is full.
+    async fn reserve(&self, db: &Database, len: u64) -> Result<(Arc<Segment>, u64)> {
+        loop {
+            let active =
+                Arc::clone(&self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            if let Some(pos) = active.reserve(len) {
+                return Ok((active, pos));
+            }
+            // Full (or poisoned): one appender rolls over; the others see the new segment.
+            let next_id = active.id + 1;
+            let created = self.new_segment(db, next_id).await;
+            let mut guard = self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match created {
+                Ok(seg) if guard.id < seg.id => *guard = seg,
+                Ok(_) => {}
+                // Another appender created it first: use theirs.
+                Err(_) if guard.id >= next_id => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Appends `entries` under `prefix`: writes and syncs their bytes, then writes their metadata,
+    /// stats and changelog records into `tx`, which the caller commits.
+    ///
+    /// # Errors
+    ///
+    /// `EntryCount`, `EntrySize`, `NotWritable`, I/O errors (nothing is then referenced).
+    pub async fn append(
+        &self,
+        db: &Database,
+        tx: &Transaction,
+        prefix: [u8; 8],
+        entries: &[&[u8]],
+    ) -> Result<Vec<Appended>> {
+        let written = self.write_entries(db, entries).await?;
+        let mut out = Vec::with_capacity(written.len());
+        for metadata in written {
+            let user_version = tx.next_user_version()?;
+            self.keys.write_entry(tx, &prefix, user_version, &metadata);
+            out.push(Appended { user_version, metadata });
+        }
+        self.counters.appends.fetch_add(out.len() as u64, Ordering::Relaxed);
+        Ok(out)
+    }
+
+    /// Writes and syncs entries' bytes, returning where they are; nothing refers to them yet.
+    async fn write_entries(&self, db: &Database, entries: &[&[u8]]) -> Result<Vec<EntryMetadata>> {
+        if entries.is_empty() || entries.len() > MAX_ENTRIES_PER_APPEND {
+            return Err(VolumeError::EntryCount(entries.len()));
+        }
+        // An entry never spans segments, so it must fit in an empty one.
+        let room = self
+            .config
+            .segment_size
+            .saturating_sub(format::SEGMENT_HEADER_LEN + format::ENTRY_HEADER_LEN);
+        let limit = MAX_ENTRY_LEN.min(usize::try_from(room).unwrap_or(usize::MAX));
+        if let Some(bad) = entries.iter().find(|e| e.is_empty() || e.len() > limit) {
+            return Err(VolumeError::EntrySize(bad.len()));
+        }
+        let status = self.status();
+        if status != VolumeStatus::ReadWrite {
+            return Err(VolumeError::NotWritable(self.name.clone(), status.name()));
+        }
+        let mut written = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let total = format::ENTRY_HEADER_LEN + entry.len() as u64;
+            let (segment, pos) = self.reserve(db, total).await?;
+            let mut buf = Vec::with_capacity(total as usize);
+            buf.extend_from_slice(&format::entry_header(entry));
+            buf.extend_from_slice(entry);
+            segment.write(pos, &buf).map_err(io_err(&self.name))?;
+            written.push((segment, pos, entry.len()));
+        }
+        let mut synced: Vec<u64> = Vec::new();
+        for (segment, _, _) in &written {
+            if !synced.contains(&segment.id) {
+                segment.sync_after_write().await.map_err(io_err(&self.name))?;
+                synced.push(segment.id);
+            }
+        }
+        Ok(written
+            .into_iter()
+            .map(|(segment, position, len)| {
+                self.counters.bytes_appended.fetch_add(len as u64, Ordering::Relaxed);
+                EntryMetadata { segment: segment.id, position, length: len as u32 }
+            })
+            .collect())
+    }
+
+    /// Reads and verifies the bytes `metadata` points at.
+    ///
+    /// # Errors
+    ///
+    /// `Corrupted` naming the segment and position when the bytes are missing or fail a check.
+    pub fn read(&self, metadata: &EntryMetadata) -> Result<Bytes> {
+        let corrupted = |reason: String| VolumeError::Corrupted {
+            volume: self.name.clone(),
+            segment: metadata.segment,
+            position: metadata.position,
+            reason,
+        };
+        let segment = self
+            .segment(metadata.segment)
+            .ok_or_else(|| corrupted("segment file is missing".into()))?;
+        let len = format::ENTRY_HEADER_LEN + u64::from(metadata.length);
+        let bytes = segment
+            .bytes(metadata.position, len)
+            .ok_or_else(|| corrupted("entry lies outside the segment file".into()))?;
+        let range = format::check_entry(bytes, metadata.length as usize).map_err(corrupted)?;
+        self.counters.gets.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes_read.fetch_add(u64::from(metadata.length), Ordering::Relaxed);
+        Ok(Bytes::copy_from_slice(&bytes[range]))
+    }
+
+    /// The metadata of entry `id` (the 12-byte versionstamp of its key) under `prefix`.
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors.
+    pub async fn metadata(
+        &self,
+        tx: &Transaction,
+        prefix: [u8; 8],
+        id: &[u8; 12],
+    ) -> Result<Option<EntryMetadata>> {
+        match tx.get(&self.keys.entry(&prefix, id), false).await? {
+            Some(v) => EntryMetadata::decode(&v)
+                .map(Some)
+                .ok_or_else(|| VolumeError::BadMetadata("entry metadata".into())),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads entry `id` under `prefix`.
+    ///
+    /// # Errors
+    ///
+    /// As `metadata` and `read`.
+    pub async fn get(
+        &self,
+        tx: &Transaction,
+        prefix: [u8; 8],
+        id: &[u8; 12],
+    ) -> Result<Option<Bytes>> {
+        match self.metadata(tx, prefix, id).await? {
+            Some(m) => self.read(&m).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes entry `id` in `tx`; its bytes become garbage. Returns whether it existed.
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors.
+    pub async fn delete(&self, tx: &Transaction, prefix: [u8; 8], id: &[u8; 12]) -> Result<bool> {
+        let Some(m) = self.metadata(tx, prefix, id).await? else { return Ok(false) };
+        let user_version = tx.next_user_version()?;
+        self.keys.delete_entry(tx, &prefix, id, &m, user_version);
+        self.counters.deletes.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Replaces entry `id`'s bytes: appends the new ones and repoints the entry in `tx`.
+    ///
+    /// # Errors
+    ///
+    /// As `append`; `Ok(None)` when the entry does not exist.
+    pub async fn update(
+        &self,
+        db: &Database,
+        tx: &Transaction,
+        prefix: [u8; 8],
+        id: &[u8; 12],
+        bytes: &[u8],
+    ) -> Result<Option<EntryMetadata>> {
+        let Some(old) = self.metadata(tx, prefix, id).await? else { return Ok(None) };
+        let new = self
+            .write_entries(db, &[bytes])
+            .await?
+            .pop()
+            .ok_or_else(|| VolumeError::BadMetadata("no entry written".into()))?;
+        let user_version = tx.next_user_version()?;
+        self.keys.repoint_entry(tx, &prefix, id, &old, &new, user_version);
+        self.counters.updates.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(new))
+    }
+
+    /// Every entry under `prefix`: its id and metadata, in id order.
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors.
+    pub async fn list(
+        &self,
+        tx: &Transaction,
+        prefix: [u8; 8],
+    ) -> Result<Vec<([u8; 12], EntryMetadata)>> {
+        let (b, e) = self.keys.entries_range(&prefix);
+        let mut out = Vec::new();
+        for kv in tx.get_range(&RangeOption::new(b, e), false).await?.kvs {
+            let id = self
+                .keys
+                .parse_entry_id(&kv.key)
+                .ok_or_else(|| VolumeError::BadMetadata("entry key".into()))?;
+            let m = EntryMetadata::decode(&kv.value)
+                .ok_or_else(|| VolumeError::BadMetadata("entry metadata".into()))?;
+            out.push((id, m));
+        }
+        Ok(out)
+    }
+
+    /// Cardinality, used, free and garbage bytes of every segment.
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors.
+    pub async fn stats(&self, tx: &Transaction) -> Result<Vec<SegmentStats>> {
+        let segments: Vec<Arc<Segment>> = self
+            .segments
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        let mut out = Vec::with_capacity(segments.len());
+        for s in segments {
+            let (cardinality, used) = self.keys.segment_stats(tx, s.id).await?;
+            out.push(SegmentStats {
+                segment: s.id,
+                size: s.size,
+                used,
+                free: s.size.saturating_sub(s.next_position()),
+                cardinality,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The ids and metadata of the live entries of `segment` (for vacuum and inspection).
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors.
+    pub async fn live_entries(
+        &self,
+        tx: &Transaction,
+        segment: u64,
+    ) -> Result<Vec<(u64, [u8; 12])>> {
+        Ok(self.keys.segment_entries(tx, segment).await?)
+    }
+}

@@ -1,0 +1,261 @@
+//! The volume's key layout in the metadata store (`docs/design/volume-format.md`, "Metadata").
+//! Nothing else packs these keys. Schema version: the format version.
+
+use kronotop_meta::tuple::{Bytes as TupleBytes, Subspace, Versionstamp};
+use kronotop_meta::{MetaError, MutationType, RangeOption, Transaction};
+
+const ENTRY: i64 = 1;
+const SEGMENT_INDEX: i64 = 2;
+const STATS: i64 = 3;
+const CHANGELOG: i64 = 4;
+const STATUS: i64 = 5;
+const VOLUME_ID: i64 = 6;
+const SEGMENTS: i64 = 7;
+
+/// Changelog operations.
+const OP_APPEND: u8 = 1;
+const OP_DELETE: u8 = 2;
+const OP_UPDATE: u8 = 3;
+
+/// Where an entry's bytes are: 20 bytes big-endian in the metadata store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EntryMetadata {
+    pub segment: u64,
+    /// Position of the entry's header in the segment file.
+    pub position: u64,
+    /// Payload length (the header's 16 bytes come on top).
+    pub length: u32,
+}
+
+impl EntryMetadata {
+    pub fn encode(&self) -> [u8; 20] {
+        let mut b = [0u8; 20];
+        b[..8].copy_from_slice(&self.segment.to_be_bytes());
+        b[8..16].copy_from_slice(&self.position.to_be_bytes());
+        b[16..].copy_from_slice(&self.length.to_be_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<EntryMetadata> {
+        Some(EntryMetadata {
+            segment: u64::from_be_bytes(b.get(..8)?.try_into().ok()?),
+            position: u64::from_be_bytes(b.get(8..16)?.try_into().ok()?),
+            length: u32::from_be_bytes(b.get(16..20)?.try_into().ok()?),
+        })
+    }
+
+    /// Bytes the entry occupies in its segment, header included.
+    pub fn stored_len(&self) -> i64 {
+        16 + i64::from(self.length)
+    }
+}
+
+/// A volume's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeStatus {
+    ReadWrite,
+    ReadOnly,
+    Inoperable,
+}
+
+impl VolumeStatus {
+    pub fn parse(s: &str) -> Option<VolumeStatus> {
+        match s.to_ascii_uppercase().as_str() {
+            "READWRITE" => Some(VolumeStatus::ReadWrite),
+            "READONLY" => Some(VolumeStatus::ReadOnly),
+            "INOPERABLE" => Some(VolumeStatus::Inoperable),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            VolumeStatus::ReadWrite => "READWRITE",
+            VolumeStatus::ReadOnly => "READONLY",
+            VolumeStatus::Inoperable => "INOPERABLE",
+        }
+    }
+}
+
+fn le(v: i64) -> [u8; 8] {
+    v.to_le_bytes()
+}
+
+fn seg(id: u64) -> i64 {
+    i64::try_from(id).unwrap_or(i64::MAX)
+}
+
+/// The keys of one volume.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    s: Subspace,
+}
+
+impl Keys {
+    pub fn new(s: Subspace) -> Keys {
+        Keys { s }
+    }
+
+    pub fn status(&self) -> Vec<u8> {
+        self.s.pack(&(STATUS,))
+    }
+
+    pub fn volume_id(&self) -> Vec<u8> {
+        self.s.pack(&(VOLUME_ID,))
+    }
+
+    pub fn segment(&self, id: u64) -> Vec<u8> {
+        self.s.pack(&(SEGMENTS, seg(id)))
+    }
+
+    pub fn segments_range(&self) -> (Vec<u8>, Vec<u8>) {
+        self.s.subspace(&(SEGMENTS,)).range()
+    }
+
+    pub fn parse_segment(&self, key: &[u8]) -> Option<u64> {
+        self.s.unpack::<(i64, i64)>(key).ok().and_then(|(_, id)| u64::try_from(id).ok())
+    }
+
+    pub fn entry(&self, prefix: &[u8; 8], id: &[u8; 12]) -> Vec<u8> {
+        self.s.pack(&(ENTRY, TupleBytes::from(&prefix[..]), Versionstamp::from(*id)))
+    }
+
+    pub fn entries_range(&self, prefix: &[u8; 8]) -> (Vec<u8>, Vec<u8>) {
+        self.s.subspace(&(ENTRY, TupleBytes::from(&prefix[..]))).range()
+    }
+
+    pub fn parse_entry_id(&self, key: &[u8]) -> Option<[u8; 12]> {
+        let (_, _, vs) = self.s.unpack::<(i64, TupleBytes<'_>, Versionstamp)>(key).ok()?;
+        Some(*vs.as_bytes())
+    }
+
+    fn segment_index(&self, segment: u64, position: u64) -> Vec<u8> {
+        self.s.pack(&(SEGMENT_INDEX, seg(segment), seg(position)))
+    }
+
+    fn stat(&self, segment: u64, field: &str) -> Vec<u8> {
+        self.s.pack(&(STATS, seg(segment), field))
+    }
+
+    fn changelog(&self, user_version: u16) -> Vec<u8> {
+        self.s.pack_with_versionstamp(&(CHANGELOG, Versionstamp::incomplete(user_version)))
+    }
+
+    fn adjust_stats(&self, tx: &Transaction, m: &EntryMetadata, sign: i64) {
+        tx.atomic_op(&self.stat(m.segment, "cardinality"), &le(sign), MutationType::Add);
+        tx.atomic_op(&self.stat(m.segment, "used"), &le(sign * m.stored_len()), MutationType::Add);
+    }
+
+    /// An appended entry: its versionstamped key, the segment index back to it, stats, changelog.
+    pub fn write_entry(
+        &self,
+        tx: &Transaction,
+        prefix: &[u8; 8],
+        user_version: u16,
+        m: &EntryMetadata,
+    ) {
+        let key = self.s.pack_with_versionstamp(&(
+            ENTRY,
+            TupleBytes::from(&prefix[..]),
+            Versionstamp::incomplete(user_version),
+        ));
+        tx.atomic_op(&key, &m.encode(), MutationType::SetVersionstampedKey);
+        let mut back = vec![0u8; 10];
+        back.extend_from_slice(&user_version.to_be_bytes());
+        back.extend_from_slice(&0u32.to_le_bytes());
+        tx.atomic_op(
+            &self.segment_index(m.segment, m.position),
+            &back,
+            MutationType::SetVersionstampedValue,
+        );
+        self.adjust_stats(tx, m, 1);
+        let mut record = vec![OP_APPEND];
+        record.extend_from_slice(prefix);
+        record.extend_from_slice(&m.encode());
+        tx.atomic_op(&self.changelog(user_version), &record, MutationType::SetVersionstampedKey);
+    }
+
+    /// A deleted entry: metadata cleared, stats down, changelog record.
+    pub fn delete_entry(
+        &self,
+        tx: &Transaction,
+        prefix: &[u8; 8],
+        id: &[u8; 12],
+        m: &EntryMetadata,
+        user_version: u16,
+    ) {
+        tx.clear(&self.entry(prefix, id));
+        tx.clear(&self.segment_index(m.segment, m.position));
+        self.adjust_stats(tx, m, -1);
+        let mut record = vec![OP_DELETE];
+        record.extend_from_slice(prefix);
+        record.extend_from_slice(id);
+        record.extend_from_slice(&m.encode());
+        tx.atomic_op(&self.changelog(user_version), &record, MutationType::SetVersionstampedKey);
+    }
+
+    /// An entry moved to new bytes (update, vacuum): same id, new place.
+    pub fn repoint_entry(
+        &self,
+        tx: &Transaction,
+        prefix: &[u8; 8],
+        id: &[u8; 12],
+        old: &EntryMetadata,
+        new: &EntryMetadata,
+        user_version: u16,
+    ) {
+        tx.set(&self.entry(prefix, id), &new.encode());
+        tx.clear(&self.segment_index(old.segment, old.position));
+        tx.set(&self.segment_index(new.segment, new.position), id);
+        self.adjust_stats(tx, old, -1);
+        self.adjust_stats(tx, new, 1);
+        let mut record = vec![OP_UPDATE];
+        record.extend_from_slice(prefix);
+        record.extend_from_slice(id);
+        record.extend_from_slice(&new.encode());
+        tx.atomic_op(&self.changelog(user_version), &record, MutationType::SetVersionstampedKey);
+    }
+
+    /// Cardinality and used bytes of a segment.
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors.
+    pub async fn segment_stats(
+        &self,
+        tx: &Transaction,
+        segment: u64,
+    ) -> Result<(i64, i64), MetaError> {
+        let read = |v: Option<bytes::Bytes>| {
+            v.map_or(0, |v| {
+                let mut b = [0u8; 8];
+                let n = v.len().min(8);
+                b[..n].copy_from_slice(&v[..n]);
+                i64::from_le_bytes(b)
+            })
+        };
+        let c = read(tx.get(&self.stat(segment, "cardinality"), true).await?);
+        let u = read(tx.get(&self.stat(segment, "used"), true).await?);
+        Ok((c, u))
+    }
+
+    /// `(position, entry id)` of every live entry of a segment.
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors.
+    pub async fn segment_entries(
+        &self,
+        tx: &Transaction,
+        segment: u64,
+    ) -> Result<Vec<(u64, [u8; 12])>, MetaError> {
+        let (b, e) = self.s.subspace(&(SEGMENT_INDEX, seg(segment))).range();
+        let mut out = Vec::new();
+        for kv in tx.get_range(&RangeOption::new(b, e), false).await?.kvs {
+            let Ok((_, _, pos)) = self.s.unpack::<(i64, i64, i64)>(&kv.key) else { continue };
+            let Ok(id) = <[u8; 12]>::try_from(kv.value.as_ref()) else { continue };
+            out.push((u64::try_from(pos).unwrap_or(0), id));
+        }
+        Ok(out)
+    }
+}

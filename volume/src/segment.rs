@@ -1,0 +1,188 @@
+//! One segment file: reservations, writes, group syncs and memory-mapped reads.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::format;
+use crate::io::{SegmentFile, Storage};
+
+/// A segment's file name: its id in 19 decimal digits, so names sort like ids.
+pub fn file_name(id: u64) -> String {
+    format!("{id:019}")
+}
+
+/// An open segment.
+#[derive(Debug)]
+pub struct Segment {
+    pub id: u64,
+    pub size: u64,
+    pub path: PathBuf,
+    file: Arc<dyn SegmentFile>,
+    map: memmap2::Mmap,
+    /// Next unreserved position; reservations only move it forward.
+    next: Mutex<u64>,
+    /// One sync at a time; the lock holder syncs for everyone whose write completed before.
+    sync_lock: tokio::sync::Mutex<()>,
+    /// Syncs started and completed so far (see `sync_after_write`).
+    syncs_started: AtomicU64,
+    syncs_completed: AtomicU64,
+    /// Set when a sync failed: what was written may not be durable, and a later sync could report
+    /// success without making it so, so the segment takes no more appends.
+    poisoned: AtomicBool,
+}
+
+fn map(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
+    // SAFETY: the mapping is read-only and the file is never truncated while this process maps it:
+    // segments are only appended to (at positions no reader has been given yet) and are deleted,
+    // not shrunk, by vacuum. Readers only see ranges whose bytes were written and synced before
+    // their metadata was committed. Another process modifying the file would break this; the
+    // member directory lock keeps other Kronotop processes out.
+    #[allow(unsafe_code)]
+    unsafe {
+        memmap2::Mmap::map(file)
+    }
+}
+
+impl Segment {
+    /// Creates segment `id` of `size` bytes with its header written and synced.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub fn create(
+        storage: &dyn Storage,
+        dir: &Path,
+        id: u64,
+        size: u64,
+        volume_id: &[u8; 16],
+    ) -> std::io::Result<Segment> {
+        let path = dir.join(file_name(id));
+        let file = storage.create(&path, size)?;
+        file.write_at(&format::segment_header(id, size, volume_id), 0)?;
+        file.sync()?;
+        let map = map(file.file())?;
+        Ok(Segment::new(id, size, path, file, map, format::SEGMENT_HEADER_LEN))
+    }
+
+    /// Opens an existing segment for reading; it takes no appends (invariant 3 of the format).
+    ///
+    /// # Errors
+    ///
+    /// I/O errors, or a header that is not this volume's segment `id`.
+    pub fn open(
+        storage: &dyn Storage,
+        dir: &Path,
+        id: u64,
+        volume_id: &[u8; 16],
+    ) -> std::io::Result<Segment> {
+        let path = dir.join(file_name(id));
+        let file = storage.open(&path)?;
+        let map = map(file.file())?;
+        format::check_segment_header(&map, id, volume_id).map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
+        })?;
+        let size = map.len() as u64;
+        Ok(Segment::new(id, size, path, file, map, size))
+    }
+
+    fn new(
+        id: u64,
+        size: u64,
+        path: PathBuf,
+        file: Arc<dyn SegmentFile>,
+        map: memmap2::Mmap,
+        next: u64,
+    ) -> Segment {
+        Segment {
+            id,
+            size,
+            path,
+            file,
+            map,
+            next: Mutex::new(next),
+            sync_lock: tokio::sync::Mutex::new(()),
+            syncs_started: AtomicU64::new(0),
+            syncs_completed: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
+        }
+    }
+
+    /// Reserves `len` bytes, returning their position, or `None` when they do not fit (or the
+    /// segment is poisoned).
+    pub fn reserve(&self, len: u64) -> Option<u64> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut next = self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if next.checked_add(len)? > self.size {
+            return None;
+        }
+        let pos = *next;
+        *next += len;
+        Some(pos)
+    }
+
+    /// The first position not reserved yet.
+    pub fn next_position(&self) -> u64 {
+        *self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes at a reserved position.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub fn write(&self, pos: u64, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_at(bytes, pos)
+    }
+
+    /// Returns once a sync that started after the caller's (already completed) write has
+    /// completed: one sync serves every appender whose write completed before it began.
+    ///
+    /// # Errors
+    ///
+    /// The sync's error; the segment is then poisoned.
+    pub async fn sync_after_write(self: &Arc<Self>) -> std::io::Result<()> {
+        // Any sync numbered above `seen` started after our write completed.
+        let need = self.syncs_started.load(Ordering::Acquire) + 1;
+        loop {
+            if self.poisoned.load(Ordering::Acquire) {
+                return Err(std::io::Error::other(format!(
+                    "segment {} failed to sync earlier",
+                    self.id
+                )));
+            }
+            if self.syncs_completed.load(Ordering::Acquire) >= need {
+                return Ok(());
+            }
+            let _leader = self.sync_lock.lock().await;
+            if self.syncs_completed.load(Ordering::Acquire) >= need {
+                return Ok(());
+            }
+            if self.poisoned.load(Ordering::Acquire) {
+                continue;
+            }
+            let number = self.syncs_started.fetch_add(1, Ordering::AcqRel) + 1;
+            let me = Arc::clone(self);
+            let result = tokio::task::spawn_blocking(move || me.file.sync())
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            match result {
+                Ok(()) => self.syncs_completed.store(number, Ordering::Release),
+                Err(e) => {
+                    self.poisoned.store(true, Ordering::Release);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// The bytes at `[pos, pos + len)`, if inside the file.
+    pub fn bytes(&self, pos: u64, len: u64) -> Option<&[u8]> {
+        let start = usize::try_from(pos).ok()?;
+        let end = usize::try_from(pos.checked_add(len)?).ok()?;
+        self.map.get(start..end)
+    }
+}

@@ -1,0 +1,342 @@
+//! The Volume against real files and the embedded metadata store: round trips, rollover,
+//! concurrent appenders, restarts, injected write and sync failures, torn tails, flipped bytes,
+//! and SIGKILL under load.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use kronotop_meta::tuple::Subspace;
+use kronotop_meta::{Database, Transaction, embedded};
+use kronotop_volume::io::{Faulty, FaultyStorage};
+use kronotop_volume::{EntryMetadata, Volume, VolumeConfig, VolumeError};
+
+const PREFIX: [u8; 8] = *b"testpref";
+
+fn subspace() -> Subspace {
+    Subspace::from_bytes(b"vol/".to_vec())
+}
+
+async fn open_with(db: &Database, dir: &Path, config: VolumeConfig) -> Volume {
+    Volume::open(db, "bucket-shard-0", dir, subspace(), config).await.unwrap()
+}
+
+async fn open(db: &Database, dir: &Path, segment_size: u64) -> Volume {
+    open_with(db, dir, VolumeConfig { segment_size, ..VolumeConfig::default() }).await
+}
+
+fn meta(dir: &Path) -> Database {
+    Database::open_embedded(&dir.join("meta"), embedded::Options::default()).unwrap()
+}
+
+/// Appends `payloads` in one transaction and returns their ids once committed.
+async fn put(db: &Database, vol: &Volume, payloads: &[&[u8]]) -> Vec<[u8; 12]> {
+    let tx = db.create_trx().unwrap();
+    let appended = vol.append(db, &tx, PREFIX, payloads).await.unwrap();
+    let stamp = tx.get_versionstamp();
+    tx.commit().await.unwrap();
+    let stamp = stamp.await.unwrap();
+    appended
+        .iter()
+        .map(|a| {
+            let mut id = [0u8; 12];
+            id[..10].copy_from_slice(&stamp);
+            id[10..].copy_from_slice(&a.user_version.to_be_bytes());
+            id
+        })
+        .collect()
+}
+
+async fn get(
+    db: &Database,
+    vol: &Volume,
+    id: &[u8; 12],
+) -> Result<Option<bytes::Bytes>, VolumeError> {
+    let tx: Transaction = db.create_trx().unwrap();
+    vol.get(&tx, PREFIX, id).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_get_list_delete_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = meta(dir.path());
+    let vol = open(&db, dir.path(), 1 << 20).await;
+    let ids = put(&db, &vol, &[b"one", b"two", b"three"]).await;
+    assert_eq!(ids.len(), 3);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids are ordered within a transaction");
+    for (id, want) in ids.iter().zip([&b"one"[..], b"two", b"three"]) {
+        assert_eq!(get(&db, &vol, id).await.unwrap().as_deref(), Some(want));
+    }
+    let tx = db.create_trx().unwrap();
+    let listed = vol.list(&tx, PREFIX).await.unwrap();
+    assert_eq!(listed.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids);
+    assert!(vol.list(&tx, *b"otherpre").await.unwrap().is_empty());
+
+    let tx = db.create_trx().unwrap();
+    assert!(vol.delete(&tx, PREFIX, &ids[1]).await.unwrap());
+    tx.commit().await.unwrap();
+    assert_eq!(get(&db, &vol, &ids[1]).await.unwrap(), None);
+    let tx = db.create_trx().unwrap();
+    assert!(!vol.delete(&tx, PREFIX, &ids[1]).await.unwrap());
+
+    let tx = db.create_trx().unwrap();
+    let moved = vol.update(&db, &tx, PREFIX, &ids[0], b"uno, updated").await.unwrap().unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(get(&db, &vol, &ids[0]).await.unwrap().as_deref(), Some(&b"uno, updated"[..]));
+    let tx = db.create_trx().unwrap();
+    let stats = vol.stats(&tx).await.unwrap();
+    let s = stats.iter().find(|s| s.segment == moved.segment).unwrap();
+    assert_eq!(s.cardinality, 2, "one deleted, one updated in place of itself");
+    assert_eq!(s.used, (16 + 5) + (16 + 12));
+    assert!(s.garbage() >= (16 + 3) + (16 + 3), "deleted and replaced bytes are garbage: {s:?}");
+    let live = vol.live_entries(&tx, moved.segment).await.unwrap();
+    assert_eq!(live.len(), 2);
+
+    // Bad appends are refused before anything is written.
+    let tx = db.create_trx().unwrap();
+    assert!(matches!(vol.append(&db, &tx, PREFIX, &[]).await, Err(VolumeError::EntryCount(0))));
+    assert!(matches!(vol.append(&db, &tx, PREFIX, &[b""]).await, Err(VolumeError::EntrySize(0))));
+    let huge = vec![0u8; (1 << 20) + 1];
+    assert!(matches!(vol.append(&db, &tx, PREFIX, &[&huge]).await, Err(VolumeError::EntrySize(_))));
+    vol.set_status(&db, "readonly").await.unwrap();
+    assert!(matches!(
+        vol.append(&db, &tx, PREFIX, &[b"x"]).await,
+        Err(VolumeError::NotWritable(..))
+    ));
+    assert!(matches!(vol.set_status(&db, "sleepy").await, Err(VolumeError::InvalidStatus(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_roll_over_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = meta(dir.path());
+    let payloads: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 1000]).collect();
+    let ids = {
+        let vol = open(&db, dir.path(), 8192).await;
+        let mut ids = Vec::new();
+        for p in &payloads {
+            ids.extend(put(&db, &vol, &[p]).await);
+        }
+        assert!(vol.segment_ids().len() >= 5, "{:?}", vol.segment_ids());
+        ids
+    };
+    let vol = open(&db, dir.path(), 8192).await;
+    for (id, p) in ids.iter().zip(&payloads) {
+        assert_eq!(get(&db, &vol, id).await.unwrap().as_deref(), Some(p.as_slice()));
+    }
+    let before = vol.segment_ids();
+    let more = put(&db, &vol, &[b"after restart"]).await;
+    let tx = db.create_trx().unwrap();
+    let m: EntryMetadata = vol.metadata(&tx, PREFIX, &more[0]).await.unwrap().unwrap();
+    assert_eq!(m.segment, *before.last().unwrap(), "appends go to the fresh segment made at open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appenders_share_syncs_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = meta(dir.path());
+    let vol = Arc::new(open(&db, dir.path(), 1 << 20).await);
+    let mut tasks = Vec::new();
+    for t in 0..32u32 {
+        let (db, vol) = (db.clone(), Arc::clone(&vol));
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for i in 0..20u32 {
+                let payload = format!("task {t} entry {i}").into_bytes();
+                let id = put(&db, &vol, &[&payload]).await[0];
+                got.push((id, payload));
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    assert_eq!(all.len(), 640);
+    for (id, payload) in &all {
+        assert_eq!(get(&db, &vol, id).await.unwrap().as_deref(), Some(payload.as_slice()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_writes_and_syncs_leave_nothing_referenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = meta(dir.path());
+    let faults = Arc::new(FaultyStorage::default());
+    let config =
+        VolumeConfig { segment_size: 1 << 20, storage: Arc::new(Faulty(Arc::clone(&faults))) };
+    let vol = open_with(&db, dir.path(), config).await;
+    let kept = put(&db, &vol, &[b"before the faults"]).await[0];
+
+    faults.fail_nth_write(1);
+    let tx = db.create_trx().unwrap();
+    let err = vol.append(&db, &tx, PREFIX, &[b"lost write"]).await.unwrap_err();
+    assert!(matches!(err, VolumeError::Io { .. }), "{err}");
+    tx.commit().await.unwrap();
+    let tx = db.create_trx().unwrap();
+    assert_eq!(vol.list(&tx, PREFIX).await.unwrap().len(), 1, "nothing points at the failed write");
+
+    faults.fail_nth_sync(1);
+    let tx = db.create_trx().unwrap();
+    let err = vol.append(&db, &tx, PREFIX, &[b"unsynced"]).await.unwrap_err();
+    assert!(err.to_string().contains("injected sync failure"), "{err}");
+    drop(tx);
+    // The segment that failed to sync takes no more appends; the next append rolls over.
+    let segments_before = vol.segment_ids().len();
+    let after = put(&db, &vol, &[b"after the faults"]).await[0];
+    assert_eq!(vol.segment_ids().len(), segments_before + 1);
+    assert_eq!(get(&db, &vol, &after).await.unwrap().as_deref(), Some(&b"after the faults"[..]));
+    assert_eq!(get(&db, &vol, &kept).await.unwrap().as_deref(), Some(&b"before the faults"[..]));
+}
+
+fn segment_path(vol: &Volume, segment: u64) -> std::path::PathBuf {
+    vol.dir().join(format!("{segment:019}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torn_tails_and_flipped_bytes_are_caught() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = meta(dir.path());
+    let payload = b"the last entry of the segment".to_vec();
+    let (ids, last_meta, path) = {
+        let vol = open(&db, dir.path(), 1 << 16).await;
+        let ids = put(&db, &vol, &[b"first", b"second", &payload]).await;
+        let tx = db.create_trx().unwrap();
+        let m = vol.metadata(&tx, PREFIX, &ids[2]).await.unwrap().unwrap();
+        let path = segment_path(&vol, m.segment);
+        (ids, m, path)
+    };
+    let end = last_meta.position + 16 + u64::from(last_meta.length);
+    // A crash in the middle of an append that was never committed: any prefix of its bytes.
+    let mut torn = kronotop_volume::format::entry_header(b"never committed").to_vec();
+    torn.extend_from_slice(b"never committed");
+    for cut in 0..=torn.len() {
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&torn[..cut], end).unwrap();
+        let vol = open(&db, dir.path(), 1 << 16).await;
+        assert_eq!(
+            get(&db, &vol, &ids[0]).await.unwrap().as_deref(),
+            Some(&b"first"[..]),
+            "cut {cut}"
+        );
+        assert_eq!(get(&db, &vol, &ids[2]).await.unwrap().as_deref(), Some(payload.as_slice()));
+    }
+    // The referenced last entry itself torn (the file cut inside it): a clear error, never bytes.
+    let original = std::fs::read(&path).unwrap();
+    for cut in last_meta.position..end {
+        std::fs::write(&path, &original[..usize::try_from(cut).unwrap()]).unwrap();
+        let vol = open(&db, dir.path(), 1 << 16).await;
+        let err = get(&db, &vol, &ids[2]).await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("bucket-shard-0")
+                && text.contains(&format!("segment {}", last_meta.segment))
+                && text.contains(&format!("position {}", last_meta.position)),
+            "cut {cut}: {text}"
+        );
+        assert_eq!(
+            get(&db, &vol, &ids[1]).await.unwrap().as_deref(),
+            Some(&b"second"[..]),
+            "cut {cut}"
+        );
+    }
+    std::fs::write(&path, &original).unwrap();
+    // One flipped byte anywhere in an entry is detected.
+    for offset in last_meta.position..end {
+        let mut damaged = original.clone();
+        damaged[usize::try_from(offset).unwrap()] ^= 0x20;
+        std::fs::write(&path, &damaged).unwrap();
+        let vol = open(&db, dir.path(), 1 << 16).await;
+        assert!(
+            matches!(get(&db, &vol, &ids[2]).await, Err(VolumeError::Corrupted { .. })),
+            "offset {offset}"
+        );
+    }
+}
+
+const CHILD_ENV: &str = "KRONOTOP_VOLUME_CRASH_CHILD";
+
+/// The child: appends and commits from 8 tasks forever, printing each acknowledged entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let dir = Path::new(&dir);
+    let db = meta(dir);
+    let vol = Arc::new(open(&db, dir, 1 << 18).await);
+    let mut tasks = Vec::new();
+    for t in 0..8u32 {
+        let (db, vol) = (db.clone(), Arc::clone(&vol));
+        tasks.push(tokio::spawn(async move {
+            for i in 0u32.. {
+                let payload = format!("{t}:{i}:").repeat(1 + (i as usize % 50)).into_bytes();
+                let id = put(&db, &vol, &[&payload]).await[0];
+                println!(
+                    "acked {} {}",
+                    hex(&id),
+                    String::from_utf8_lossy(&payload[..payload.len().min(20)])
+                );
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> [u8; 12] {
+    let mut out = [0u8; 12];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_entries_survive_sigkill() {
+    if std::env::var(CHILD_ENV).is_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..4 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "crash_child", "--nocapture", "--test-threads", "1"])
+            .env(CHILD_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut acked = Vec::new();
+        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            let Some(rest) = line.strip_prefix("acked ") else { continue };
+            let (id, head) = rest.split_once(' ').unwrap();
+            acked.push((unhex(id), head.to_owned()));
+            if acked.len() >= 150 + round * 50 {
+                break;
+            }
+        }
+        assert_eq!(acked.len(), 150 + round * 50, "round {round}: the child stopped early");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let db = meta(dir.path());
+        let vol = open(&db, dir.path(), 1 << 18).await;
+        for (id, head) in &acked {
+            let got = get(&db, &vol, id)
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("round {round}: entry lost"));
+            assert!(String::from_utf8_lossy(&got).starts_with(head.as_str()), "round {round}");
+        }
+        drop(vol);
+        db.close();
+    }
+}
