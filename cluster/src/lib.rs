@@ -562,6 +562,12 @@ impl Cluster {
         Ok(())
     }
 
+    /// The directory path of this cluster's root, `["kronotop", <cluster>]`, under which other
+    /// areas (volumes, buckets) make their directories.
+    pub fn root_path(&self) -> Vec<String> {
+        self.keys().root_path
+    }
+
     /// The namespace tree, for the data models that open namespaces in their own transactions.
     pub fn namespaces(&self) -> namespace::Namespaces {
         self.keys().namespaces()

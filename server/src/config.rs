@@ -46,6 +46,7 @@ pub struct Config {
     pub meta: MetaConfig,
     pub redis: ShardsConfig,
     pub bucket: ShardsConfig,
+    pub volume: VolumeSettings,
     pub network: NetworkConfig,
     pub server: ServerConfig,
     pub auth: AuthConfig,
@@ -63,6 +64,7 @@ impl Default for Config {
             meta: MetaConfig::default(),
             redis: ShardsConfig::default(),
             bucket: ShardsConfig::default(),
+            volume: VolumeSettings::default(),
             network: NetworkConfig::default(),
             server: ServerConfig::default(),
             auth: AuthConfig::default(),
@@ -123,6 +125,20 @@ impl Default for MetaConfig {
             path: String::new(),
             cluster_file: String::new(),
         }
+    }
+}
+
+/// Settings of every volume.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VolumeSettings {
+    /// Size of each segment file (preallocated sparse); an entry never spans segments.
+    pub segment_size: u64,
+}
+
+impl Default for VolumeSettings {
+    fn default() -> Self {
+        VolumeSettings { segment_size: kronotop_volume::DEFAULT_SEGMENT_SIZE }
     }
 }
 
@@ -314,6 +330,10 @@ impl Config {
         )?;
         check(!self.cluster.name.is_empty(), "cluster.name must not be empty")?;
         check(self.redis.shards > 0, "redis.shards must be greater than 0")?;
+        check(
+            self.volume.segment_size >= MIN_SEGMENT_SIZE,
+            "volume.segment_size must be at least 1048576 (1 MiB)",
+        )?;
         check(self.bucket.shards > 0, "bucket.shards must be greater than 0")?;
         check(
             self.cluster.heartbeat_interval_ms > 0,
@@ -353,6 +373,9 @@ impl Config {
         Ok(())
     }
 }
+
+/// Smallest segment we accept: room for a header and useful entries; tests use this size.
+pub const MIN_SEGMENT_SIZE: u64 = 1024 * 1024;
 
 /// Smallest `proto-max-bulk-len` Redis accepts (`config.c`: 1024*1024).
 pub const MIN_PROTO_MAX_BULK_LEN: u64 = 1024 * 1024;

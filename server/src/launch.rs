@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::member::{self, MemberDir};
 use crate::node::Node;
 use crate::server::{self, Listeners};
+use crate::volumes::Volumes;
 
 /// A member started by `start_member`.
 #[derive(Debug)]
@@ -130,7 +131,14 @@ pub async fn start_member(
     let cluster = Cluster::start(meta.clone(), cluster_config(&config), record)
         .await
         .context("cannot register this member in the cluster")?;
-    let node = Arc::new(Node::new(config, config_file, addrs, meta.clone(), cluster)?);
+    let volume_config = kronotop_volume::VolumeConfig {
+        segment_size: config.volume.segment_size,
+        ..kronotop_volume::VolumeConfig::default()
+    };
+    let volumes =
+        Volumes::start(meta.clone(), Arc::clone(&cluster), dir.path.join("volumes"), volume_config)
+            .await;
+    let node = Arc::new(Node::new(config, config_file, addrs, meta.clone(), cluster, volumes)?);
     tracing::info!(
         member = index,
         member_id = %node.member_id,

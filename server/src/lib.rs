@@ -24,3 +24,4 @@ pub mod node;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod volumes;

@@ -368,6 +368,8 @@ pub struct Node {
     pub meta: Database,
     /// The cluster control plane, as this member sees it.
     pub cluster: Arc<Cluster>,
+    /// The volumes of the shards this member hosts.
+    pub volumes: Arc<crate::volumes::Volumes>,
 }
 
 impl Node {
@@ -382,6 +384,7 @@ impl Node {
         bound: BoundAddrs,
         meta: Database,
         cluster: Arc<Cluster>,
+        volumes: Arc<crate::volumes::Volumes>,
     ) -> Result<Node, getrandom::Error> {
         let member_id = cluster.me().id;
         let auth = Auth::from_config(&mut config)?;
@@ -407,6 +410,7 @@ impl Node {
             bound,
             meta,
             cluster,
+            volumes,
         })
     }
 

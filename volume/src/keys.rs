@@ -216,6 +216,28 @@ impl Keys {
         tx.atomic_op(&self.changelog(user_version), &record, MutationType::SetVersionstampedKey);
     }
 
+    /// The newest changelog record's versionstamp.
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors.
+    pub async fn latest_change(&self, tx: &Transaction) -> Result<Option<[u8; 12]>, MetaError> {
+        let (b, e) = self.s.subspace(&(CHANGELOG,)).range();
+        let last = tx.get_range(&RangeOption::new(b, e).limit(1).reverse(true), true).await?;
+        Ok(last.kvs.first().and_then(|kv| {
+            self.s.unpack::<(i64, Versionstamp)>(&kv.key).ok().map(|(_, vs)| *vs.as_bytes())
+        }))
+    }
+
+    /// Clears changelog records of commit versions below `version`.
+    pub fn prune_changelog(&self, tx: &Transaction, version: i64) {
+        let mut tr = [0u8; 10];
+        tr[..8].copy_from_slice(&version.to_be_bytes());
+        let (begin, _) = self.s.subspace(&(CHANGELOG,)).range();
+        let end = self.s.pack(&(CHANGELOG, Versionstamp::complete(tr, 0)));
+        tx.clear_range(&begin, &end);
+    }
+
     /// Cardinality and used bytes of a segment.
     ///
     /// # Errors

@@ -100,10 +100,11 @@ pub struct SegmentStats {
 }
 
 impl SegmentStats {
-    /// Bytes neither free nor used by a live entry.
+    /// Bytes neither free, nor used by a live entry, nor the segment header.
     pub fn garbage(&self) -> u64 {
         self.size
             .saturating_sub(self.free)
+            .saturating_sub(format::SEGMENT_HEADER_LEN)
             .saturating_sub(u64::try_from(self.used.max(0)).unwrap_or(0))
     }
 
@@ -575,5 +576,48 @@ impl Volume {
         segment: u64,
     ) -> Result<Vec<(u64, [u8; 12])>> {
         Ok(self.keys.segment_entries(tx, segment).await?)
+    }
+}
+
+impl Volume {
+    /// The newest changelog record's 12-byte versionstamp, if any.
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors.
+    pub async fn latest_change(&self, tx: &Transaction) -> Result<Option<[u8; 12]>> {
+        Ok(self.keys.latest_change(tx).await?)
+    }
+
+    /// Clears, in `tx`, the changelog records committed before `version` (a metadata-store
+    /// version).
+    pub fn prune_changelog(&self, tx: &Transaction, version: i64) {
+        self.keys.prune_changelog(tx, version);
+    }
+
+    /// Deletes segment files the registry does not list (left by a crash between creating a file
+    /// and registering it), returning their paths.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub fn cleanup_orphan_files(&self) -> Result<Vec<PathBuf>> {
+        let known = self.segment_ids();
+        let mut removed = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(io_err(&self.name))? {
+            let path = entry.map_err(io_err(&self.name))?.path();
+            let id = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u64>().ok());
+            if id.is_none_or(|id| !known.contains(&id)) {
+                std::fs::remove_file(&path).map_err(io_err(&self.name))?;
+                removed.push(path);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The active segment and its next free position.
+    pub fn cursor(&self) -> (u64, u64) {
+        let active = self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (active.id, active.next_position())
     }
 }

@@ -20,6 +20,7 @@ mod info;
 mod kr_admin;
 mod namespace;
 mod session;
+mod volume;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -157,6 +158,7 @@ pub enum Command {
     SessionClose,
     KrAdmin(kr_admin::KrAdmin),
     Namespace(namespace::NamespaceCmd),
+    Volume(volume::VolumeCmd),
     /// `HELP` of a container command: its subcommands and what they do.
     Help(&'static str),
     /// A command the table knows whose implementation belongs to an issue not done yet.
@@ -678,6 +680,43 @@ pub static COMMANDS: &[CommandSpec] = &[
         Body::Leaf(kr_admin::parse)
     ),
     spec!(
+        "VOLUME.ADMIN",
+        "volume.admin",
+        "VOLUME.ADMIN",
+        -2,
+        F_ADMIN | NEEDS_CLUSTER,
+        Ports::AdminOnly,
+        ADMIN,
+        "volume",
+        "Administers the volumes this member hosts: LIST, DESCRIBE, SET-STATUS, LIST-SEGMENTS, \
+         CLEANUP-ORPHAN-FILES, PRUNE-CHANGELOG.",
+        Body::Leaf(volume::parse_admin)
+    ),
+    spec!(
+        "VOLUME.INSPECT",
+        "volume.inspect",
+        "VOLUME.INSPECT",
+        -3,
+        F_ADMIN | NEEDS_CLUSTER,
+        Ports::AdminOnly,
+        ADMIN,
+        "volume",
+        "Inspects a volume: CURSOR <volume>.",
+        Body::Leaf(volume::parse_inspect)
+    ),
+    spec!(
+        "VOLUME.STATS",
+        "volume.stats",
+        "VOLUME.STATS",
+        -2,
+        F_ADMIN | NEEDS_CLUSTER,
+        Ports::AdminOnly,
+        ADMIN,
+        "volume",
+        "Statistics of a volume: VOLUME.STATS <volume> [OPCOUNTERS|SEGMENTS|RESET].",
+        Body::Leaf(volume::parse_stats)
+    ),
+    spec!(
         "NAMESPACE",
         "namespace",
         "NAMESPACE",
@@ -837,6 +876,7 @@ pub async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
         }
         Command::KrAdmin(cmd) => kr_admin::execute(cmd, ctx).await,
         Command::Namespace(cmd) => namespace::execute(cmd, ctx).await,
+        Command::Volume(cmd) => volume::execute(cmd, ctx).await,
         Command::Help(container) => Ok(docs::help(container)),
         Command::NotSupported(what) => {
             Err(CommandError::err_owned(format!("{what} is not supported yet")))

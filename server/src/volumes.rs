@@ -1,0 +1,186 @@
+//! The volumes this member hosts: one per shard it is primary or standby of, opened and closed as
+//! the cluster's routes change.
+//!
+//! A volume's files live in `<member dir>/volumes/<kind>-shard-<id>/` and its metadata under the
+//! directory `kronotop/<cluster>/metadata/volumes/<kind>/<id>`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use kronotop_cluster::{Cluster, ClusterEvent, ShardKind};
+use kronotop_meta::Database;
+use kronotop_meta::directory::DirectoryLayer;
+use kronotop_volume::{Volume, VolumeConfig};
+
+/// The volumes open on this member, by name.
+#[derive(Debug)]
+pub struct Volumes {
+    db: Database,
+    cluster: Arc<Cluster>,
+    root: PathBuf,
+    config: VolumeConfig,
+    open: RwLock<BTreeMap<String, Arc<Volume>>>,
+}
+
+/// Parses a volume name such as `bucket-shard-3` (or `stash-shard-0`).
+pub fn parse_name(name: &str) -> Option<(ShardKind, u32)> {
+    let (kind, id) = name.split_once("-shard-")?;
+    let kind = ShardKind::parse(kind).filter(|_| kind.chars().all(|c| c.is_ascii_lowercase()))?;
+    let id: u32 = id.parse().ok()?;
+    (id.to_string() == name.rsplit('-').next()?).then_some((kind, id))
+}
+
+impl Volumes {
+    /// Starts managing volumes under `root` for the member of `cluster`: opens those of the shards
+    /// it already hosts, and follows route changes from then on.
+    pub async fn start(
+        db: Database,
+        cluster: Arc<Cluster>,
+        root: PathBuf,
+        config: VolumeConfig,
+    ) -> Arc<Volumes> {
+        let volumes = Arc::new(Volumes {
+            db,
+            cluster: Arc::clone(&cluster),
+            root,
+            config,
+            open: RwLock::default(),
+        });
+        // Subscribe before reading the routes, so no change falls between the two.
+        let mut events = cluster.subscribe();
+        let me = cluster.me().id;
+        for ((kind, shard), route) in cluster.topology().routes {
+            if route.primary.as_deref() == Some(me.as_str()) || route.standbys.contains(&me) {
+                volumes.open_volume(kind, shard).await;
+            }
+        }
+        let v = Arc::clone(&volumes);
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(
+                        ClusterEvent::BecamePrimary { kind, shard }
+                        | ClusterEvent::BecameStandby { kind, shard },
+                    ) => {
+                        v.open_volume(kind, shard).await;
+                    }
+                    Ok(
+                        ClusterEvent::LostPrimary { kind, shard }
+                        | ClusterEvent::NoLongerStandby { kind, shard },
+                    ) => {
+                        let topology = v.cluster.topology();
+                        let me = v.cluster.me().id;
+                        let still = topology.routes.get(&(kind, shard)).is_some_and(|r| {
+                            r.primary.as_deref() == Some(me.as_str()) || r.standbys.contains(&me)
+                        });
+                        if !still {
+                            v.close_volume(kind, shard);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "volume manager missed route changes");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        volumes
+    }
+
+    async fn open_volume(&self, kind: ShardKind, shard: u32) {
+        let name = kind.volume_name(shard);
+        if self.get(&name).is_some() {
+            return;
+        }
+        let mut path = self.cluster.root_path();
+        path.extend(["metadata", "volumes", kind.key()].map(str::to_owned));
+        path.push(shard.to_string());
+        let subspace = self
+            .db
+            .run(|tx, _| {
+                let path = path.clone();
+                async move {
+                    DirectoryLayer::default()
+                        .create_or_open(&tx, &path, None)
+                        .await
+                        .map(|d| d.subspace().clone())
+                        .map_err(|e| match e {
+                            kronotop_meta::directory::DirectoryError::Meta(m) => {
+                                kronotop_meta::RunError::Meta(m)
+                            }
+                            other => kronotop_meta::RunError::Custom(Box::new(other)),
+                        })
+                }
+            })
+            .await;
+        let subspace = match subspace {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::error!(volume = %name, %err, "cannot open the volume's metadata");
+                return;
+            }
+        };
+        match Volume::open(&self.db, &name, &self.root.join(&name), subspace, self.config.clone())
+            .await
+        {
+            Ok(v) => {
+                tracing::info!(volume = %name, "volume open");
+                self.open
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(name, Arc::new(v));
+            }
+            Err(err) => tracing::error!(volume = %name, %err, "cannot open the volume"),
+        }
+    }
+
+    fn close_volume(&self, kind: ShardKind, shard: u32) {
+        let name = kind.volume_name(shard);
+        if self
+            .open
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&name)
+            .is_some()
+        {
+            tracing::info!(volume = %name, "volume closed");
+        }
+    }
+
+    /// An open volume.
+    pub fn get(&self, name: &str) -> Option<Arc<Volume>> {
+        self.open.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
+    }
+
+    /// Names of the open volumes, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.open
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_names() {
+        assert_eq!(parse_name("bucket-shard-0"), Some((ShardKind::Bucket, 0)));
+        assert_eq!(parse_name("redis-shard-12"), Some((ShardKind::Redis, 12)));
+        assert_eq!(parse_name("stash-shard-1"), Some((ShardKind::Redis, 1)));
+        assert_eq!(parse_name("BUCKET-shard-0"), None);
+        assert_eq!(parse_name("bucket-shard-01"), None);
+        assert_eq!(parse_name("bucket-shard-"), None);
+        assert_eq!(parse_name("table-shard-1"), None);
+    }
+}
