@@ -41,9 +41,12 @@ fn volumes_follow_routes_and_answer_admin_commands() {
     let mut a1 = Raw::connect(server.admins[1]);
     // --bootstrap routes the shards right after the members start; volumes open as routes arrive.
     eventually("member 0 opens its volumes", || {
-        a0.cmd_raw(&["VOLUME.ADMIN", "LIST"]) == "*2\r\n$14\r\nbucket-shard-0\r\n$13\r\nredis-shard-0\r\n"
+        a0.cmd_raw(&["VOLUME.ADMIN", "LIST"])
+            == "*2\r\n$14\r\nbucket-shard-0\r\n$13\r\nredis-shard-0\r\n"
     });
-    eventually("member 1 opens its volume", || names(a1.cmd(&["VOLUME.ADMIN", "LIST"])) == ["bucket-shard-1"]);
+    eventually("member 1 opens its volume", || {
+        names(a1.cmd(&["VOLUME.ADMIN", "LIST"])) == ["bucket-shard-1"]
+    });
 
     a0.cmd(&["HELLO", "3"]);
     let described = a0.cmd_raw(&["VOLUME.ADMIN", "DESCRIBE", "bucket-shard-0"]);

@@ -7,6 +7,7 @@
 //! `meta`: small transactions against the metadata store beside raw redb and the disk's sync rate.
 
 mod meta;
+mod volume;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,18 @@ enum Workload {
         #[arg(long)]
         write: Option<PathBuf>,
     },
+    /// Volume appends and reads beside the disk's raw synced-write rate and plain reads.
+    Volume {
+        /// Seconds per write row.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Directory for the files (on the disk to measure); the system temp directory by default.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Markdown file whose `<!-- bench:volume -->` section receives the table.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
     /// Metadata-store transactions: commits/s, p50 and p99 at 1, 16 and 64 tasks.
     Meta {
         /// Seconds per row.
@@ -64,6 +77,13 @@ fn main() -> Result<()> {
             println!("{table}");
             if let Some(file) = write {
                 write_section(&file, "ping", &table)?;
+            }
+        }
+        Workload::Volume { seconds, dir, write } => {
+            let table = volume::run(seconds, dir)?;
+            println!("{table}");
+            if let Some(file) = write {
+                write_section(&file, "volume", &table)?;
             }
         }
         Workload::Meta { seconds, dir, write } => {

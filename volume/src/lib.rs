@@ -136,6 +136,8 @@ pub struct Volume {
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     /// The segment appends go to; replaced under this lock when full.
     active: Mutex<Arc<Segment>>,
+    /// Held while a new active segment is made, so only one appender makes it.
+    rollover: tokio::sync::Mutex<()>,
     status: RwLock<VolumeStatus>,
     pub counters: OpCounters,
 }
@@ -250,6 +252,7 @@ impl Volume {
             volume_id,
             segments: RwLock::new(segments),
             active: Mutex::new(first),
+            rollover: tokio::sync::Mutex::new(()),
             status: RwLock::new(status),
             counters: OpCounters::default(),
         };
@@ -333,17 +336,15 @@ impl Volume {
             if let Some(pos) = active.reserve(len) {
                 return Ok((active, pos));
             }
-            // Full (or poisoned): one appender rolls over; the others see the new segment.
-            let next_id = active.id + 1;
-            let created = self.new_segment(db, next_id).await;
-            let mut guard = self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            match created {
-                Ok(seg) if guard.id < seg.id => *guard = seg,
-                Ok(_) => {}
-                // Another appender created it first: use theirs.
-                Err(_) if guard.id >= next_id => {}
-                Err(e) => return Err(e),
+            // Full (or poisoned): one appender at a time rolls over; those that waited find the
+            // new segment already installed and retry on it.
+            let _rolling = self.rollover.lock().await;
+            let current = self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner).id;
+            if current != active.id {
+                continue;
             }
+            let segment = self.new_segment(db, active.id + 1).await?;
+            *self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = segment;
         }
     }
 

@@ -340,3 +340,32 @@ async fn acknowledged_entries_survive_sigkill() {
         db.close();
     }
 }
+
+/// Many appenders filling small segments at once: every rollover makes exactly one new segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_rollovers_make_one_segment_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = meta(dir.path());
+    let vol = Arc::new(open(&db, dir.path(), 16 * 1024).await);
+    let mut tasks = Vec::new();
+    for t in 0..16u8 {
+        let (db, vol) = (db.clone(), Arc::clone(&vol));
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for _ in 0..10 {
+                ids.push((put(&db, &vol, &[&vec![t; 3000]]).await[0], t));
+            }
+            ids
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    for (id, t) in &all {
+        assert_eq!(get(&db, &vol, id).await.unwrap().unwrap(), vec![*t; 3000]);
+    }
+    let ids = vol.segment_ids();
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "consecutive segments: {ids:?}");
+    assert!(ids.len() >= 160 * 3016 / (16 * 1024), "{} segments", ids.len());
+}
