@@ -100,13 +100,42 @@ fn volumes_follow_routes_and_answer_admin_commands() {
         (&["VOLUME.STATS"], "-ERR wrong number of arguments for 'VOLUME.STATS' command\r\n"),
         (&["VOLUME.STATS", "bucket-shard-0", "NOPE"], "-ERR unknown subcommand 'NOPE'\r\n"),
         (
-            &["VOLUME.ADMIN", "VACUUM", "START", "bucket-shard-0", "50"],
-            "-ERR VOLUME.ADMIN VACUUM is not supported yet\r\n",
+            &["VOLUME.ADMIN", "VACUUM", "START", "bucket-shard-0", "lots"],
+            "-ERR garbage-threshold must be a number\r\n",
+        ),
+        (
+            &["VOLUME.ADMIN", "VACUUM", "START", "bucket-shard-0", "100"],
+            "-ERR garbage-threshold must be between 0 and 100 (exclusive)\r\n",
+        ),
+        (
+            &["VOLUME.ADMIN", "VACUUM", "STOP", "bucket-shard-0"],
+            "-ERR No active vacuum on volume bucket-shard-0\r\n",
+        ),
+        (
+            &["VOLUME.ADMIN", "VACUUM", "SPIN", "bucket-shard-0"],
+            "-ERR unknown subcommand: 'SPIN'\r\n",
         ),
     ];
     for (args, want) in errors {
         assert_eq!(a0.cmd_raw(args), *want, "{}", args.join(" "));
     }
+    // A vacuum run on an empty volume has nothing to do; its result stays until DROP.
+    assert_eq!(a0.cmd_raw(&["VOLUME.ADMIN", "VACUUM", "START", "bucket-shard-0", "50"]), "+OK\r\n");
+    eventually("the vacuum run ends", || {
+        a0.cmd_raw(&["VOLUME.ADMIN", "VACUUM", "STATUS", "bucket-shard-0"])
+            .starts_with("%3\r\n$6\r\nactive\r\n#f\r\n")
+    });
+    let status = a0.cmd_raw(&["VOLUME.ADMIN", "VACUUM", "STATUS", "bucket-shard-0"]);
+    assert!(status.contains("$6\r\nresult\r\n$7\r\nNO_WORK\r\n"), "{status}");
+    assert_eq!(
+        a0.cmd_raw(&["VOLUME.ADMIN", "VACUUM", "START", "bucket-shard-0", "50"]),
+        "-ERR Stale vacuum metadata exists on volume bucket-shard-0, run DROP first\r\n"
+    );
+    assert_eq!(a0.cmd_raw(&["VOLUME.ADMIN", "VACUUM", "DROP", "bucket-shard-0"]), "+OK\r\n");
+    assert_eq!(
+        a0.cmd_raw(&["VOLUME.ADMIN", "VACUUM", "STATUS", "bucket-shard-0"]),
+        "%2\r\n$6\r\nactive\r\n#f\r\n$8\r\nsegments\r\n*0\r\n"
+    );
     let mut client = server.connect();
     assert_eq!(
         client.cmd_raw(&["VOLUME.ADMIN", "LIST"]),

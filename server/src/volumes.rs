@@ -6,11 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use kronotop_cluster::{Cluster, ClusterEvent, ShardKind};
 use kronotop_meta::Database;
 use kronotop_meta::directory::DirectoryLayer;
+use kronotop_volume::vacuum::Progress;
 use kronotop_volume::{Volume, VolumeConfig};
 
 /// The volumes open on this member, by name.
@@ -21,6 +23,28 @@ pub struct Volumes {
     root: PathBuf,
     config: VolumeConfig,
     open: RwLock<BTreeMap<String, Arc<Volume>>>,
+    /// The last vacuum run of each volume (kept until `VACUUM DROP`), and whether it still runs.
+    vacuums: std::sync::Mutex<BTreeMap<String, VacuumRun>>,
+}
+
+/// A vacuum run of one volume.
+#[derive(Debug, Clone)]
+pub struct VacuumRun {
+    pub progress: Arc<Progress>,
+    pub running: Arc<AtomicBool>,
+}
+
+/// Why a vacuum command was refused; the texts are the reference's.
+#[derive(Debug, thiserror::Error)]
+pub enum VacuumError {
+    #[error("Vacuum is already running on volume {0}")]
+    AlreadyRunning(String),
+    #[error("Stale vacuum metadata exists on volume {0}, run DROP first")]
+    Stale(String),
+    #[error("No active vacuum on volume {0}")]
+    NotRunning(String),
+    #[error("Vacuum is still running on volume {0}, run STOP first")]
+    StillRunning(String),
 }
 
 /// Parses a volume name such as `bucket-shard-3` (or `stash-shard-0`).
@@ -46,6 +70,7 @@ impl Volumes {
             root,
             config,
             open: RwLock::default(),
+            vacuums: std::sync::Mutex::default(),
         });
         // Subscribe before reading the routes, so no change falls between the two.
         let mut events = cluster.subscribe();
@@ -166,6 +191,73 @@ impl Volumes {
 
     pub fn db(&self) -> &Database {
         &self.db
+    }
+
+    fn vacuums(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, VacuumRun>> {
+        self.vacuums.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts vacuuming `volume` in the background.
+    ///
+    /// # Errors
+    ///
+    /// When a run is going on, or a finished run was not dropped yet.
+    pub fn start_vacuum(&self, volume: Arc<Volume>, threshold: f64) -> Result<(), VacuumError> {
+        let mut runs = self.vacuums();
+        if let Some(run) = runs.get(&volume.name) {
+            return Err(if run.running.load(Ordering::Acquire) {
+                VacuumError::AlreadyRunning(volume.name.clone())
+            } else {
+                VacuumError::Stale(volume.name.clone())
+            });
+        }
+        let run = VacuumRun { progress: Arc::default(), running: Arc::new(AtomicBool::new(true)) };
+        runs.insert(volume.name.clone(), run.clone());
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            match volume.vacuum(&db, threshold, &run.progress).await {
+                Ok(outcome) => {
+                    tracing::info!(volume = %volume.name, outcome = outcome.name(), "vacuum finished")
+                }
+                Err(err) => tracing::error!(volume = %volume.name, %err, "vacuum failed"),
+            }
+            run.running.store(false, Ordering::Release);
+        });
+        Ok(())
+    }
+
+    /// Asks the running vacuum of `name` to stop.
+    ///
+    /// # Errors
+    ///
+    /// When none runs.
+    pub fn stop_vacuum(&self, name: &str) -> Result<(), VacuumError> {
+        match self.vacuums().get(name) {
+            Some(run) if run.running.load(Ordering::Acquire) => {
+                run.progress.stop.store(true, Ordering::Release);
+                Ok(())
+            }
+            _ => Err(VacuumError::NotRunning(name.to_owned())),
+        }
+    }
+
+    /// Forgets the finished run of `name`.
+    ///
+    /// # Errors
+    ///
+    /// When it still runs.
+    pub fn drop_vacuum(&self, name: &str) -> Result<(), VacuumError> {
+        let mut runs = self.vacuums();
+        if runs.get(name).is_some_and(|r| r.running.load(Ordering::Acquire)) {
+            return Err(VacuumError::StillRunning(name.to_owned()));
+        }
+        runs.remove(name);
+        Ok(())
+    }
+
+    /// The last run of `name`, if any.
+    pub fn vacuum_run(&self, name: &str) -> Option<VacuumRun> {
+        self.vacuums().get(name).cloned()
     }
 }
 

@@ -162,6 +162,7 @@ impl Keys {
         tx.atomic_op(&key, &m.encode(), MutationType::SetVersionstampedKey);
         let mut back = vec![0u8; 10];
         back.extend_from_slice(&user_version.to_be_bytes());
+        back.extend_from_slice(prefix);
         back.extend_from_slice(&0u32.to_le_bytes());
         tx.atomic_op(
             &self.segment_index(m.segment, m.position),
@@ -206,7 +207,7 @@ impl Keys {
     ) {
         tx.set(&self.entry(prefix, id), &new.encode());
         tx.clear(&self.segment_index(old.segment, old.position));
-        tx.set(&self.segment_index(new.segment, new.position), id);
+        tx.set(&self.segment_index(new.segment, new.position), &[&id[..], &prefix[..]].concat());
         self.adjust_stats(tx, old, -1);
         self.adjust_stats(tx, new, 1);
         let mut record = vec![OP_UPDATE];
@@ -261,7 +262,7 @@ impl Keys {
         Ok((c, u))
     }
 
-    /// `(position, entry id)` of every live entry of a segment.
+    /// `(position, entry id, prefix)` of every live entry of a segment.
     ///
     /// # Errors
     ///
@@ -270,14 +271,26 @@ impl Keys {
         &self,
         tx: &Transaction,
         segment: u64,
-    ) -> Result<Vec<(u64, [u8; 12])>, MetaError> {
+    ) -> Result<Vec<(u64, [u8; 12], [u8; 8])>, MetaError> {
         let (b, e) = self.s.subspace(&(SEGMENT_INDEX, seg(segment))).range();
         let mut out = Vec::new();
         for kv in tx.get_range(&RangeOption::new(b, e), false).await?.kvs {
             let Ok((_, _, pos)) = self.s.unpack::<(i64, i64, i64)>(&kv.key) else { continue };
-            let Ok(id) = <[u8; 12]>::try_from(kv.value.as_ref()) else { continue };
-            out.push((u64::try_from(pos).unwrap_or(0), id));
+            let (Some(id), Some(prefix)) = (
+                kv.value.get(..12).and_then(|v| <[u8; 12]>::try_from(v).ok()),
+                kv.value.get(12..20).and_then(|v| <[u8; 8]>::try_from(v).ok()),
+            ) else {
+                continue;
+            };
+            out.push((u64::try_from(pos).unwrap_or(0), id, prefix));
         }
         Ok(out)
+    }
+
+    /// Forgets a segment: its registry entry and stats (its entries must have been moved).
+    pub fn retire_segment(&self, tx: &Transaction, segment: u64) {
+        tx.clear(&self.segment(segment));
+        let (b, e) = self.s.subspace(&(STATS, seg(segment))).range();
+        tx.clear_range(&b, &e);
     }
 }

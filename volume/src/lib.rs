@@ -11,6 +11,7 @@ pub mod format;
 pub mod io;
 pub mod keys;
 pub mod segment;
+pub mod vacuum;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -60,7 +61,7 @@ impl From<RunError> for VolumeError {
     }
 }
 
-type Result<T, E = VolumeError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = VolumeError> = std::result::Result<T, E>;
 
 /// A volume's settings.
 #[derive(Debug, Clone)]
@@ -69,6 +70,8 @@ pub struct VolumeConfig {
     pub segment_size: u64,
     /// Where segment bytes go (plain files, or a fault-injecting backend in tests).
     pub storage: Arc<dyn io::Storage>,
+    /// How long a vacuumed segment stays readable before its file is deleted.
+    pub retire_grace: std::time::Duration,
 }
 
 /// Default segment size: 256 MiB. The original uses 4 GiB; smaller segments make vacuum's unit of
@@ -77,7 +80,11 @@ pub const DEFAULT_SEGMENT_SIZE: u64 = 256 * 1024 * 1024;
 
 impl Default for VolumeConfig {
     fn default() -> Self {
-        VolumeConfig { segment_size: DEFAULT_SEGMENT_SIZE, storage: Arc::new(io::FileStorage) }
+        VolumeConfig {
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            storage: Arc::new(io::FileStorage),
+            retire_grace: vacuum::RETIRE_GRACE,
+        }
     }
 }
 
@@ -575,7 +582,7 @@ impl Volume {
         &self,
         tx: &Transaction,
         segment: u64,
-    ) -> Result<Vec<(u64, [u8; 12])>> {
+    ) -> Result<Vec<(u64, [u8; 12], [u8; 8])>> {
         Ok(self.keys.segment_entries(tx, segment).await?)
     }
 }

@@ -1,7 +1,7 @@
 //! `VOLUME.ADMIN`, `VOLUME.INSPECT`, `VOLUME.STATS` on the admin port (reference section 4.8).
 //!
-//! A volume is open on a member only while it hosts the shard (as primary or standby). Vacuum,
-//! replication and `MARK-STALE-PREFIXES` answer that they are not supported yet.
+//! A volume is open on a member only while it hosts the shard (as primary or standby).
+//! Replication and `MARK-STALE-PREFIXES` answer that they are not supported yet.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,6 +25,10 @@ pub enum VolumeCmd {
     CleanupOrphanFiles(String),
     PruneChangelog(String, Bytes),
     InspectCursor(String),
+    VacuumStart(String, Bytes),
+    VacuumStop(String),
+    VacuumDrop(String),
+    VacuumStatus(String),
     Stats(String, Option<String>),
     NotSupported(&'static str),
 }
@@ -48,7 +52,16 @@ pub fn parse_admin(args: &mut Args<'_>) -> Result<Command, CommandError> {
         ("LIST-SEGMENTS", [v]) => VolumeCmd::ListSegments(text(v)),
         ("CLEANUP-ORPHAN-FILES", [v]) => VolumeCmd::CleanupOrphanFiles(text(v)),
         ("PRUNE-CHANGELOG", [v, h]) => VolumeCmd::PruneChangelog(text(v), h.clone()),
-        ("VACUUM", _) => VolumeCmd::NotSupported("VOLUME.ADMIN VACUUM"),
+        ("VACUUM", [op, rest @ ..]) => match (text(op).to_ascii_uppercase().as_str(), rest) {
+            ("START", [v, t]) => VolumeCmd::VacuumStart(text(v), t.clone()),
+            ("STOP", [v]) => VolumeCmd::VacuumStop(text(v)),
+            ("DROP", [v]) => VolumeCmd::VacuumDrop(text(v)),
+            ("STATUS", [v]) => VolumeCmd::VacuumStatus(text(v)),
+            ("START" | "STOP" | "DROP" | "STATUS", _) => return Err(params()),
+            _ => {
+                return Err(CommandError::err_owned(format!("unknown subcommand: '{}'", text(op))));
+            }
+        },
         ("REPLICATION", _) => VolumeCmd::NotSupported("VOLUME.ADMIN REPLICATION"),
         ("MARK-STALE-PREFIXES", _) => VolumeCmd::NotSupported("VOLUME.ADMIN MARK-STALE-PREFIXES"),
         (
@@ -303,6 +316,89 @@ pub async fn execute(cmd: VolumeCmd, ctx: &mut Ctx<'_>) -> Result<Reply, Command
                     ]))
                 }
             }
+        }
+        VolumeCmd::VacuumStart(name, threshold) => {
+            let v = volume(ctx, &name)?;
+            let t: f64 = std::str::from_utf8(&threshold)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .filter(|t: &f64| t.is_finite())
+                .ok_or_else(|| CommandError::err("garbage-threshold must be a number"))?;
+            if !(t > 0.0 && t < 100.0) {
+                return Err(CommandError::err(
+                    "garbage-threshold must be between 0 and 100 (exclusive)",
+                ));
+            }
+            ctx.node
+                .volumes
+                .start_vacuum(v, t)
+                .map_err(|e| CommandError::err_owned(e.to_string()))?;
+            Ok(Reply::ok())
+        }
+        VolumeCmd::VacuumStop(name) => {
+            let v = volume(ctx, &name)?;
+            ctx.node
+                .volumes
+                .stop_vacuum(&v.name)
+                .map_err(|e| CommandError::err_owned(e.to_string()))?;
+            Ok(Reply::ok())
+        }
+        VolumeCmd::VacuumDrop(name) => {
+            let v = volume(ctx, &name)?;
+            ctx.node
+                .volumes
+                .drop_vacuum(&v.name)
+                .map_err(|e| CommandError::err_owned(e.to_string()))?;
+            Ok(Reply::ok())
+        }
+        VolumeCmd::VacuumStatus(name) => {
+            let v = volume(ctx, &name)?;
+            let run = ctx.node.volumes.vacuum_run(&v.name);
+            let active = run.as_ref().is_some_and(|r| r.running.load(Ordering::Acquire));
+            let mut pairs = vec![(Reply::bulk_str("active"), Reply::Bool(active))];
+            let mut segments = Vec::new();
+            if let Some(run) = run {
+                let snap = run.progress.snapshot();
+                let processed = snap
+                    .segments
+                    .iter()
+                    .filter(|(_, s, _)| *s == kronotop_volume::vacuum::SegmentState::Completed)
+                    .count();
+                pairs.push((
+                    Reply::bulk_str("metadata"),
+                    Reply::Map(vec![
+                        (Reply::bulk_str("started_at"), Reply::Integer(snap.started_at_ms)),
+                        (
+                            Reply::bulk_str("completed_at"),
+                            snap.completed_at_ms.map_or(Reply::Null, Reply::Integer),
+                        ),
+                        (
+                            Reply::bulk_str("result"),
+                            snap.outcome.map_or(Reply::Null, |o| Reply::bulk_str(o.name())),
+                        ),
+                        (
+                            Reply::bulk_str("segments_processed"),
+                            Reply::Integer(i64::try_from(processed).unwrap_or(0)),
+                        ),
+                    ]),
+                ));
+                segments = snap
+                    .segments
+                    .iter()
+                    .map(|(id, state, at)| {
+                        Reply::Map(vec![
+                            (
+                                Reply::bulk_str("segment_id"),
+                                Reply::Integer(i64::try_from(*id).unwrap_or(i64::MAX)),
+                            ),
+                            (Reply::bulk_str("status"), Reply::bulk_str(state.name())),
+                            (Reply::bulk_str("started_at"), Reply::Integer(*at)),
+                        ])
+                    })
+                    .collect();
+            }
+            pairs.push((Reply::bulk_str("segments"), Reply::Array(segments)));
+            Ok(Reply::Map(pairs))
         }
         VolumeCmd::NotSupported(what) => {
             Err(CommandError::err_owned(format!("{what} is not supported yet")))

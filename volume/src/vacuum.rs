@@ -1,0 +1,234 @@
+//! Vacuum: moves the live entries out of segments whose garbage passes a threshold, repoints
+//! their metadata transactionally, then deletes the segment files.
+//!
+//! Entries keep their id (prefix and versionstamp) when they move; only the `(segment, position)`
+//! their id maps to changes, in the same transaction as the move. Whatever refers to an entry by
+//! id (a bucket's primary and secondary indexes, Redis keys) therefore stays valid, and nothing
+//! outside the volume's own metadata ever holds a segment position that vacuum could invalidate.
+//! A retired segment stays mapped for `VolumeConfig::retire_grace` (`RETIRE_GRACE` by default) before its file is deleted, so a reader that
+//! resolved an entry just before it moved still finds the old bytes.
+//!
+//! Vacuum is safe while appends and reads go on: each move is a transaction that re-reads the
+//! entry's metadata and does nothing if the entry was deleted or moved meanwhile (a conflict
+//! retries it). It stops between two entries when asked, and a later run continues where the
+//! garbage still is.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kronotop_meta::{Database, RunError};
+
+use crate::{Result, Volume, VolumeError};
+
+/// How long a retired segment stays mapped before its file is deleted, by default: longer than a
+/// metadata transaction may live (5 s), so any reader that got the old position has finished.
+pub const RETIRE_GRACE: Duration = Duration::from_secs(6);
+
+/// Where a segment is in a vacuum run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentState {
+    Analyze,
+    Evacuating,
+    Completed,
+    Stopped,
+}
+
+impl SegmentState {
+    pub fn name(self) -> &'static str {
+        match self {
+            SegmentState::Analyze => "ANALYZE",
+            SegmentState::Evacuating => "EVACUATING",
+            SegmentState::Completed => "COMPLETED",
+            SegmentState::Stopped => "STOPPED",
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    NoWork,
+    Completed,
+    Stopped,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::NoWork => "NO_WORK",
+            Outcome::Completed => "COMPLETED",
+            Outcome::Stopped => "STOPPED",
+        }
+    }
+}
+
+/// A run's progress, shared with whoever reports it.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Set to ask the run to stop after the entry it is moving.
+    pub stop: AtomicBool,
+    pub started_at_ms: Mutex<i64>,
+    pub completed_at_ms: Mutex<Option<i64>>,
+    pub outcome: Mutex<Option<Outcome>>,
+    /// `(segment, state, started at ms)` in the order they were taken up.
+    pub segments: Mutex<Vec<(u64, SegmentState, i64)>>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(0))
+        .unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A copy of a run's progress at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub started_at_ms: i64,
+    pub completed_at_ms: Option<i64>,
+    pub outcome: Option<Outcome>,
+    pub segments: Vec<(u64, SegmentState, i64)>,
+}
+
+impl Progress {
+    /// The progress as it is now.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            started_at_ms: *lock(&self.started_at_ms),
+            completed_at_ms: *lock(&self.completed_at_ms),
+            outcome: *lock(&self.outcome),
+            segments: lock(&self.segments).clone(),
+        }
+    }
+
+    fn set_state(&self, segment: u64, state: SegmentState) {
+        let mut segs = lock(&self.segments);
+        match segs.iter_mut().find(|(s, _, _)| *s == segment) {
+            Some(entry) => entry.1 = state,
+            None => segs.push((segment, state, now_ms())),
+        }
+    }
+
+    fn finish(&self, outcome: Outcome) -> Outcome {
+        *lock(&self.outcome) = Some(outcome);
+        *lock(&self.completed_at_ms) = Some(now_ms());
+        outcome
+    }
+}
+
+impl Volume {
+    /// Vacuums every segment but the active one whose garbage is above `threshold` percent.
+    ///
+    /// # Errors
+    ///
+    /// I/O and metadata errors; segments already done stay done.
+    pub async fn vacuum(
+        self: &Arc<Self>,
+        db: &Database,
+        threshold: f64,
+        progress: &Progress,
+    ) -> Result<Outcome> {
+        *lock(&progress.started_at_ms) = now_ms();
+        let active = self.cursor().0;
+        let tx = db.create_trx()?;
+        let candidates: Vec<u64> = self
+            .stats(&tx)
+            .await?
+            .into_iter()
+            .filter(|s| s.segment != active && s.garbage_percentage() > threshold)
+            .map(|s| s.segment)
+            .collect();
+        drop(tx);
+        if candidates.is_empty() {
+            return Ok(progress.finish(Outcome::NoWork));
+        }
+        for segment in candidates {
+            progress.set_state(segment, SegmentState::Analyze);
+            if progress.stop.load(Ordering::Acquire) {
+                progress.set_state(segment, SegmentState::Stopped);
+                return Ok(progress.finish(Outcome::Stopped));
+            }
+            progress.set_state(segment, SegmentState::Evacuating);
+            if !self.evacuate(db, segment, progress).await? {
+                progress.set_state(segment, SegmentState::Stopped);
+                return Ok(progress.finish(Outcome::Stopped));
+            }
+            self.retire(db, segment).await?;
+            progress.set_state(segment, SegmentState::Completed);
+        }
+        Ok(progress.finish(Outcome::Completed))
+    }
+
+    /// Moves every live entry of `segment`; false when stopped before the end.
+    async fn evacuate(&self, db: &Database, segment: u64, progress: &Progress) -> Result<bool> {
+        let tx = db.create_trx()?;
+        let live = self.live_entries(&tx, segment).await?;
+        drop(tx);
+        for (position, id, prefix) in live {
+            if progress.stop.load(Ordering::Acquire) {
+                return Ok(false);
+            }
+            db.run(|tx, _| async move {
+                let Some(current) = self.metadata(&tx, prefix, &id).await.map_err(run_error)?
+                else {
+                    return Ok(()); // deleted meanwhile
+                };
+                if current.segment != segment || current.position != position {
+                    return Ok(()); // moved meanwhile
+                }
+                let bytes = self.read(&current).map_err(run_error)?;
+                let new = self.write_entries(db, &[&bytes]).await.map_err(run_error)?;
+                let user_version = tx.next_user_version()?;
+                self.keys.repoint_entry(&tx, &prefix, &id, &current, &new[0], user_version);
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(true)
+    }
+
+    /// Forgets an emptied segment and deletes its file after the grace period.
+    async fn retire(self: &Arc<Self>, db: &Database, segment: u64) -> Result<()> {
+        let tx = db.create_trx()?;
+        if !self.live_entries(&tx, segment).await?.is_empty() {
+            return Err(VolumeError::BadMetadata(format!(
+                "segment {segment} still has live entries"
+            )));
+        }
+        drop(tx);
+        db.run(|tx, _| async move {
+            self.keys.retire_segment(&tx, segment);
+            Ok(())
+        })
+        .await?;
+        let me = Arc::clone(self);
+        let grace = self.config.retire_grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let removed = me
+                .segments
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&segment);
+            if let Some(seg) = removed
+                && let Err(err) = std::fs::remove_file(&seg.path)
+            {
+                tracing::warn!(volume = %me.name, segment, %err, "cannot delete a vacuumed segment");
+            }
+        });
+        Ok(())
+    }
+}
+
+fn run_error(e: VolumeError) -> RunError {
+    match e {
+        VolumeError::Meta(m) => RunError::Meta(m),
+        other => RunError::Custom(Box::new(other)),
+    }
+}
