@@ -244,6 +244,9 @@ pub struct Cluster {
     events: broadcast::Sender<ClusterEvent>,
     shutdown: CancellationToken,
     drop_token: Mutex<Option<(String, Instant)>>,
+    /// The namespace version this member saw last; caches of namespace subspaces are valid only
+    /// while it stays the same.
+    namespace_version: std::sync::atomic::AtomicI64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -294,6 +297,7 @@ impl Cluster {
             events,
             shutdown: CancellationToken::new(),
             drop_token: Mutex::new(None),
+            namespace_version: std::sync::atomic::AtomicI64::new(0),
         });
         cluster.register().await?;
         cluster.ensure_default_namespace().await?;
@@ -527,6 +531,7 @@ impl Cluster {
         let version = keys::le_i64(tx.get(&keys.namespace_version(), true).await?.as_deref());
         tx.atomic_op(&keys.member(&id, "ns_seen"), &version.to_le_bytes(), MutationType::Max);
         tx.commit().await?;
+        self.namespace_version.store(version, Ordering::Release);
         Ok(())
     }
 
@@ -566,6 +571,11 @@ impl Cluster {
     /// areas (volumes, buckets) make their directories.
     pub fn root_path(&self) -> Vec<String> {
         self.keys().root_path
+    }
+
+    /// The namespace version this member has seen last (changes on every REMOVE and MOVE).
+    pub fn namespace_version(&self) -> i64 {
+        self.namespace_version.load(Ordering::Acquire)
     }
 
     /// The namespace tree, for the data models that open namespaces in their own transactions.

@@ -168,6 +168,23 @@ impl Namespaces {
         Ok(dir)
     }
 
+    /// The subspace of a namespace's internal leaf (`zmap`, `bucket`), for a namespace in use.
+    ///
+    /// # Errors
+    ///
+    /// `NoSuch`, `BeingRemoved`; metadata errors.
+    pub async fn leaf(
+        &self,
+        tx: &Transaction,
+        name: &str,
+        leaf: &str,
+    ) -> Result<Subspace, ClusterError> {
+        self.open_for_use(tx, name).await?;
+        let mut path = self.path(&parse(name)?);
+        path.extend([INTERNAL.to_owned(), leaf.to_owned()]);
+        Ok(DirectoryLayer::default().create_or_open(tx, &path, None).await?.subspace().clone())
+    }
+
     /// `NAMESPACE CREATE`: the namespace, missing ancestors, and its internal leaves.
     ///
     /// `observed` is the lowest namespace version every live member has seen, for tombstones.

@@ -85,7 +85,35 @@ async fn run(
             };
             match parser.parse(&mut inbuf, limits) {
                 Ok(Some(request)) => {
-                    let (reply, name) = dispatch(&request.args, &mut Ctx { node, session }).await;
+                    let blocking = request
+                        .args
+                        .first()
+                        .and_then(|n| crate::commands::lookup(n))
+                        .is_some_and(|spec| spec.has_flag(crate::commands::flags::BLOCKING));
+                    let outcome = if blocking {
+                        // A command that may wait indefinitely (ZWATCH) is abandoned when the client
+                        // goes away; bytes that arrive meanwhile wait in the buffer.
+                        let mut ctx = Ctx { node, session };
+                        let run = dispatch(&request.args, &mut ctx);
+                        tokio::pin!(run);
+                        loop {
+                            if inbuf.capacity() - inbuf.len() < READ_CHUNK / 4 {
+                                inbuf.reserve(READ_CHUNK);
+                            }
+                            tokio::select! {
+                                done = &mut run => break Some(done),
+                                () = node.shutdown.cancelled() => break None,
+                                read = stream.read_buf(&mut inbuf) => {
+                                    if read? == 0 {
+                                        break None;
+                                    }
+                                }
+                            }
+                        }
+                    } else {
+                        Some(dispatch(&request.args, &mut Ctx { node, session }).await)
+                    };
+                    let Some((reply, name)) = outcome else { return Ok(()) };
                     commands += 1;
                     errors += u64::from(reply.is_error());
                     last_command = name.or(last_command);

@@ -370,6 +370,10 @@ pub struct Node {
     pub cluster: Arc<Cluster>,
     /// The volumes of the shards this member hosts.
     pub volumes: Arc<crate::volumes::Volumes>,
+    /// ZMap subspaces by namespace, with the namespace version they were opened at.
+    pub zmaps: Mutex<std::collections::HashMap<String, (i64, kronotop_zmap::ZMap)>>,
+    /// `TICK CACHED`: a read version and when it was taken.
+    pub tick: Mutex<Option<(Instant, i64)>>,
 }
 
 impl Node {
@@ -411,6 +415,8 @@ impl Node {
             meta,
             cluster,
             volumes,
+            zmaps: Mutex::default(),
+            tick: Mutex::default(),
         })
     }
 

@@ -110,6 +110,8 @@ pub struct Session {
     pub attributes: SessionAttributes,
     /// Whether reads add no read-conflict ranges (`SNAPSHOTREAD ON`).
     pub snapshot_read: bool,
+    /// The transaction opened by `BEGIN`, until `COMMIT`, `ROLLBACK` or `SESSION.CLOSE`.
+    pub transaction: Option<kronotop_meta::Transaction>,
     /// Redis `MULTI` state, when inside `MULTI`.
     pub multi: Option<MultiState>,
     /// Next cursor id handed out by queries; ids start at 1 per session.
@@ -130,6 +132,7 @@ impl Session {
             namespace: node.config.default_namespace.clone(),
             attributes: SessionAttributes::from_config(&node.config.session_attributes),
             snapshot_read: false,
+            transaction: None,
             multi: None,
             next_cursor_id: 1,
             close_after_reply: false,
@@ -143,6 +146,9 @@ impl Session {
         self.namespace = node.config.default_namespace.clone();
         self.attributes = SessionAttributes::from_config(&node.config.session_attributes);
         self.snapshot_read = false;
+        if let Some(tx) = self.transaction.take() {
+            tx.cancel();
+        }
         self.multi = None;
         self.next_cursor_id = 1;
         self.client.info().in_multi = None;

@@ -320,6 +320,13 @@ impl Raw {
         String::from_utf8(self.read_raw()).unwrap()
     }
 
+    /// Sends a command and returns the exact bytes of its reply as text, lossily (for binary
+    /// replies such as versionstamps).
+    pub fn read_after(&mut self, args: &[&str]) -> String {
+        self.send_cmd(args);
+        String::from_utf8_lossy(&self.read_raw()).into_owned()
+    }
+
     /// Sends a command and returns its reply.
     pub fn cmd(&mut self, args: &[&str]) -> OwnedFrame {
         self.send_cmd(args);

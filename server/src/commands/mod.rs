@@ -21,6 +21,7 @@ mod kr_admin;
 mod namespace;
 mod session;
 mod volume;
+mod zmap;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -53,6 +54,8 @@ pub mod flags {
     pub const STALE: u32 = 1 << 7;
     /// Refused until `KR.ADMIN INITIALIZE-CLUSTER` has run.
     pub const NEEDS_CLUSTER: u32 = 1 << 8;
+    /// May wait indefinitely; abandoned when the client disconnects.
+    pub const BLOCKING: u32 = 1 << 9;
 
     /// Names `COMMAND` shows for each flag, in Redis's vocabulary.
     pub const NAMES: &[(u32, &str)] = &[
@@ -64,6 +67,7 @@ pub mod flags {
         (NO_MULTI, "no_multi"),
         (LOADING, "loading"),
         (STALE, "stale"),
+        (BLOCKING, "blocking"),
     ];
 }
 
@@ -159,6 +163,8 @@ pub enum Command {
     KrAdmin(kr_admin::KrAdmin),
     Namespace(namespace::NamespaceCmd),
     Volume(volume::VolumeCmd),
+    Tx(zmap::TxCmd),
+    Z(zmap::ZCmd),
     /// `HELP` of a container command: its subcommands and what they do.
     Help(&'static str),
     /// A command the table knows whose implementation belongs to an issue not done yet.
@@ -198,7 +204,9 @@ macro_rules! spec {
     };
 }
 
-use flags::{ADMIN as F_ADMIN, FAST, LOADING, NEEDS_CLUSTER, NO_AUTH, STALE};
+use flags::{
+    ADMIN as F_ADMIN, BLOCKING, FAST, LOADING, NEEDS_CLUSTER, NO_AUTH, READONLY, STALE, WRITE,
+};
 
 static CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
     spec!(
@@ -495,6 +503,34 @@ static NAMESPACE_SUBCOMMANDS: &[CommandSpec] = &[
     ),
 ];
 
+const ZMAP: &[&str] = &["@zmap"];
+
+/// A client-port data command that needs an initialised cluster.
+const fn data_spec(
+    name: &'static str,
+    full: &'static str,
+    arity: i32,
+    flags: u32,
+    (categories, group): (&'static [&'static str], &'static str),
+    summary: &'static str,
+    parse: ParseFn,
+) -> CommandSpec {
+    CommandSpec {
+        name,
+        full,
+        display: name,
+        arity,
+        flags: flags | NEEDS_CLUSTER,
+        ports: Ports::ClientOnly,
+        keys: (0, 0, 0),
+        categories,
+        group,
+        since: "0.1.0",
+        summary,
+        body: Body::Leaf(parse),
+    }
+}
+
 const fn ns_spec(
     name: &'static str,
     full: &'static str,
@@ -728,17 +764,203 @@ pub static COMMANDS: &[CommandSpec] = &[
         "A container for namespace commands.",
         Body::Container { subcommands: NAMESPACE_SUBCOMMANDS, bare: None }
     ),
-    spec!(
+    data_spec(
         "TICK",
         "tick",
-        "TICK",
         2,
-        FAST | NEEDS_CLUSTER,
-        Ports::ClientOnly,
-        TRANSACTION,
-        "transactions",
+        FAST,
+        (TRANSACTION, "transactions"),
         "Returns a metadata-store read version: TICK FRESH|CACHED.",
-        Body::Leaf(|_| Ok(Command::NotSupported("TICK")))
+        zmap::parse_tick,
+    ),
+    data_spec(
+        "BEGIN",
+        "begin",
+        1,
+        FAST,
+        (TRANSACTION, "transactions"),
+        "Starts a transaction that the following commands share.",
+        zmap::parse_begin,
+    ),
+    data_spec(
+        "COMMIT",
+        "commit",
+        -1,
+        0,
+        (TRANSACTION, "transactions"),
+        "Commits the transaction: COMMIT [RETURNING committed-version|versionstamp].",
+        zmap::parse_commit,
+    ),
+    data_spec(
+        "ROLLBACK",
+        "rollback",
+        1,
+        FAST,
+        (TRANSACTION, "transactions"),
+        "Discards the transaction.",
+        zmap::parse_rollback,
+    ),
+    data_spec(
+        "SNAPSHOTREAD",
+        "snapshotread",
+        2,
+        FAST,
+        (TRANSACTION, "transactions"),
+        "Turns snapshot reads (no read conflicts) ON or OFF for the session.",
+        zmap::parse_snapshotread,
+    ),
+    data_spec(
+        "GETREADVERSION",
+        "getreadversion",
+        1,
+        FAST,
+        (TRANSACTION, "transactions"),
+        "Returns the transaction's read version.",
+        zmap::parse_getreadversion,
+    ),
+    data_spec(
+        "GETAPPROXIMATESIZE",
+        "getapproximatesize",
+        1,
+        FAST,
+        (TRANSACTION, "transactions"),
+        "Returns the transaction's approximate size in bytes.",
+        zmap::parse_getapproximatesize,
+    ),
+    data_spec(
+        "ZSET",
+        "zset",
+        3,
+        WRITE,
+        (ZMAP, "zmap"),
+        "Sets a key: ZSET key value.",
+        zmap::parse_zset,
+    ),
+    data_spec(
+        "ZGET",
+        "zget",
+        2,
+        READONLY | FAST,
+        (ZMAP, "zmap"),
+        "Returns a key's value: ZGET key.",
+        zmap::parse_zget,
+    ),
+    data_spec(
+        "ZDEL",
+        "zdel",
+        2,
+        WRITE,
+        (ZMAP, "zmap"),
+        "Deletes a key: ZDEL key.",
+        zmap::parse_zdel,
+    ),
+    data_spec(
+        "ZDELRANGE",
+        "zdelrange",
+        3,
+        WRITE,
+        (ZMAP, "zmap"),
+        "Deletes the keys of [begin, end); * is the edge of the namespace.",
+        zmap::parse_zdelrange,
+    ),
+    data_spec(
+        "ZGETRANGE",
+        "zgetrange",
+        -3,
+        READONLY,
+        (ZMAP, "zmap"),
+        "Returns key/value pairs: ZGETRANGE begin end [LIMIT n] [REVERSE] [BEGIN_KEY_SELECTOR s] [END_KEY_SELECTOR s].",
+        zmap::parse_zgetrange,
+    ),
+    data_spec(
+        "ZGETKEY",
+        "zgetkey",
+        -2,
+        READONLY,
+        (ZMAP, "zmap"),
+        "Resolves a key selector: ZGETKEY key [KEY_SELECTOR s].",
+        zmap::parse_zgetkey,
+    ),
+    data_spec(
+        "ZGETRANGESIZE",
+        "zgetrangesize",
+        3,
+        READONLY,
+        (ZMAP, "zmap"),
+        "Returns the estimated size in bytes of [begin, end).",
+        zmap::parse_zgetrangesize,
+    ),
+    data_spec(
+        "ZMUTATE",
+        "zmutate",
+        4,
+        WRITE,
+        (ZMAP, "zmap"),
+        "Applies an atomic mutation: ZMUTATE key param type.",
+        zmap::parse_zmutate,
+    ),
+    data_spec(
+        "ZSET.I64",
+        "zset.i64",
+        3,
+        WRITE,
+        (ZMAP, "zmap"),
+        "Stores a 64-bit signed integer.",
+        zmap::parse_zset_i64,
+    ),
+    data_spec(
+        "ZINC.I64",
+        "zinc.i64",
+        3,
+        WRITE,
+        (ZMAP, "zmap"),
+        "Adds to a 64-bit signed integer without conflicts.",
+        zmap::parse_zinc_i64,
+    ),
+    data_spec(
+        "ZGET.I64",
+        "zget.i64",
+        2,
+        READONLY | FAST,
+        (ZMAP, "zmap"),
+        "Returns a 64-bit signed integer.",
+        zmap::parse_zget_i64,
+    ),
+    data_spec(
+        "ZSET.F64",
+        "zset.f64",
+        3,
+        WRITE,
+        (ZMAP, "zmap"),
+        "Stores a finite IEEE-754 double.",
+        zmap::parse_zset_f64,
+    ),
+    data_spec(
+        "ZINC.F64",
+        "zinc.f64",
+        3,
+        WRITE,
+        (ZMAP, "zmap"),
+        "Adds to a double (read-modify-write).",
+        zmap::parse_zinc_f64,
+    ),
+    data_spec(
+        "ZGET.F64",
+        "zget.f64",
+        2,
+        READONLY | FAST,
+        (ZMAP, "zmap"),
+        "Returns a double.",
+        zmap::parse_zget_f64,
+    ),
+    data_spec(
+        "ZWATCH",
+        "zwatch",
+        2,
+        READONLY | BLOCKING,
+        (ZMAP, "zmap"),
+        "Blocks until the key's value changes.",
+        zmap::parse_zwatch,
     ),
 ];
 
@@ -877,6 +1099,8 @@ pub async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
         Command::KrAdmin(cmd) => kr_admin::execute(cmd, ctx).await,
         Command::Namespace(cmd) => namespace::execute(cmd, ctx).await,
         Command::Volume(cmd) => volume::execute(cmd, ctx).await,
+        Command::Tx(cmd) => zmap::execute_tx(cmd, ctx).await,
+        Command::Z(cmd) => zmap::execute_z(cmd, ctx).await,
         Command::Help(container) => Ok(docs::help(container)),
         Command::NotSupported(what) => {
             Err(CommandError::err_owned(format!("{what} is not supported yet")))
