@@ -147,7 +147,7 @@ fn s9_s10_ranges() {
     assert_eq!(pairs(&c.cmd_raw(&["ZGETRANGE", "*", "*"])), 4);
 }
 
-/// S11 (without the decimal128 lines) and S12.
+/// S11 and S12.
 #[test]
 fn s11_s12_typed_values_and_mutations() {
     let server = ready();
@@ -182,6 +182,24 @@ fn s11_s12_typed_values_and_mutations() {
         "-ERR Invalid stored value: expected 8-byte IEEE-754 double\r\n"
     );
     assert_eq!(c.cmd_raw(&["ZSET.F64", "g", "abc"]), "-ERR value is not a valid float\r\n");
+    for v in ["1.5", "3.0", "4.5"] {
+        assert_eq!(c.cmd_raw(&["ZINC.D128", "d", v]), "+OK\r\n");
+    }
+    assert_eq!(c.cmd_raw(&["ZGET.D128", "d"]), "$3\r\n9.0\r\n");
+    assert_eq!(c.cmd_raw(&["ZSET.D128", "e", "-12.50"]), "+OK\r\n");
+    assert_eq!(c.cmd_raw(&["ZGET.D128", "e"]), "$6\r\n-12.50\r\n");
+    assert_eq!(c.cmd_raw(&["ZSET.D128", "e", "twelve"]), "-ERR invalid decimal\r\n");
+    assert_eq!(
+        c.cmd_raw(&["ZSET.D128", "e", "1E9999"]),
+        "-ERR Exponent is out of range for Decimal128 encoding of 1E9999\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["ZGET.D128", "badkey"]),
+        "-ERR Invalid stored value: expected 16-byte Decimal128 (IEEE-754 BID)\r\n"
+    );
+    // The stored bytes are BID, little-endian: 9.0 is coefficient 90 with exponent -1.
+    let raw = c.read_after(&["ZGET", "d"]);
+    assert!(raw.starts_with("$16\r\nZ\0"), "{raw:?}");
     c.cmd(&["HELLO", "3"]);
     assert_eq!(c.cmd_raw(&["ZGET.F64", "g"]), ",2.5\r\n");
     assert_eq!(c.cmd_raw(&["ZGET.I64", "nothing"]), "_\r\n");
@@ -328,7 +346,13 @@ fn zwatch_wakes_on_change_and_on_delete() {
         let info = support::text(&c.cmd(&["INFO", "clients"]));
         support::info_field(&info, "connected_clients").unwrap().parse::<u32>().unwrap()
     };
-    let before = clients(&mut writer);
+    // Wait until only the writer is connected (the watchers above have gone).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while clients(&mut writer) != 1 {
+        assert!(std::time::Instant::now() < deadline, "earlier watchers did not leave");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let before = 1;
     let mut leaver = server.connect();
     leaver.send_cmd(&["ZWATCH", "never-changes"]);
     std::thread::sleep(std::time::Duration::from_millis(200));

@@ -7,6 +7,7 @@
 //! namespace's keys. The typed helpers (`i64`, `f64`) fix the byte encodings clients rely on.
 //! This crate depends on `kronotop-meta` only; it knows nothing of sessions or RESP.
 
+pub mod decimal;
 pub mod typed;
 
 use bytes::Bytes;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kronotop_meta::{MutationType, Transaction};
+use kronotop_zmap::decimal::{Decimal, DecimalError};
 use kronotop_zmap::typed::{self, TypedError};
 use kronotop_zmap::{Bound, DEFAULT_RANGE_LIMIT, RangeQuery, Selector, ZMap};
 
@@ -55,6 +56,9 @@ pub enum ZCmd {
     SetF64(Bytes, f64),
     IncF64(Bytes, f64),
     GetF64(Bytes),
+    SetD128(Bytes, Decimal),
+    IncD128(Bytes, Decimal),
+    GetD128(Bytes),
     Watch(Bytes),
 }
 
@@ -342,6 +346,29 @@ pub fn parse_zget_f64(args: &mut Args<'_>) -> Result<Command, CommandError> {
     Ok(Command::Z(ZCmd::GetF64(one(args)?)))
 }
 
+fn decimal(raw: &Bytes) -> Result<Decimal, CommandError> {
+    let text = std::str::from_utf8(raw).map_err(|_| decimal_err(DecimalError::Invalid))?;
+    Decimal::parse(text).map_err(decimal_err)
+}
+
+fn decimal_err(e: DecimalError) -> CommandError {
+    CommandError::err_owned(e.to_string())
+}
+
+pub fn parse_zset_d128(args: &mut Args<'_>) -> Result<Command, CommandError> {
+    let (k, v) = two(args)?;
+    Ok(Command::Z(ZCmd::SetD128(k, decimal(&v)?)))
+}
+
+pub fn parse_zinc_d128(args: &mut Args<'_>) -> Result<Command, CommandError> {
+    let (k, v) = two(args)?;
+    Ok(Command::Z(ZCmd::IncD128(k, decimal(&v)?)))
+}
+
+pub fn parse_zget_d128(args: &mut Args<'_>) -> Result<Command, CommandError> {
+    Ok(Command::Z(ZCmd::GetD128(one(args)?)))
+}
+
 pub fn parse_zwatch(args: &mut Args<'_>) -> Result<Command, CommandError> {
     Ok(Command::Z(ZCmd::Watch(one(args)?)))
 }
@@ -465,6 +492,24 @@ pub async fn execute_z(cmd: ZCmd, ctx: &mut Ctx<'_>) -> Result<Reply, CommandErr
         }
         ZCmd::GetF64(k) => match z.get(&tx, &k, snapshot).await? {
             Some(v) => (Reply::Double(typed::decode_f64(&v).map_err(typed_err)?), false),
+            None => (Reply::Null, false),
+        },
+        ZCmd::SetD128(k, v) => {
+            z.set(&tx, &k, &v.encode());
+            (Reply::ok(), true)
+        }
+        ZCmd::IncD128(k, delta) => {
+            let current = match z.get(&tx, &k, false).await? {
+                Some(v) => Decimal::decode(&v).map_err(decimal_err)?,
+                None => Decimal { negative: false, coefficient: 0, exponent: delta.exponent },
+            };
+            z.set(&tx, &k, &current.add(&delta).map_err(decimal_err)?.encode());
+            (Reply::ok(), true)
+        }
+        ZCmd::GetD128(k) => match z.get(&tx, &k, snapshot).await? {
+            Some(v) => {
+                (Reply::bulk(Decimal::decode(&v).map_err(decimal_err)?.to_plain_string()), false)
+            }
             None => (Reply::Null, false),
         },
         ZCmd::Watch(k) => {
