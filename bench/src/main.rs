@@ -44,6 +44,20 @@ enum Workload {
         #[arg(long)]
         write: Option<PathBuf>,
     },
+    /// ZSET/ZGET (auto-commit) beside redis-server's SET/GET.
+    Zmap {
+        #[arg(long, default_value = "target/release/kronotop")]
+        kronotop: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value_t = 500_000)]
+        requests: u64,
+        #[arg(long, default_value_t = 50)]
+        clients: u32,
+        /// Markdown file whose `<!-- bench:zmap -->` section receives the table.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
     /// Volume appends and reads beside the disk's raw synced-write rate and plain reads.
     Volume {
         /// Seconds per write row.
@@ -77,6 +91,13 @@ fn main() -> Result<()> {
             println!("{table}");
             if let Some(file) = write {
                 write_section(&file, "ping", &table)?;
+            }
+        }
+        Workload::Zmap { kronotop, rounds, requests, clients, write } => {
+            let table = zmap(&kronotop, rounds, requests, clients)?;
+            println!("{table}");
+            if let Some(file) = write {
+                write_section(&file, "zmap", &table)?;
             }
         }
         Workload::Volume { seconds, dir, write } => {
@@ -131,8 +152,21 @@ struct Sample {
 }
 
 fn run_benchmark(port: u16, pipeline: u32, requests: u64, clients: u32) -> Result<Sample> {
+    run_redis_benchmark(port, pipeline, requests, clients, &["-t", "ping_mbulk"], "\"PING_MBULK\"")
+}
+
+/// Runs redis-benchmark with `test` arguments (`-t name`, or a custom command line) and reads the
+/// CSV line whose label starts with `label`.
+fn run_redis_benchmark(
+    port: u16,
+    pipeline: u32,
+    requests: u64,
+    clients: u32,
+    test: &[&str],
+    label: &str,
+) -> Result<Sample> {
     let out = Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "ping_mbulk", "--csv"])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--csv", "-r", "100000"])
         .args([
             "-c",
             &clients.to_string(),
@@ -141,21 +175,123 @@ fn run_benchmark(port: u16, pipeline: u32, requests: u64, clients: u32) -> Resul
             "-P",
             &pipeline.to_string(),
         ])
+        .args(test)
         .stderr(Stdio::inherit())
         .output()
         .context("running redis-benchmark (Debian package redis-tools)")?;
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
         .lines()
-        .find(|l| l.starts_with("\"PING_MBULK\""))
-        .with_context(|| format!("no PING_MBULK line in redis-benchmark output: {text}"))?;
-    let fields: Vec<f64> =
-        line.split(',').skip(1).map(|f| f.trim_matches('"').parse().unwrap_or(f64::NAN)).collect();
+        .find(|l| l.starts_with(label))
+        .with_context(|| format!("no {label} line in redis-benchmark output: {text}"))?;
+    // The label may hold commas; the numbers are the last seven fields.
+    let all: Vec<&str> = line.split(',').collect();
+    let fields: Vec<f64> = all[all.len().saturating_sub(7)..]
+        .iter()
+        .map(|f| f.trim_matches('"').parse().unwrap_or(f64::NAN))
+        .collect();
     // Columns: rps, avg, min, p50, p95, p99, max (redis-benchmark 7 --csv).
-    if fields.len() < 7 {
+    if fields.len() < 7 || fields[0].is_nan() {
         bail!("unexpected redis-benchmark line: {line}");
     }
     Ok(Sample { rps: fields[0], p50_ms: fields[3], p99_ms: fields[5] })
+}
+
+/// `zmap`: ZSET and ZGET (auto-commit transactions) beside redis-server's SET and GET.
+fn zmap(kronotop: &Path, rounds: usize, requests: u64, clients: u32) -> Result<String> {
+    if !kronotop.exists() {
+        bail!(
+            "{} not found: build it with cargo build --release -p kronotop-server",
+            kronotop.display()
+        );
+    }
+    let data = std::env::temp_dir().join(format!("kronotop-zbench-{}", std::process::id()));
+    let kport = free_port()?;
+    let _k = Proc(
+        Command::new(kronotop)
+            .args([
+                "--port",
+                &kport.to_string(),
+                "--admin-port",
+                "0",
+                "--log-level",
+                "warn",
+                "--bootstrap",
+            ])
+            .arg("--data-dir")
+            .arg(&data)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting kronotop")?,
+    );
+    let rport = free_port()?;
+    let _r = Proc(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &rport.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting redis-server (Debian package redis-server)")?,
+    );
+    wait_for_port(kport)?;
+    wait_for_port(rport)?;
+    let cases: [(&str, &[&str], &str, &[&str]); 2] = [
+        (
+            "ZSET / SET",
+            &["ZSET", "key:__rand_int__", "value"],
+            "SET",
+            &["SET", "key:__rand_int__", "value"],
+        ),
+        ("ZGET / GET", &["ZGET", "key:__rand_int__"], "GET", &["GET", "key:__rand_int__"]),
+    ];
+    let mut t = format!(
+        "`redis-benchmark -c {clients} -n {requests} -r 100000 -P <P> <command> key:__rand_int__ …`, \
+         {rounds} rounds per row, medians; every kronotop command is its own durable metadata \
+         transaction (auto-commit); the peer is redis-server without persistence.\n\n\
+         | command | -P | kronotop req/s | redis req/s | ratio | kronotop p99 ms | redis p99 ms |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n"
+    );
+    for (name, kcmd, rlabel, rcmd) in cases {
+        for pipeline in [1u32, 16] {
+            let (mut ks, mut rs) = (Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                ks.push(run_redis_benchmark(
+                    kport,
+                    pipeline,
+                    requests,
+                    clients,
+                    kcmd,
+                    &format!("\"{}", kcmd[0]),
+                )?);
+                rs.push(run_redis_benchmark(
+                    rport,
+                    pipeline,
+                    requests,
+                    clients,
+                    rcmd,
+                    &format!("\"{rlabel}"),
+                )?);
+            }
+            let pick = |v: &[Sample], f: fn(&Sample) -> f64| median(v.iter().map(f).collect());
+            let (k, r) = (pick(&ks, |s| s.rps), pick(&rs, |s| s.rps));
+            t.push_str(&format!(
+                "| {name} | {pipeline} | {k:.0} | {r:.0} | {:.2}x | {:.3} | {:.3} |\n",
+                k / r,
+                pick(&ks, |s| s.p99_ms),
+                pick(&rs, |s| s.p99_ms)
+            ));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(t)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -141,6 +141,8 @@ pub struct Volume {
     config: VolumeConfig,
     volume_id: [u8; 16],
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    /// Segments vacuum emptied: no longer listed, still readable until their grace period ends.
+    retiring: RwLock<BTreeMap<u64, Arc<Segment>>>,
     /// The segment appends go to; replaced under this lock when full.
     active: Mutex<Arc<Segment>>,
     /// Held while a new active segment is made, so only one appender makes it.
@@ -258,6 +260,7 @@ impl Volume {
             config,
             volume_id,
             segments: RwLock::new(segments),
+            retiring: RwLock::default(),
             active: Mutex::new(first),
             rollover: tokio::sync::Mutex::new(()),
             status: RwLock::new(status),
@@ -332,7 +335,19 @@ impl Volume {
     }
 
     fn segment(&self, id: u64) -> Option<Arc<Segment>> {
-        self.segments.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).cloned()
+        let live = self
+            .segments
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id)
+            .cloned();
+        live.or_else(|| {
+            self.retiring
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&id)
+                .cloned()
+        })
     }
 
     /// Reserves room for `len` bytes, moving to a new segment when the active one is full.

@@ -207,18 +207,24 @@ impl Volume {
             Ok(())
         })
         .await?;
+        // Unlisted at once, so stats and the next run no longer see it; readable for the grace
+        // period, then gone.
+        let retired = self
+            .segments
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&segment);
+        let Some(retired) = retired else { return Ok(()) };
+        self.retiring
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(segment, Arc::clone(&retired));
         let me = Arc::clone(self);
         let grace = self.config.retire_grace;
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
-            let removed = me
-                .segments
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&segment);
-            if let Some(seg) = removed
-                && let Err(err) = std::fs::remove_file(&seg.path)
-            {
+            me.retiring.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&segment);
+            if let Err(err) = std::fs::remove_file(&retired.path) {
                 tracing::warn!(volume = %me.name, segment, %err, "cannot delete a vacuumed segment");
             }
         });
