@@ -346,6 +346,17 @@ fn zwatch_wakes_on_change_and_on_delete() {
         let info = support::text(&c.cmd(&["INFO", "clients"]));
         support::info_field(&info, "connected_clients").unwrap().parse::<u32>().unwrap()
     };
+    // Several clients waiting on one key (sharing one metadata watch) all wake on one change.
+    let mut many: Vec<Raw> = (0..5).map(|_| server.connect()).collect();
+    for w in &mut many {
+        w.send_cmd(&["ZWATCH", "shared"]);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    writer.cmd(&["ZSET", "shared", "now"]);
+    for w in &mut many {
+        assert_eq!(w.read_raw(), b"+OK\r\n");
+    }
+    drop(many);
     // Wait until only the writer is connected (the watchers above have gone).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while clients(&mut writer) != 1 {

@@ -374,6 +374,9 @@ pub struct Node {
     pub zmaps: Mutex<std::collections::HashMap<String, (i64, kronotop_zmap::ZMap)>>,
     /// `TICK CACHED`: a read version and when it was taken.
     pub tick: Mutex<Option<(Instant, i64)>>,
+    /// One metadata watch per ZWATCHed key, shared by every client waiting on it: the sender's
+    /// value counts the times the watch was armed or fired.
+    pub zwatches: Mutex<std::collections::HashMap<Vec<u8>, tokio::sync::watch::Sender<u64>>>,
 }
 
 impl Node {
@@ -417,6 +420,7 @@ impl Node {
             volumes,
             zmaps: Mutex::default(),
             tick: Mutex::default(),
+            zwatches: Mutex::default(),
         })
     }
 

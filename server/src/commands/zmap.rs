@@ -513,11 +513,10 @@ pub async fn execute_z(cmd: ZCmd, ctx: &mut Ctx<'_>) -> Result<Reply, CommandErr
             None => (Reply::Null, false),
         },
         ZCmd::Watch(k) => {
-            z.get(&tx, &k, false).await?;
             let stored = z.key(&k);
-            let fired = tx.watch(&stored);
-            tx.commit().await?;
-            fired.await?;
+            let seen = tx.get(&stored, false).await?;
+            drop(tx);
+            zwatch(ctx.node, stored, seen).await?;
             return Ok(Reply::ok());
         }
     };
@@ -525,4 +524,77 @@ pub async fn execute_z(cmd: ZCmd, ctx: &mut Ctx<'_>) -> Result<Reply, CommandErr
         tx.commit().await?;
     }
     Ok(reply)
+}
+
+/// Waits until the value at `stored` differs from `seen`, through the one metadata watch shared by
+/// every client waiting on that key.
+async fn zwatch(
+    node: &std::sync::Arc<crate::node::Node>,
+    stored: Vec<u8>,
+    seen: Option<Bytes>,
+) -> Result<(), CommandError> {
+    let mut rx = {
+        let mut hub = node.zwatches.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match hub.get(&stored) {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = tokio::sync::watch::channel(0u64);
+                hub.insert(stored.clone(), tx.clone());
+                tokio::spawn(shared_watch(std::sync::Arc::clone(node), stored.clone(), tx));
+                rx
+            }
+        }
+    };
+    loop {
+        // Every arm and every fire bumps the counter; after each, compare with what we saw.
+        if rx.changed().await.is_err() {
+            return Err(CommandError::err("the watch on this key failed; try again"));
+        }
+        let current = node.meta.create_trx()?.get(&stored, true).await?;
+        if current != seen {
+            return Ok(());
+        }
+    }
+}
+
+/// Keeps one metadata watch armed on `stored` while anyone waits on it.
+async fn shared_watch(
+    node: std::sync::Arc<crate::node::Node>,
+    stored: Vec<u8>,
+    tx: tokio::sync::watch::Sender<u64>,
+) {
+    loop {
+        let armed = async {
+            let t = node.meta.create_trx()?;
+            t.get(&stored, false).await?;
+            let fired = t.watch(&stored);
+            t.commit().await?;
+            Ok::<_, kronotop_meta::MetaError>(fired)
+        }
+        .await;
+        let fired = match armed {
+            Ok(f) => f,
+            Err(err) => {
+                tracing::warn!(%err, "cannot arm a ZWATCH");
+                break;
+            }
+        };
+        tx.send_modify(|n| *n += 1);
+        tokio::select! {
+            r = fired => {
+                if let Err(err) = r {
+                    tracing::warn!(%err, "a ZWATCH failed");
+                    break;
+                }
+            }
+            () = tx.closed() => {}
+        }
+        tx.send_modify(|n| *n += 1);
+        let mut hub = node.zwatches.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if tx.receiver_count() == 0 {
+            hub.remove(&stored);
+            return;
+        }
+    }
+    node.zwatches.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&stored);
 }
