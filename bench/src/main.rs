@@ -198,34 +198,28 @@ fn run_redis_benchmark(
 }
 
 /// `zmap`: ZSET and ZGET (auto-commit transactions) beside redis-server's SET and GET.
-fn zmap(kronotop: &Path, rounds: usize, requests: u64, clients: u32) -> Result<String> {
+/// A kronotop (with `extra` arguments) and a redis-server without persistence, on free ports,
+/// both listening; killed when the returned values drop.
+fn start_pair(kronotop: &Path, extra: &[&str], data: &Path) -> Result<(Proc, u16, Proc, u16)> {
     if !kronotop.exists() {
         bail!(
             "{} not found: build it with cargo build --release -p kronotop-server",
             kronotop.display()
         );
     }
-    let data = std::env::temp_dir().join(format!("kronotop-zbench-{}", std::process::id()));
     let kport = free_port()?;
-    let _k = Proc(
+    let k = Proc(
         Command::new(kronotop)
-            .args([
-                "--port",
-                &kport.to_string(),
-                "--admin-port",
-                "0",
-                "--log-level",
-                "warn",
-                "--bootstrap",
-            ])
+            .args(["--port", &kport.to_string(), "--admin-port", "0", "--log-level", "warn"])
+            .args(extra)
             .arg("--data-dir")
-            .arg(&data)
+            .arg(data)
             .stdout(Stdio::null())
             .spawn()
             .context("starting kronotop")?,
     );
     let rport = free_port()?;
-    let _r = Proc(
+    let r = Proc(
         Command::new("redis-server")
             .args([
                 "--port",
@@ -243,6 +237,12 @@ fn zmap(kronotop: &Path, rounds: usize, requests: u64, clients: u32) -> Result<S
     );
     wait_for_port(kport)?;
     wait_for_port(rport)?;
+    Ok((k, kport, r, rport))
+}
+
+fn zmap(kronotop: &Path, rounds: usize, requests: u64, clients: u32) -> Result<String> {
+    let data = std::env::temp_dir().join(format!("kronotop-zbench-{}", std::process::id()));
+    let (_k, kport, _r, rport) = start_pair(kronotop, &["--bootstrap"], &data)?;
     let cases: [(&str, &[&str], &str, &[&str]); 2] = [
         (
             "ZSET / SET",
@@ -300,42 +300,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn ping(kronotop: &Path, rounds: usize, requests: u64, clients: u32) -> Result<String> {
-    if !kronotop.exists() {
-        bail!(
-            "{} not found: build it with cargo build --release -p kronotop-server",
-            kronotop.display()
-        );
-    }
     let data = std::env::temp_dir().join(format!("kronotop-bench-{}", std::process::id()));
-    let kport = free_port()?;
-    let _k = Proc(
-        Command::new(kronotop)
-            .args(["--port", &kport.to_string(), "--admin-port", "0", "--log-level", "warn"])
-            .arg("--data-dir")
-            .arg(&data)
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting kronotop")?,
-    );
-    let rport = free_port()?;
-    let _r = Proc(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &rport.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting redis-server (Debian package redis-server)")?,
-    );
-    wait_for_port(kport)?;
-    wait_for_port(rport)?;
+    let (_k, kport, _r, rport) = start_pair(kronotop, &[], &data)?;
 
     let mut rows = Vec::new();
     for pipeline in [1u32, 16] {

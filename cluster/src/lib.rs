@@ -890,12 +890,7 @@ impl Cluster {
             .run(|tx, _| {
                 let (keys, id) = (keys.clone(), id.clone());
                 async move {
-                    let raw = tx
-                        .get(&keys.member(&id, "record"), false)
-                        .await?
-                        .ok_or_else(|| custom(ClusterError::NotRegistered(id.clone())))?;
-                    let mut record: MemberRecord = serde_json::from_slice(&raw)
-                        .map_err(|_| custom(ClusterError::NotRegisteredProperly(id.clone())))?;
+                    let mut record = read_record(&tx, &keys, &id).await.map_err(custom)?;
                     record.status = status;
                     let json = serde_json::to_vec(&record)
                         .map_err(|e| custom(ClusterError::Corrupt(e.to_string())))?;
@@ -933,12 +928,7 @@ impl Cluster {
             .run(|tx, _| {
                 let (keys, id) = (keys.clone(), id.clone());
                 async move {
-                    let raw = tx
-                        .get(&keys.member(&id, "record"), false)
-                        .await?
-                        .ok_or_else(|| custom(ClusterError::NotRegistered(id.clone())))?;
-                    let record: MemberRecord = serde_json::from_slice(&raw)
-                        .map_err(|_| custom(ClusterError::NotRegisteredProperly(id.clone())))?;
+                    let record = read_record(&tx, &keys, &id).await.map_err(custom)?;
                     if record.status == MemberStatus::Running {
                         return Err(custom(ClusterError::RunningCannotBeRemoved));
                     }
@@ -1206,6 +1196,15 @@ impl Cluster {
         self.ensure_default_namespace().await?;
         self.reload().await
     }
+}
+
+/// A registered member's record.
+async fn read_record(tx: &Transaction, keys: &Keys, id: &str) -> Result<MemberRecord> {
+    let raw = tx
+        .get(&keys.member(id, "record"), false)
+        .await?
+        .ok_or_else(|| ClusterError::NotRegistered(id.to_owned()))?;
+    serde_json::from_slice(&raw).map_err(|_| ClusterError::NotRegisteredProperly(id.to_owned()))
 }
 
 /// The role changes of member `me` for one shard.
