@@ -328,7 +328,8 @@ fn zwatch_wakes_on_change_and_on_delete() {
     for (change, args) in [("a change", vec!["ZSET", "w", "2"]), ("a delete", vec!["ZDEL", "w"])] {
         let mut watcher = server.connect();
         watcher.send_cmd(&["ZWATCH", "w"]);
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        // Time for the watch to be set up before the writes below.
+        std::thread::sleep(std::time::Duration::from_millis(1000));
         writer.cmd(&["ZSET", "w-other", "x"]);
         watcher.stream.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
         let mut probe = [0u8; 1];
@@ -346,16 +347,30 @@ fn zwatch_wakes_on_change_and_on_delete() {
         let info = support::text(&c.cmd(&["INFO", "clients"]));
         support::info_field(&info, "connected_clients").unwrap().parse::<u32>().unwrap()
     };
-    // Several clients waiting on one key (sharing one metadata watch) all wake on one change.
+    // Several clients waiting on one key (sharing one metadata watch) all wake. A writer keeps
+    // changing the key, so a client whose watch was set up late still sees a later change.
     let mut many: Vec<Raw> = (0..5).map(|_| server.connect()).collect();
     for w in &mut many {
         w.send_cmd(&["ZWATCH", "shared"]);
     }
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    writer.cmd(&["ZSET", "shared", "now"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let changer = {
+        let (stop, addr) = (std::sync::Arc::clone(&stop), server.client);
+        std::thread::spawn(move || {
+            let mut c = Raw::connect(addr);
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                n += 1;
+                c.cmd(&["ZSET", "shared", &n.to_string()]);
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        })
+    };
     for w in &mut many {
         assert_eq!(w.read_raw(), b"+OK\r\n");
     }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    changer.join().unwrap();
     drop(many);
     // Wait until only the writer is connected (the watchers above have gone).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -366,7 +381,7 @@ fn zwatch_wakes_on_change_and_on_delete() {
     let before = 1;
     let mut leaver = server.connect();
     leaver.send_cmd(&["ZWATCH", "never-changes"]);
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(clients(&mut writer), before + 1);
     drop(leaver);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
