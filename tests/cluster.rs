@@ -530,3 +530,83 @@ fn the_bootstrap_command_routes_primaries_and_standbys() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+/// `CLUSTER …` in Redis Cluster's formats, over three members whose REDIS shards are spread.
+#[test]
+fn cluster_commands_describe_the_redis_slots() {
+    let fresh = Server::start();
+    let mut f = fresh.connect();
+    assert_eq!(f.cmd_raw(&["CLUSTER", "KEYSLOT", "foo"]), ":12182\r\n");
+    assert_eq!(
+        f.cmd_raw(&["CLUSTER", "KEYSLOT", "{user1000}.following"]),
+        f.cmd_raw(&["CLUSTER", "KEYSLOT", "{user1000}.followers"])
+    );
+    assert_eq!(f.cmd_raw(&["CLUSTER", "SLOTS"]), "-ERR cluster has not been initialized yet\r\n");
+    assert_eq!(
+        f.cmd_raw(&["CLUSTER", "COUNTKEYSINSLOT", "1"]),
+        "-ERR unknown subcommand 'COUNTKEYSINSLOT'. Try CLUSTER HELP.\r\n"
+    );
+
+    let server = Server::builder()
+        .members(3)
+        .arg("--bootstrap")
+        .set("redis.shards", "3")
+        .set("bucket.shards", "1")
+        .start();
+    let ids: Vec<String> = server.admins.iter().map(|a| member_id(&mut Raw::connect(*a))).collect();
+    let mut c = server.connect();
+    assert_eq!(c.cmd_raw(&["CLUSTER", "MYID"]), format!("$40\r\n{}\r\n", ids[0]));
+    // Shard s is member s's (round-robin), and slots 16380-16383 wrap back to shard 0.
+    let want = [(0, 5459, 0), (5460, 10919, 1), (10920, 16379, 2), (16380, 16383, 0)];
+    let mut expected = format!("*{}\r\n", want.len());
+    for (a, b, m) in want {
+        let port = server.clients[m].port();
+        expected.push_str(&format!(
+            "*3\r\n:{a}\r\n:{b}\r\n*4\r\n$9\r\n127.0.0.1\r\n:{port}\r\n$40\r\n{}\r\n*0\r\n",
+            ids[m]
+        ));
+    }
+    assert_eq!(c.cmd_raw(&["CLUSTER", "SLOTS"]), expected);
+    let nodes = text(&c.cmd(&["CLUSTER", "NODES"]));
+    assert_eq!(nodes.lines().count(), 3, "{nodes}");
+    for (i, id) in ids.iter().enumerate() {
+        let line = nodes.lines().find(|l| l.starts_with(id.as_str())).unwrap();
+        assert!(
+            line.contains(&format!(
+                "127.0.0.1:{}@{}",
+                server.clients[i].port(),
+                server.admins[i].port()
+            )),
+            "{line}"
+        );
+        assert!(line.contains("master") && line.contains(" connected "), "{line}");
+        assert_eq!(line.contains("myself"), i == 0, "{line}");
+    }
+    assert!(
+        nodes.lines().any(|l| l.starts_with(ids[0].as_str()) && l.ends_with(" 0-5459 16380-16383")),
+        "{nodes}"
+    );
+    let info = text(&c.cmd(&["CLUSTER", "INFO"]));
+    assert!(
+        info.contains("cluster_state:ok\r\n") && info.contains("cluster_slots_assigned:16384\r\n"),
+        "{info}"
+    );
+    assert!(
+        info.contains("cluster_known_nodes:3\r\n") && info.contains("cluster_size:3\r\n"),
+        "{info}"
+    );
+    // An inoperable shard makes the cluster state fail.
+    let mut a = Raw::connect(server.admins[0]);
+    assert_eq!(a.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", "REDIS", "1", "INOPERABLE"]), "+OK\r\n");
+    let info = text(&c.cmd(&["CLUSTER", "INFO"]));
+    assert!(
+        info.contains("cluster_state:fail\r\n") && info.contains("cluster_slots_ok:10924\r\n"),
+        "{info}"
+    );
+    c.cmd(&["HELLO", "3"]);
+    let shards = c.cmd_raw(&["CLUSTER", "SHARDS"]);
+    assert!(
+        shards.starts_with("*3\r\n%2\r\n$5\r\nslots\r\n*4\r\n:0\r\n:5459\r\n:16380\r\n:16383\r\n"),
+        "{shards}"
+    );
+}

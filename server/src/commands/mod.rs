@@ -13,6 +13,7 @@
 
 pub mod args;
 mod client;
+mod cluster_cmd;
 mod config;
 mod connection;
 mod docs;
@@ -164,6 +165,7 @@ pub enum Command {
     Namespace(namespace::NamespaceCmd),
     Volume(volume::VolumeCmd),
     Tx(zmap::TxCmd),
+    Cluster(cluster_cmd::ClusterCmd),
     Z(zmap::ZCmd),
     /// `HELP` of a container command: its subcommands and what they do.
     Help(&'static str),
@@ -434,6 +436,93 @@ static CONFIG_SUBCOMMANDS: &[CommandSpec] = &[
     ),
 ];
 
+static CLUSTER_SUBCOMMANDS: &[CommandSpec] = &[
+    spec!(
+        "KEYSLOT",
+        "cluster|keyslot",
+        "CLUSTER|KEYSLOT",
+        3,
+        FAST | LOADING | STALE,
+        Ports::Both,
+        &["@slow"],
+        "cluster",
+        "Returns the hash slot of a key.",
+        Body::Leaf(cluster_cmd::parse_keyslot)
+    ),
+    spec!(
+        "MYID",
+        "cluster|myid",
+        "CLUSTER|MYID",
+        2,
+        FAST | LOADING | STALE,
+        Ports::Both,
+        &["@slow"],
+        "cluster",
+        "Returns this member's id.",
+        Body::Leaf(cluster_cmd::parse_myid)
+    ),
+    spec!(
+        "SLOTS",
+        "cluster|slots",
+        "CLUSTER|SLOTS",
+        2,
+        LOADING | STALE | NEEDS_CLUSTER,
+        Ports::Both,
+        &["@slow"],
+        "cluster",
+        "Returns the slot ranges of the REDIS shards and the client address of their primaries.",
+        Body::Leaf(cluster_cmd::parse_slots)
+    ),
+    spec!(
+        "SHARDS",
+        "cluster|shards",
+        "CLUSTER|SHARDS",
+        2,
+        LOADING | STALE | NEEDS_CLUSTER,
+        Ports::Both,
+        &["@slow"],
+        "cluster",
+        "Returns the REDIS shards, their slots and members.",
+        Body::Leaf(cluster_cmd::parse_shards)
+    ),
+    spec!(
+        "NODES",
+        "cluster|nodes",
+        "CLUSTER|NODES",
+        2,
+        LOADING | STALE | NEEDS_CLUSTER,
+        Ports::Both,
+        &["@slow"],
+        "cluster",
+        "Returns the members in Redis Cluster's text format.",
+        Body::Leaf(cluster_cmd::parse_nodes)
+    ),
+    spec!(
+        "INFO",
+        "cluster|info",
+        "CLUSTER|INFO",
+        2,
+        LOADING | STALE | NEEDS_CLUSTER,
+        Ports::Both,
+        &["@slow"],
+        "cluster",
+        "Returns the state of the REDIS slots.",
+        Body::Leaf(cluster_cmd::parse_info)
+    ),
+    spec!(
+        "HELP",
+        "cluster|help",
+        "CLUSTER|HELP",
+        2,
+        LOADING | STALE,
+        Ports::Both,
+        &["@slow"],
+        "cluster",
+        "Returns helpful text about the CLUSTER subcommands.",
+        Body::Leaf(|_| Ok(Command::Help("CLUSTER")))
+    ),
+];
+
 /// `NAMESPACE` subcommands. Their arity errors name them `NAMESPACE CREATE`, with a space, as
 /// the reference does.
 static NAMESPACE_SUBCOMMANDS: &[CommandSpec] = &[
@@ -700,6 +789,18 @@ pub static COMMANDS: &[CommandSpec] = &[
         "connection",
         "Resets the session: transaction, cursors, attributes, namespace and MULTI state.",
         Body::Leaf(|args| args.finish().map(|()| Command::SessionClose))
+    ),
+    spec!(
+        "CLUSTER",
+        "cluster",
+        "CLUSTER",
+        -2,
+        0,
+        Ports::Both,
+        &["@slow"],
+        "cluster",
+        "A container for Redis Cluster commands.",
+        Body::Container { subcommands: CLUSTER_SUBCOMMANDS, bare: None }
     ),
     spec!(
         "KR.ADMIN",
@@ -1127,6 +1228,7 @@ pub async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
         Command::Namespace(cmd) => namespace::execute(cmd, ctx).await,
         Command::Volume(cmd) => volume::execute(cmd, ctx).await,
         Command::Tx(cmd) => zmap::execute_tx(cmd, ctx).await,
+        Command::Cluster(cmd) => cluster_cmd::execute(cmd, ctx).await,
         Command::Z(cmd) => zmap::execute_z(cmd, ctx).await,
         Command::Help(container) => Ok(docs::help(container)),
         Command::NotSupported(what) => {
