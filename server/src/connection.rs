@@ -85,11 +85,8 @@ async fn run(
             };
             match parser.parse(&mut inbuf, limits) {
                 Ok(Some(request)) => {
-                    let blocking = request
-                        .args
-                        .first()
-                        .and_then(|n| crate::commands::lookup(n))
-                        .is_some_and(|spec| spec.has_flag(crate::commands::flags::BLOCKING));
+                    let blocking =
+                        request.args.first().is_some_and(|n| crate::commands::is_blocking(n));
                     let outcome = if blocking {
                         // A command that may wait indefinitely (ZWATCH) is abandoned when the client
                         // goes away; bytes that arrive meanwhile wait in the buffer.

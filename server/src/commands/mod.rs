@@ -1100,6 +1100,18 @@ fn index() -> &'static HashMap<&'static str, &'static CommandSpec> {
     INDEX.get_or_init(|| COMMANDS.iter().map(|c| (c.name, c)).collect())
 }
 
+/// Whether the command named `name` may wait indefinitely (flag `BLOCKING`). Checked for every
+/// request, so it compares against the few blocking names, by length first, instead of a lookup.
+pub fn is_blocking(name: &[u8]) -> bool {
+    static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            COMMANDS.iter().filter(|c| c.has_flag(flags::BLOCKING)).map(|c| c.name).collect()
+        })
+        .iter()
+        .any(|n| n.len() == name.len() && n.as_bytes().eq_ignore_ascii_case(name))
+}
+
 /// Finds a top-level command by name, ignoring ASCII case, without allocating.
 pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     if name.len() > MAX_NAME_LEN {
@@ -1256,6 +1268,13 @@ mod tests {
             }
             assert!(spec.name.len() <= MAX_NAME_LEN);
         }
+    }
+
+    #[test]
+    fn blocking_commands() {
+        assert!(is_blocking(b"zwatch"));
+        assert!(!is_blocking(b"ZGET"));
+        assert!(!is_blocking(b"PING"));
     }
 
     #[test]
