@@ -1213,6 +1213,9 @@ pub async fn dispatch(args: &[Bytes], ctx: &mut Ctx<'_>) -> (Reply, Option<&'sta
 
 /// Executes a parsed command.
 ///
+/// The families that wait on the metadata store run in boxed futures: an `async fn`'s state is as
+/// large as its largest branch, and every request (a `PING` too) would otherwise move that much.
+///
 /// # Errors
 ///
 /// The command's error, which the caller turns into an error reply.
@@ -1236,12 +1239,12 @@ pub async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
             ctx.session.reset(ctx.node);
             Ok(Reply::ok())
         }
-        Command::KrAdmin(cmd) => kr_admin::execute(cmd, ctx).await,
-        Command::Namespace(cmd) => namespace::execute(cmd, ctx).await,
-        Command::Volume(cmd) => volume::execute(cmd, ctx).await,
-        Command::Tx(cmd) => zmap::execute_tx(cmd, ctx).await,
-        Command::Cluster(cmd) => cluster_cmd::execute(cmd, ctx).await,
-        Command::Z(cmd) => zmap::execute_z(cmd, ctx).await,
+        Command::KrAdmin(cmd) => Box::pin(kr_admin::execute(cmd, ctx)).await,
+        Command::Namespace(cmd) => Box::pin(namespace::execute(cmd, ctx)).await,
+        Command::Volume(cmd) => Box::pin(volume::execute(cmd, ctx)).await,
+        Command::Tx(cmd) => Box::pin(zmap::execute_tx(cmd, ctx)).await,
+        Command::Cluster(cmd) => Box::pin(cluster_cmd::execute(cmd, ctx)).await,
+        Command::Z(cmd) => Box::pin(zmap::execute_z(cmd, ctx)).await,
         Command::Help(container) => Ok(docs::help(container)),
         Command::NotSupported(what) => {
             Err(CommandError::err_owned(format!("{what} is not supported yet")))
