@@ -332,9 +332,8 @@ pub async fn key_selectors(h: &Harness) {
     h.put(&[(b"a", b""), (b"b", b""), (b"c", b""), (b"d", b"")]).await;
     let tx = h.tx();
     let name = |k: Bytes| String::from_utf8_lossy(&k[h.prefix.len().min(k.len())..]).into_owned();
-    let sel = |s: KeySelector| s;
     let cases = [
-        (sel(KeySelector::first_greater_or_equal(h.k(b"b"))), "b"),
+        (KeySelector::first_greater_or_equal(h.k(b"b")), "b"),
         (KeySelector::first_greater_than(h.k(b"b")), "c"),
         (KeySelector::last_less_or_equal(h.k(b"b")), "b"),
         (KeySelector::last_less_than(h.k(b"b")), "a"),
