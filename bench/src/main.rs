@@ -22,98 +22,81 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     workload: Workload,
+    /// Markdown file whose `<!-- bench:<workload> -->` section receives the table.
+    #[arg(long, global = true)]
+    write: Option<PathBuf>,
+}
+
+/// Arguments of the workloads that drive a server with redis-benchmark.
+#[derive(Debug, clap::Args)]
+struct ServerArgs {
+    /// The kronotop binary to measure.
+    #[arg(long, default_value = "target/release/kronotop")]
+    kronotop: PathBuf,
+    /// Requests per round.
+    #[arg(long, default_value_t = 500_000)]
+    requests: u64,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 50)]
+    clients: u32,
+}
+
+/// Arguments of the workloads that measure an embedded engine on a disk.
+#[derive(Debug, clap::Args)]
+struct DiskArgs {
+    /// Seconds per row.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Directory for the files (on the disk to measure); the system temp directory by default.
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Workload {
     /// PING (multibulk) throughput and latency against redis-server.
     Ping {
-        /// The kronotop binary to measure.
-        #[arg(long, default_value = "target/release/kronotop")]
-        kronotop: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
         /// Rounds per configuration; the median is reported.
         #[arg(long, default_value_t = 5)]
         rounds: usize,
-        /// Requests per round.
-        #[arg(long, default_value_t = 500_000)]
-        requests: u64,
-        /// Concurrent connections.
-        #[arg(long, default_value_t = 50)]
-        clients: u32,
-        /// Markdown file whose `<!-- bench:ping -->` section receives the table.
-        #[arg(long)]
-        write: Option<PathBuf>,
     },
     /// ZSET/ZGET (auto-commit) beside redis-server's SET/GET.
     Zmap {
-        #[arg(long, default_value = "target/release/kronotop")]
-        kronotop: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Rounds per configuration; the median is reported.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        #[arg(long, default_value_t = 500_000)]
-        requests: u64,
-        #[arg(long, default_value_t = 50)]
-        clients: u32,
-        /// Markdown file whose `<!-- bench:zmap -->` section receives the table.
-        #[arg(long)]
-        write: Option<PathBuf>,
     },
     /// Volume appends and reads beside the disk's raw synced-write rate and plain reads.
     Volume {
-        /// Seconds per write row.
-        #[arg(long, default_value_t = 5)]
-        seconds: u64,
-        /// Directory for the files (on the disk to measure); the system temp directory by default.
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Markdown file whose `<!-- bench:volume -->` section receives the table.
-        #[arg(long)]
-        write: Option<PathBuf>,
+        #[command(flatten)]
+        disk: DiskArgs,
     },
     /// Metadata-store transactions: commits/s, p50 and p99 at 1, 16 and 64 tasks.
     Meta {
-        /// Seconds per row.
-        #[arg(long, default_value_t = 5)]
-        seconds: u64,
-        /// Directory for the files (on the disk to measure); the system temp directory by default.
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Markdown file whose `<!-- bench:meta -->` section receives the table.
-        #[arg(long)]
-        write: Option<PathBuf>,
+        #[command(flatten)]
+        disk: DiskArgs,
     },
 }
 
 fn main() -> Result<()> {
-    match Cli::parse().workload {
-        Workload::Ping { kronotop, rounds, requests, clients, write } => {
-            let table = ping(&kronotop, rounds, requests, clients)?;
-            println!("{table}");
-            if let Some(file) = write {
-                write_section(&file, "ping", &table)?;
-            }
+    let cli = Cli::parse();
+    let (section, table) = match cli.workload {
+        Workload::Ping { server, rounds } => {
+            ("ping", ping(&server.kronotop, rounds, server.requests, server.clients)?)
         }
-        Workload::Zmap { kronotop, rounds, requests, clients, write } => {
-            let table = zmap(&kronotop, rounds, requests, clients)?;
-            println!("{table}");
-            if let Some(file) = write {
-                write_section(&file, "zmap", &table)?;
-            }
+        Workload::Zmap { server, rounds } => {
+            ("zmap", zmap(&server.kronotop, rounds, server.requests, server.clients)?)
         }
-        Workload::Volume { seconds, dir, write } => {
-            let table = volume::run(seconds, dir)?;
-            println!("{table}");
-            if let Some(file) = write {
-                write_section(&file, "volume", &table)?;
-            }
-        }
-        Workload::Meta { seconds, dir, write } => {
-            let table = meta::run(seconds, dir)?;
-            println!("{table}");
-            if let Some(file) = write {
-                write_section(&file, "meta", &table)?;
-            }
-        }
+        Workload::Volume { disk } => ("volume", volume::run(disk.seconds, disk.dir)?),
+        Workload::Meta { disk } => ("meta", meta::run(disk.seconds, disk.dir)?),
+    };
+    println!("{table}");
+    if let Some(file) = cli.write {
+        write_section(&file, section, &table)?;
     }
     Ok(())
 }

@@ -147,6 +147,53 @@ impl Namespaces {
         Ok(false)
     }
 
+    /// The namespace's directory, which must exist and not be (under) a removed namespace.
+    async fn open_in_use(
+        &self,
+        tx: &Transaction,
+        segments: &[String],
+        name: &str,
+    ) -> Result<DirectorySubspace, ClusterError> {
+        let dir = self
+            .open(tx, segments)
+            .await?
+            .ok_or_else(|| NamespaceError::NoSuch(name.to_owned()))?;
+        self.ensure_not_removed(tx, segments, name).await?;
+        Ok(dir)
+    }
+
+    async fn ensure_not_removed(
+        &self,
+        tx: &Transaction,
+        segments: &[String],
+        name: &str,
+    ) -> Result<(), ClusterError> {
+        if self.removed(tx, segments).await? {
+            return Err(NamespaceError::BeingRemoved(name.to_owned()).into());
+        }
+        Ok(())
+    }
+
+    /// Creates (or opens) the directory of every prefix of `segments` and marks it a namespace.
+    async fn create_namespaces(
+        &self,
+        tx: &Transaction,
+        segments: &[String],
+    ) -> Result<(), ClusterError> {
+        let dl = DirectoryLayer::default();
+        for depth in 1..=segments.len() {
+            let dir = dl.create_or_open(tx, &self.path(&segments[..depth]), None).await?;
+            tx.set(&marker(&dir, "namespace"), b"\x01");
+        }
+        Ok(())
+    }
+
+    fn leaf_path(&self, segments: &[String], leaf: &str) -> Vec<String> {
+        let mut path = self.path(segments);
+        path.extend([INTERNAL.to_owned(), leaf.to_owned()]);
+        path
+    }
+
     /// Opens a namespace for use: it must exist and not be removed.
     ///
     /// # Errors
@@ -157,15 +204,7 @@ impl Namespaces {
         tx: &Transaction,
         name: &str,
     ) -> Result<DirectorySubspace, ClusterError> {
-        let segments = parse(name)?;
-        let dir = self
-            .open(tx, &segments)
-            .await?
-            .ok_or_else(|| NamespaceError::NoSuch(name.to_owned()))?;
-        if self.removed(tx, &segments).await? {
-            return Err(NamespaceError::BeingRemoved(name.to_owned()).into());
-        }
-        Ok(dir)
+        self.open_in_use(tx, &parse(name)?, name).await
     }
 
     /// The subspace of a namespace's internal leaf (`zmap`, `bucket`), for a namespace in use.
@@ -179,9 +218,9 @@ impl Namespaces {
         name: &str,
         leaf: &str,
     ) -> Result<Subspace, ClusterError> {
-        self.open_for_use(tx, name).await?;
-        let mut path = self.path(&parse(name)?);
-        path.extend([INTERNAL.to_owned(), leaf.to_owned()]);
+        let segments = parse(name)?;
+        self.open_in_use(tx, &segments, name).await?;
+        let path = self.leaf_path(&segments, leaf);
         Ok(DirectoryLayer::default().create_or_open(tx, &path, None).await?.subspace().clone())
     }
 
@@ -205,21 +244,14 @@ impl Namespaces {
             }
             tx.clear(&self.tombstones.pack(&(name,)));
         }
-        if self.removed(tx, &segments).await? {
-            return Err(NamespaceError::BeingRemoved(name.to_owned()).into());
-        }
+        self.ensure_not_removed(tx, &segments, name).await?;
         if self.open(tx, &segments).await?.is_some() {
             return Err(NamespaceError::AlreadyExists(name.to_owned()).into());
         }
+        self.create_namespaces(tx, &segments).await?;
         let dl = DirectoryLayer::default();
-        for depth in 1..=segments.len() {
-            let dir = dl.create_or_open(tx, &self.path(&segments[..depth]), None).await?;
-            tx.set(&marker(&dir, "namespace"), b"\x01");
-        }
         for leaf in ["zmap", "bucket"] {
-            let mut path = self.path(&segments);
-            path.extend([INTERNAL.to_owned(), leaf.to_owned()]);
-            dl.create_or_open(tx, &path, None).await?;
+            dl.create_or_open(tx, &self.leaf_path(&segments, leaf), None).await?;
         }
         Ok(())
     }
@@ -246,9 +278,7 @@ impl Namespaces {
         if self.open(tx, &segments).await?.is_none() {
             return Ok(false);
         }
-        if self.removed(tx, &segments).await? {
-            return Err(NamespaceError::BeingRemoved(name.to_owned()).into());
-        }
+        self.ensure_not_removed(tx, &segments, name).await?;
         Ok(true)
     }
 
@@ -295,13 +325,7 @@ impl Namespaces {
         if name == default || parse(default).is_ok_and(|d| d.starts_with(&segments)) {
             return Err(NamespaceError::RemoveDefault(name.to_owned()).into());
         }
-        let dir = self
-            .open(tx, &segments)
-            .await?
-            .ok_or_else(|| NamespaceError::NoSuch(name.to_owned()))?;
-        if self.removed(tx, &segments).await? {
-            return Err(NamespaceError::BeingRemoved(name.to_owned()).into());
-        }
+        let dir = self.open_in_use(tx, &segments, name).await?;
         let version = self.bump(tx).await?;
         tx.set(&marker(&dir, "removed"), &version.to_le_bytes());
         Ok(())
@@ -369,22 +393,13 @@ impl Namespaces {
         if old == default {
             return Err(NamespaceError::RemoveDefault(old.to_owned()).into());
         }
-        if self.open(tx, &from).await?.is_none() {
-            return Err(NamespaceError::NoSuch(old.to_owned()).into());
-        }
-        if self.removed(tx, &from).await? {
-            return Err(NamespaceError::BeingRemoved(old.to_owned()).into());
-        }
+        self.open_in_use(tx, &from, old).await?;
         if self.open(tx, &to).await?.is_some() {
             return Err(NamespaceError::AlreadyExists(new.to_owned()).into());
         }
-        let dl = DirectoryLayer::default();
         // Parents of the destination are created as namespaces, as CREATE would.
-        for depth in 1..to.len() {
-            let dir = dl.create_or_open(tx, &self.path(&to[..depth]), None).await?;
-            tx.set(&marker(&dir, "namespace"), b"\x01");
-        }
-        dl.move_to(tx, &self.path(&from), &self.path(&to)).await?;
+        self.create_namespaces(tx, &to[..to.len() - 1]).await?;
+        DirectoryLayer::default().move_to(tx, &self.path(&from), &self.path(&to)).await?;
         let version = self.bump(tx).await?;
         tx.set(&self.tombstones.pack(&(old,)), &version.to_le_bytes());
         Ok(())

@@ -629,18 +629,8 @@ const fn ns_spec(
     parse: ParseFn,
 ) -> CommandSpec {
     CommandSpec {
-        name,
-        full,
         display,
-        arity,
-        flags: NEEDS_CLUSTER,
-        ports: Ports::ClientOnly,
-        keys: (0, 0, 0),
-        categories: &["@slow", "@namespace"],
-        group: "namespace",
-        since: "0.1.0",
-        summary,
-        body: Body::Leaf(parse),
+        ..data_spec(name, full, arity, 0, (&["@slow", "@namespace"], "namespace"), summary, parse)
     }
 }
 
