@@ -75,7 +75,6 @@ async fn run(
 
         let mut commands = 0u64;
         let mut errors = 0u64;
-        let mut written = 0u64;
         let mut last_command = None;
         let mut close = false;
         loop {
@@ -120,7 +119,14 @@ async fn run(
                         break;
                     }
                     if out.len() >= FLUSH_THRESHOLD {
-                        written += out.len() as u64;
+                        record(
+                            node,
+                            session,
+                            std::mem::take(&mut commands),
+                            std::mem::take(&mut errors),
+                            out.len() as u64,
+                            last_command.take(),
+                        );
                         stream.write_all(&out).await?;
                         out.clear();
                     }
@@ -140,12 +146,11 @@ async fn run(
                 }
             }
         }
+        record(node, session, commands, errors, out.len() as u64, last_command);
         if !out.is_empty() {
-            written += out.len() as u64;
             stream.write_all(&out).await?;
             out.clear();
         }
-        record(node, session, commands, errors, written, last_command);
         if close {
             return linger_close(stream).await;
         }
@@ -158,7 +163,9 @@ async fn run(
     }
 }
 
-/// Publishes a batch's counters and the client's last command, once per batch.
+/// Publishes a batch's counters and the client's last command, once per batch and before its
+/// replies are written: a client holding a reply must find its command counted by INFO, as in
+/// Redis, which counts a command before replying.
 fn record(
     node: &Node,
     session: &Session,
