@@ -242,6 +242,8 @@ pub struct Cluster {
     /// This member's own heartbeat counter, as last written.
     my_heartbeat: Mutex<i64>,
     events: broadcast::Sender<ClusterEvent>,
+    /// Counts the reloads that found the topology changed (a route, a status, the shard counts).
+    changes: tokio::sync::watch::Sender<u64>,
     shutdown: CancellationToken,
     drop_token: Mutex<Option<(String, Instant)>>,
     /// The namespace version this member saw last; caches of namespace subspaces are valid only
@@ -295,6 +297,7 @@ impl Cluster {
             views: Mutex::new(HashMap::new()),
             my_heartbeat: Mutex::new(0),
             events,
+            changes: tokio::sync::watch::Sender::new(0),
             shutdown: CancellationToken::new(),
             drop_token: Mutex::new(None),
             namespace_version: std::sync::atomic::AtomicI64::new(0),
@@ -333,6 +336,12 @@ impl Cluster {
     /// Role changes of this member, as topology reloads find them.
     pub fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
         self.events.subscribe()
+    }
+
+    /// Changes whenever a reload finds the topology different (routes, shard statuses, shard
+    /// counts), for those who keep tables derived from it.
+    pub fn topology_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// This member's own heartbeat count (0 before the first).
@@ -715,6 +724,12 @@ impl Cluster {
         let new = Topology { initialized, version, shard_counts: counts, routes };
         let old = std::mem::replace(&mut *write(&self.topology), new.clone());
         self.initialized.store(initialized, Ordering::Release);
+        if old.routes != new.routes
+            || old.shard_counts != new.shard_counts
+            || old.initialized != new.initialized
+        {
+            self.changes.send_modify(|n| *n += 1);
+        }
         let me = self.me().id;
         if initialized && !old.initialized {
             let _ = self.events.send(ClusterEvent::Initialized);

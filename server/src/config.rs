@@ -44,7 +44,7 @@ pub struct Config {
     pub log_level: String,
     pub cluster: ClusterConfig,
     pub meta: MetaConfig,
-    pub redis: ShardsConfig,
+    pub redis: RedisConfig,
     pub bucket: ShardsConfig,
     pub volume: VolumeSettings,
     pub network: NetworkConfig,
@@ -62,7 +62,7 @@ impl Default for Config {
             log_level: "info".to_owned(),
             cluster: ClusterConfig::default(),
             meta: MetaConfig::default(),
-            redis: ShardsConfig::default(),
+            redis: RedisConfig::default(),
             bucket: ShardsConfig::default(),
             volume: VolumeSettings::default(),
             network: NetworkConfig::default(),
@@ -139,6 +139,27 @@ pub struct VolumeSettings {
 impl Default for VolumeSettings {
     fn default() -> Self {
         VolumeSettings { segment_size: kronotop_volume::DEFAULT_SEGMENT_SIZE }
+    }
+}
+
+/// The Redis strings and hashes (shard kind `REDIS`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Shard count, fixed when the cluster is initialised.
+    pub shards: u32,
+    /// `always`: a write is answered once it is synced and committed; `async`: at once, and
+    /// changes are flushed every `flush_interval_ms`.
+    pub durability: String,
+    /// How often `async` durability flushes changes.
+    pub flush_interval_ms: u64,
+}
+
+impl Default for RedisConfig {
+    /// Seven shards (our decision, reference opening section); `async` durability flushed every
+    /// 100 ms, the counterpart of Redis's default `appendfsync everysec` (issue #6).
+    fn default() -> Self {
+        RedisConfig { shards: 7, durability: "async".to_owned(), flush_interval_ms: 100 }
     }
 }
 
@@ -330,6 +351,11 @@ impl Config {
         )?;
         check(!self.cluster.name.is_empty(), "cluster.name must not be empty")?;
         check(self.redis.shards > 0, "redis.shards must be greater than 0")?;
+        check(
+            matches!(self.redis.durability.as_str(), "always" | "async"),
+            "redis.durability must be always or async",
+        )?;
+        check(self.redis.flush_interval_ms > 0, "redis.flush_interval_ms must be greater than 0")?;
         check(
             self.volume.segment_size >= MIN_SEGMENT_SIZE,
             "volume.segment_size must be at least 1048576 (1 MiB)",

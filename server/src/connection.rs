@@ -127,6 +127,7 @@ async fn run(
                             out.len() as u64,
                             last_command.take(),
                         );
+                        settle(session).await?;
                         stream.write_all(&out).await?;
                         out.clear();
                     }
@@ -147,6 +148,7 @@ async fn run(
             }
         }
         record(node, session, commands, errors, out.len() as u64, last_command);
+        settle(session).await?;
         if !out.is_empty() {
             stream.write_all(&out).await?;
             out.clear();
@@ -187,6 +189,19 @@ fn record(
     if errors > 0 {
         stats.error_replies.fetch_add(errors, Ordering::Relaxed);
     }
+}
+
+/// Waits until the changes the pending replies report are durable (`redis.durability =
+/// always`). When a flush fails, the replies are never written and the connection is closed: the
+/// client must not take an unsynced write as acknowledged.
+async fn settle(session: &mut Session) -> std::io::Result<()> {
+    for (shard, seq) in std::mem::take(&mut session.durable_waits) {
+        if let Err(err) = shard.wait_durable(seq).await {
+            tracing::error!(client = session.client.id, %err, "closing: writes not durable");
+            return Err(std::io::Error::other(err));
+        }
+    }
+    Ok(())
 }
 
 /// Half-closes the connection and drains what the client still sends for a moment, so the last

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::member::{self, MemberDir};
 use crate::node::Node;
+use crate::redis_shards::RedisShards;
 use crate::server::{self, Listeners};
 use crate::volumes::Volumes;
 
@@ -138,7 +139,17 @@ pub async fn start_member(
     let volumes =
         Volumes::start(meta.clone(), Arc::clone(&cluster), dir.path.join("volumes"), volume_config)
             .await;
-    let node = Arc::new(Node::new(config, config_file, addrs, meta.clone(), cluster, volumes)?);
+    let durability = match config.redis.durability.as_str() {
+        "always" => kronotop_redis::Durability::Always,
+        _ => {
+            kronotop_redis::Durability::Async(Duration::from_millis(config.redis.flush_interval_ms))
+        }
+    };
+    let redis =
+        RedisShards::start(meta.clone(), Arc::clone(&cluster), Arc::clone(&volumes), durability)
+            .await;
+    let node =
+        Arc::new(Node::new(config, config_file, addrs, meta.clone(), cluster, volumes, redis)?);
     tracing::info!(
         member = index,
         member_id = %node.member_id,
@@ -157,6 +168,8 @@ impl Member {
     pub async fn serve(mut self, shutdown: impl Future<Output = ()>) {
         let Some(listeners) = self.listeners.take() else { return };
         server::run(Arc::clone(&self.node), listeners, shutdown).await;
+        // Changes of `async` durability still in memory go to the Volumes before we stop.
+        self.node.redis.flush_all().await;
         if let Err(err) = self.node.cluster.stop().await {
             tracing::warn!(%err, "could not mark this member STOPPED");
         }

@@ -370,6 +370,8 @@ pub struct Node {
     pub cluster: Arc<Cluster>,
     /// The volumes of the shards this member hosts.
     pub volumes: Arc<crate::volumes::Volumes>,
+    /// The REDIS shards: routing, and the shards loaded here.
+    pub redis: Arc<crate::redis_shards::RedisShards>,
     /// ZMap subspaces by namespace, with the namespace version they were opened at.
     pub zmaps: Mutex<std::collections::HashMap<String, (i64, kronotop_zmap::ZMap)>>,
     /// `TICK CACHED`: a read version and when it was taken.
@@ -392,6 +394,7 @@ impl Node {
         meta: Database,
         cluster: Arc<Cluster>,
         volumes: Arc<crate::volumes::Volumes>,
+        redis: Arc<crate::redis_shards::RedisShards>,
     ) -> Result<Node, getrandom::Error> {
         let member_id = cluster.me().id;
         let auth = Auth::from_config(&mut config)?;
@@ -418,6 +421,7 @@ impl Node {
             meta,
             cluster,
             volumes,
+            redis,
             zmaps: Mutex::default(),
             tick: Mutex::default(),
             zwatches: Mutex::default(),

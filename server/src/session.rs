@@ -86,12 +86,37 @@ impl SessionAttributes {
     }
 }
 
+/// A command queued by `MULTI`.
+#[derive(Debug)]
+pub enum Queued {
+    /// A keyed Redis command: its operation, its arguments after the name, whether it writes.
+    Redis {
+        op: kronotop_redis::Op,
+        args: Vec<Bytes>,
+        write: bool,
+    },
+    Ping(Option<Bytes>),
+    Echo(Bytes),
+    /// A command that only replies OK inside a transaction (`UNWATCH`).
+    Ok,
+}
+
 /// Redis `MULTI` state: the commands queued since `MULTI`.
 #[derive(Debug, Default)]
 pub struct MultiState {
-    pub queued: Vec<Vec<Bytes>>,
+    pub queued: Vec<Queued>,
+    /// The slot every queued keyed command addresses (Redis Cluster keeps a transaction on one).
+    pub slot: Option<u16>,
     /// Set when a command failed to queue, so `EXEC` must abort (`EXECABORT`).
     pub dirty: bool,
+}
+
+/// A key `WATCH`ed: its shard, and its version then (`None` when it did not exist).
+#[derive(Debug)]
+pub struct Watched {
+    pub shard: Arc<kronotop_redis::Shard>,
+    pub key: Bytes,
+    pub version: Option<u64>,
 }
 
 /// One connection's state.
@@ -114,6 +139,11 @@ pub struct Session {
     pub transaction: Option<kronotop_meta::Transaction>,
     /// Redis `MULTI` state, when inside `MULTI`.
     pub multi: Option<MultiState>,
+    /// Keys `WATCH`ed for the next `EXEC`.
+    pub watched: Vec<Watched>,
+    /// Changes of `durability = always` shards that this connection's pending replies wait for:
+    /// the shard and the change count that must be durable before the replies are written.
+    pub durable_waits: Vec<(Arc<kronotop_redis::Shard>, u64)>,
     /// Next cursor id handed out by queries; ids start at 1 per session.
     pub next_cursor_id: u64,
     /// Set by `QUIT` and by `CLIENT KILL` of oneself: close once the reply is written.
@@ -121,6 +151,14 @@ pub struct Session {
 }
 
 impl Session {
+    /// Remembers that the replies being prepared wait for change `seq` of `shard` to be durable.
+    pub fn wait_durable(&mut self, shard: &Arc<kronotop_redis::Shard>, seq: u64) {
+        match self.durable_waits.iter_mut().find(|(s, _)| Arc::ptr_eq(s, shard)) {
+            Some((_, at)) => *at = (*at).max(seq),
+            None => self.durable_waits.push((Arc::clone(shard), seq)),
+        }
+    }
+
     pub fn new(node: &Node, client: Arc<ClientHandle>) -> Session {
         let port = client.port;
         Session {
@@ -134,6 +172,8 @@ impl Session {
             snapshot_read: false,
             transaction: None,
             multi: None,
+            watched: Vec::new(),
+            durable_waits: Vec::new(),
             next_cursor_id: 1,
             close_after_reply: false,
         }
@@ -150,6 +190,7 @@ impl Session {
             tx.cancel();
         }
         self.multi = None;
+        self.watched.clear();
         self.next_cursor_id = 1;
         self.client.info().in_multi = None;
     }

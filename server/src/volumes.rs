@@ -23,6 +23,8 @@ pub struct Volumes {
     root: PathBuf,
     config: VolumeConfig,
     open: RwLock<BTreeMap<String, Arc<Volume>>>,
+    /// Held while a volume opens, so two tasks asking for one volume do not both open it.
+    opening: tokio::sync::Mutex<()>,
     /// The last vacuum run of each volume (kept until `VACUUM DROP`), and whether it still runs.
     vacuums: std::sync::Mutex<BTreeMap<String, VacuumRun>>,
 }
@@ -70,6 +72,7 @@ impl Volumes {
             root,
             config,
             open: RwLock::default(),
+            opening: tokio::sync::Mutex::default(),
             vacuums: std::sync::Mutex::default(),
         });
         // Subscribe before reading the routes, so no change falls between the two.
@@ -114,10 +117,13 @@ impl Volumes {
         volumes
     }
 
-    async fn open_volume(&self, kind: ShardKind, shard: u32) {
+    /// Opens the volume of a shard unless it is open already, and returns it; `None` when it
+    /// cannot be opened (the error is logged).
+    pub async fn open_volume(&self, kind: ShardKind, shard: u32) -> Option<Arc<Volume>> {
         let name = kind.volume_name(shard);
-        if self.get(&name).is_some() {
-            return;
+        let _opening = self.opening.lock().await;
+        if let Some(v) = self.get(&name) {
+            return Some(v);
         }
         let mut path = self.cluster.root_path();
         path.extend(["metadata", "volumes", kind.key()].map(str::to_owned));
@@ -144,7 +150,7 @@ impl Volumes {
             Ok(s) => s,
             Err(err) => {
                 tracing::error!(volume = %name, %err, "cannot open the volume's metadata");
-                return;
+                return None;
             }
         };
         match Volume::open(&self.db, &name, &self.root.join(&name), subspace, self.config.clone())
@@ -152,12 +158,17 @@ impl Volumes {
         {
             Ok(v) => {
                 tracing::info!(volume = %name, "volume open");
+                let v = Arc::new(v);
                 self.open
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(name, Arc::new(v));
+                    .insert(name, Arc::clone(&v));
+                Some(v)
             }
-            Err(err) => tracing::error!(volume = %name, %err, "cannot open the volume"),
+            Err(err) => {
+                tracing::error!(volume = %name, %err, "cannot open the volume");
+                None
+            }
         }
     }
 

@@ -162,7 +162,9 @@ pub fn execute(cmd: ConfigCmd, ctx: &mut Ctx<'_>) -> Result<Reply, CommandError>
             let pairs = PARAMS
                 .iter()
                 .filter(|p| {
-                    patterns.iter().any(|pat| crate::glob::matches(pat, p.name.as_bytes(), true))
+                    patterns
+                        .iter()
+                        .any(|pat| kronotop_redis::glob::matches(pat, p.name.as_bytes(), true))
                 })
                 .map(|p| (Reply::bulk_str(p.name), Reply::bulk((p.get)(node))))
                 .collect();

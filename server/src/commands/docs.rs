@@ -140,7 +140,9 @@ pub fn execute(cmd: CommandCmd) -> Reply {
                     ListFilter::AclCat(cat) => {
                         spec.categories.iter().any(|c| c.trim_start_matches('@') == cat)
                     }
-                    ListFilter::Pattern(p) => crate::glob::matches(p, spec.full.as_bytes(), true),
+                    ListFilter::Pattern(p) => {
+                        kronotop_redis::glob::matches(p, spec.full.as_bytes(), true)
+                    }
                 })
                 .map(|spec| Reply::bulk_str(spec.full))
                 .collect(),

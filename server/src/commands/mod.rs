@@ -20,6 +20,7 @@ mod docs;
 mod info;
 mod kr_admin;
 mod namespace;
+pub mod redis_cmd;
 mod session;
 mod volume;
 mod zmap;
@@ -100,6 +101,8 @@ pub enum Body {
     Leaf(ParseFn),
     /// A command whose first argument names a subcommand; `bare` parses it when sent alone.
     Container { subcommands: &'static [CommandSpec], bare: Option<ParseFn> },
+    /// A keyed Redis command run on the shard of its keys, without a parse step of its own.
+    Redis(kronotop_redis::Op),
 }
 
 /// One entry of the command table.
@@ -138,7 +141,7 @@ impl CommandSpec {
     pub fn subcommands(&self) -> &'static [CommandSpec] {
         match self.body {
             Body::Container { subcommands, .. } => subcommands,
-            Body::Leaf(_) => &[],
+            Body::Leaf(_) | Body::Redis(_) => &[],
         }
     }
 }
@@ -167,6 +170,7 @@ pub enum Command {
     Tx(zmap::TxCmd),
     Cluster(cluster_cmd::ClusterCmd),
     Z(zmap::ZCmd),
+    Keys(redis_cmd::KeysCmd),
     /// `HELP` of a container command: its subcommands and what they do.
     Help(&'static str),
     /// A command the table knows whose implementation belongs to an issue not done yet.
@@ -510,6 +514,30 @@ static CLUSTER_SUBCOMMANDS: &[CommandSpec] = &[
         Body::Leaf(cluster_cmd::parse_info)
     ),
     spec!(
+        "COUNTKEYSINSLOT",
+        "cluster|countkeysinslot",
+        "CLUSTER|COUNTKEYSINSLOT",
+        3,
+        NEEDS_CLUSTER,
+        Ports::ClientOnly,
+        &["@slow"],
+        "cluster",
+        "Returns the number of keys in a slot served here.",
+        Body::Leaf(redis_cmd::parse_countkeysinslot)
+    ),
+    spec!(
+        "GETKEYSINSLOT",
+        "cluster|getkeysinslot",
+        "CLUSTER|GETKEYSINSLOT",
+        4,
+        NEEDS_CLUSTER,
+        Ports::ClientOnly,
+        &["@slow"],
+        "cluster",
+        "Returns up to count keys of a slot served here.",
+        Body::Leaf(redis_cmd::parse_getkeysinslot)
+    ),
+    spec!(
         "HELP",
         "cluster|help",
         "CLUSTER|HELP",
@@ -619,6 +647,65 @@ const fn data_spec(
         body: Body::Leaf(parse),
     }
 }
+
+/// A keyed Redis command: client port, initialised cluster, run on the shard of its keys. Its
+/// arity errors name it in lower case, as Redis 7 does (`'get'`).
+#[allow(clippy::too_many_arguments)]
+const fn redis_spec(
+    name: &'static str,
+    full: &'static str,
+    arity: i32,
+    flags: u32,
+    keys: (i32, i32, i32),
+    (categories, group): (&'static [&'static str], &'static str),
+    summary: &'static str,
+    op: kronotop_redis::Op,
+) -> CommandSpec {
+    CommandSpec {
+        name,
+        full,
+        display: full,
+        arity,
+        flags: flags | NEEDS_CLUSTER,
+        ports: Ports::ClientOnly,
+        keys,
+        categories,
+        group,
+        since: "0.1.0",
+        summary,
+        body: Body::Redis(op),
+    }
+}
+
+/// A Redis command without keys (or over every shard), parsed like other commands.
+const fn redis_keyless(
+    name: &'static str,
+    full: &'static str,
+    arity: i32,
+    flags: u32,
+    categories: &'static [&'static str],
+    summary: &'static str,
+    parse: ParseFn,
+) -> CommandSpec {
+    CommandSpec {
+        display: full,
+        ..data_spec(name, full, arity, flags, (categories, "generic"), summary, parse)
+    }
+}
+
+const ONE: (i32, i32, i32) = (1, 1, 1);
+const ALL: (i32, i32, i32) = (1, -1, 1);
+const PAIRS: (i32, i32, i32) = (1, -1, 2);
+const TWO: (i32, i32, i32) = (1, 2, 1);
+const STR_R: (&[&str], &str) = (&["@read", "@string", "@fast"], "string");
+const STR_W: (&[&str], &str) = (&["@write", "@string", "@fast"], "string");
+const STR_WS: (&[&str], &str) = (&["@write", "@string", "@slow"], "string");
+const HASH_R: (&[&str], &str) = (&["@read", "@hash", "@fast"], "hash");
+const HASH_RS: (&[&str], &str) = (&["@read", "@hash", "@slow"], "hash");
+const HASH_W: (&[&str], &str) = (&["@write", "@hash", "@fast"], "hash");
+const KEY_R: (&[&str], &str) = (&["@read", "@keyspace", "@fast"], "generic");
+const KEY_W: (&[&str], &str) = (&["@write", "@keyspace", "@fast"], "generic");
+const KEY_WS: (&[&str], &str) = (&["@write", "@keyspace", "@slow"], "generic");
 
 const fn ns_spec(
     name: &'static str,
@@ -1080,6 +1167,653 @@ pub static COMMANDS: &[CommandSpec] = &[
         "Blocks until the key's value changes.",
         zmap::parse_zwatch,
     ),
+    redis_spec(
+        "GET",
+        "get",
+        2,
+        READONLY | FAST,
+        ONE,
+        STR_R,
+        "Returns the string value of a key.",
+        kronotop_redis::Op::Get,
+    ),
+    redis_spec(
+        "SET",
+        "set",
+        -3,
+        WRITE,
+        ONE,
+        STR_WS,
+        "Sets the string value of a key: [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL].",
+        kronotop_redis::Op::Set,
+    ),
+    redis_spec(
+        "SETNX",
+        "setnx",
+        3,
+        WRITE | FAST,
+        ONE,
+        STR_W,
+        "Sets a key only when it does not exist; replies 1 or 0.",
+        kronotop_redis::Op::SetNx,
+    ),
+    redis_spec(
+        "SETEX",
+        "setex",
+        4,
+        WRITE,
+        ONE,
+        STR_WS,
+        "Sets a key with an expiry in seconds.",
+        kronotop_redis::Op::SetEx,
+    ),
+    redis_spec(
+        "PSETEX",
+        "psetex",
+        4,
+        WRITE,
+        ONE,
+        STR_WS,
+        "Sets a key with an expiry in milliseconds.",
+        kronotop_redis::Op::PSetEx,
+    ),
+    redis_spec(
+        "MGET",
+        "mget",
+        -2,
+        READONLY | FAST,
+        ALL,
+        STR_R,
+        "Returns the values of keys (all in one slot).",
+        kronotop_redis::Op::MGet,
+    ),
+    redis_spec(
+        "MSET",
+        "mset",
+        -3,
+        WRITE,
+        PAIRS,
+        STR_WS,
+        "Sets several keys (all in one slot).",
+        kronotop_redis::Op::MSet,
+    ),
+    redis_spec(
+        "MSETNX",
+        "msetnx",
+        -3,
+        WRITE,
+        PAIRS,
+        STR_WS,
+        "Sets several keys only when none exists; replies 1 or 0.",
+        kronotop_redis::Op::MSetNx,
+    ),
+    redis_spec(
+        "GETSET",
+        "getset",
+        3,
+        WRITE | FAST,
+        ONE,
+        STR_W,
+        "Sets a key and returns its old value.",
+        kronotop_redis::Op::GetSet,
+    ),
+    redis_spec(
+        "GETDEL",
+        "getdel",
+        2,
+        WRITE | FAST,
+        ONE,
+        STR_W,
+        "Returns a key's value and deletes it.",
+        kronotop_redis::Op::GetDel,
+    ),
+    redis_spec(
+        "GETEX",
+        "getex",
+        -2,
+        WRITE | FAST,
+        ONE,
+        STR_W,
+        "Returns a key's value and changes its expiry: [EX|PX|EXAT|PXAT n|PERSIST].",
+        kronotop_redis::Op::GetEx,
+    ),
+    redis_spec(
+        "APPEND",
+        "append",
+        3,
+        WRITE | FAST,
+        ONE,
+        STR_W,
+        "Appends to a string; replies its new length.",
+        kronotop_redis::Op::Append,
+    ),
+    redis_spec(
+        "STRLEN",
+        "strlen",
+        2,
+        READONLY | FAST,
+        ONE,
+        STR_R,
+        "Returns the length of a string.",
+        kronotop_redis::Op::StrLen,
+    ),
+    redis_spec(
+        "INCR",
+        "incr",
+        2,
+        WRITE | FAST,
+        ONE,
+        STR_W,
+        "Increments an integer by one.",
+        kronotop_redis::Op::Incr,
+    ),
+    redis_spec(
+        "DECR",
+        "decr",
+        2,
+        WRITE | FAST,
+        ONE,
+        STR_W,
+        "Decrements an integer by one.",
+        kronotop_redis::Op::Decr,
+    ),
+    redis_spec(
+        "INCRBY",
+        "incrby",
+        3,
+        WRITE | FAST,
+        ONE,
+        STR_W,
+        "Increments an integer by a number.",
+        kronotop_redis::Op::IncrBy,
+    ),
+    redis_spec(
+        "DECRBY",
+        "decrby",
+        3,
+        WRITE | FAST,
+        ONE,
+        STR_W,
+        "Decrements an integer by a number.",
+        kronotop_redis::Op::DecrBy,
+    ),
+    redis_spec(
+        "INCRBYFLOAT",
+        "incrbyfloat",
+        3,
+        WRITE | FAST,
+        ONE,
+        STR_W,
+        "Increments a float by a number.",
+        kronotop_redis::Op::IncrByFloat,
+    ),
+    redis_spec(
+        "GETRANGE",
+        "getrange",
+        4,
+        READONLY,
+        ONE,
+        STR_R,
+        "Returns a substring by byte offsets (negative from the end).",
+        kronotop_redis::Op::GetRange,
+    ),
+    redis_spec(
+        "SETRANGE",
+        "setrange",
+        4,
+        WRITE,
+        ONE,
+        STR_WS,
+        "Overwrites part of a string at an offset; replies its new length.",
+        kronotop_redis::Op::SetRange,
+    ),
+    redis_spec(
+        "SUBSTR",
+        "substr",
+        4,
+        READONLY,
+        ONE,
+        STR_R,
+        "Same as GETRANGE.",
+        kronotop_redis::Op::Substr,
+    ),
+    redis_spec(
+        "HSET",
+        "hset",
+        -4,
+        WRITE | FAST,
+        ONE,
+        HASH_W,
+        "Sets fields of a hash; replies the number of new fields.",
+        kronotop_redis::Op::HSet,
+    ),
+    redis_spec(
+        "HGET",
+        "hget",
+        3,
+        READONLY | FAST,
+        ONE,
+        HASH_R,
+        "Returns the value of a hash field.",
+        kronotop_redis::Op::HGet,
+    ),
+    redis_spec(
+        "HDEL",
+        "hdel",
+        -3,
+        WRITE | FAST,
+        ONE,
+        HASH_W,
+        "Deletes fields of a hash; replies how many existed.",
+        kronotop_redis::Op::HDel,
+    ),
+    redis_spec(
+        "HKEYS",
+        "hkeys",
+        2,
+        READONLY,
+        ONE,
+        HASH_RS,
+        "Returns the fields of a hash.",
+        kronotop_redis::Op::HKeys,
+    ),
+    redis_spec(
+        "HVALS",
+        "hvals",
+        2,
+        READONLY,
+        ONE,
+        HASH_RS,
+        "Returns the values of a hash.",
+        kronotop_redis::Op::HVals,
+    ),
+    redis_spec(
+        "HLEN",
+        "hlen",
+        2,
+        READONLY | FAST,
+        ONE,
+        HASH_R,
+        "Returns the number of fields of a hash.",
+        kronotop_redis::Op::HLen,
+    ),
+    redis_spec(
+        "HGETALL",
+        "hgetall",
+        2,
+        READONLY,
+        ONE,
+        HASH_RS,
+        "Returns the fields and values of a hash (a map in RESP3).",
+        kronotop_redis::Op::HGetAll,
+    ),
+    redis_spec(
+        "HRANDFIELD",
+        "hrandfield",
+        -2,
+        READONLY,
+        ONE,
+        HASH_RS,
+        "Returns random fields: [count [WITHVALUES]].",
+        kronotop_redis::Op::HRandField,
+    ),
+    redis_spec(
+        "HINCRBY",
+        "hincrby",
+        4,
+        WRITE | FAST,
+        ONE,
+        HASH_W,
+        "Increments an integer hash field.",
+        kronotop_redis::Op::HIncrBy,
+    ),
+    redis_spec(
+        "HINCRBYFLOAT",
+        "hincrbyfloat",
+        4,
+        WRITE | FAST,
+        ONE,
+        HASH_W,
+        "Increments a float hash field.",
+        kronotop_redis::Op::HIncrByFloat,
+    ),
+    redis_spec(
+        "HEXISTS",
+        "hexists",
+        3,
+        READONLY | FAST,
+        ONE,
+        HASH_R,
+        "Whether a hash field exists: 1 or 0.",
+        kronotop_redis::Op::HExists,
+    ),
+    redis_spec(
+        "HSTRLEN",
+        "hstrlen",
+        3,
+        READONLY | FAST,
+        ONE,
+        HASH_R,
+        "Returns the length of a hash field's value.",
+        kronotop_redis::Op::HStrLen,
+    ),
+    redis_spec(
+        "HSETNX",
+        "hsetnx",
+        4,
+        WRITE | FAST,
+        ONE,
+        HASH_W,
+        "Sets a hash field only when it does not exist.",
+        kronotop_redis::Op::HSetNx,
+    ),
+    redis_spec(
+        "HMGET",
+        "hmget",
+        -3,
+        READONLY | FAST,
+        ONE,
+        HASH_R,
+        "Returns the values of hash fields.",
+        kronotop_redis::Op::HMGet,
+    ),
+    redis_spec(
+        "HMSET",
+        "hmset",
+        -4,
+        WRITE | FAST,
+        ONE,
+        HASH_W,
+        "Sets fields of a hash; replies OK.",
+        kronotop_redis::Op::HMSet,
+    ),
+    redis_spec(
+        "HSCAN",
+        "hscan",
+        -3,
+        READONLY,
+        ONE,
+        HASH_RS,
+        "Iterates a hash: cursor [MATCH pattern] [COUNT n] [NOVALUES].",
+        kronotop_redis::Op::HScan,
+    ),
+    redis_spec(
+        "DEL",
+        "del",
+        -2,
+        WRITE,
+        ALL,
+        KEY_WS,
+        "Deletes keys (all in one slot); replies how many existed.",
+        kronotop_redis::Op::Del,
+    ),
+    redis_spec(
+        "UNLINK",
+        "unlink",
+        -2,
+        WRITE | FAST,
+        ALL,
+        KEY_W,
+        "Same as DEL.",
+        kronotop_redis::Op::Unlink,
+    ),
+    redis_spec(
+        "EXISTS",
+        "exists",
+        -2,
+        READONLY | FAST,
+        ALL,
+        KEY_R,
+        "Counts the given keys that exist.",
+        kronotop_redis::Op::Exists,
+    ),
+    redis_spec(
+        "TOUCH",
+        "touch",
+        -2,
+        READONLY | FAST,
+        ALL,
+        KEY_R,
+        "Counts the given keys that exist (there is no LRU clock to update).",
+        kronotop_redis::Op::Touch,
+    ),
+    redis_spec(
+        "EXPIRE",
+        "expire",
+        -3,
+        WRITE | FAST,
+        ONE,
+        KEY_W,
+        "Sets an expiry in seconds: [NX|XX|GT|LT].",
+        kronotop_redis::Op::Expire,
+    ),
+    redis_spec(
+        "PEXPIRE",
+        "pexpire",
+        -3,
+        WRITE | FAST,
+        ONE,
+        KEY_W,
+        "Sets an expiry in milliseconds: [NX|XX|GT|LT].",
+        kronotop_redis::Op::PExpire,
+    ),
+    redis_spec(
+        "EXPIREAT",
+        "expireat",
+        -3,
+        WRITE | FAST,
+        ONE,
+        KEY_W,
+        "Sets an expiry as a Unix time in seconds: [NX|XX|GT|LT].",
+        kronotop_redis::Op::ExpireAt,
+    ),
+    redis_spec(
+        "PEXPIREAT",
+        "pexpireat",
+        -3,
+        WRITE | FAST,
+        ONE,
+        KEY_W,
+        "Sets an expiry as a Unix time in milliseconds: [NX|XX|GT|LT].",
+        kronotop_redis::Op::PExpireAt,
+    ),
+    redis_spec(
+        "TTL",
+        "ttl",
+        2,
+        READONLY | FAST,
+        ONE,
+        KEY_R,
+        "Seconds to live: -1 without expiry, -2 when missing.",
+        kronotop_redis::Op::Ttl,
+    ),
+    redis_spec(
+        "PTTL",
+        "pttl",
+        2,
+        READONLY | FAST,
+        ONE,
+        KEY_R,
+        "Milliseconds to live: -1 without expiry, -2 when missing.",
+        kronotop_redis::Op::PTtl,
+    ),
+    redis_spec(
+        "EXPIRETIME",
+        "expiretime",
+        2,
+        READONLY | FAST,
+        ONE,
+        KEY_R,
+        "Expiry as a Unix time in seconds.",
+        kronotop_redis::Op::ExpireTime,
+    ),
+    redis_spec(
+        "PEXPIRETIME",
+        "pexpiretime",
+        2,
+        READONLY | FAST,
+        ONE,
+        KEY_R,
+        "Expiry as a Unix time in milliseconds.",
+        kronotop_redis::Op::PExpireTime,
+    ),
+    redis_spec(
+        "PERSIST",
+        "persist",
+        2,
+        WRITE | FAST,
+        ONE,
+        KEY_W,
+        "Removes a key's expiry.",
+        kronotop_redis::Op::Persist,
+    ),
+    redis_spec(
+        "TYPE",
+        "type",
+        2,
+        READONLY | FAST,
+        ONE,
+        KEY_R,
+        "Returns the type of a key: string, hash or none.",
+        kronotop_redis::Op::Type,
+    ),
+    redis_spec(
+        "RENAME",
+        "rename",
+        3,
+        WRITE,
+        TWO,
+        KEY_WS,
+        "Renames a key (both in one slot).",
+        kronotop_redis::Op::Rename,
+    ),
+    redis_spec(
+        "RENAMENX",
+        "renamenx",
+        3,
+        WRITE | FAST,
+        TWO,
+        KEY_W,
+        "Renames a key only when the new name is free.",
+        kronotop_redis::Op::RenameNx,
+    ),
+    redis_keyless(
+        "RANDOMKEY",
+        "randomkey",
+        1,
+        READONLY,
+        &["@read", "@keyspace", "@slow"],
+        "Returns a random key of the shards served here.",
+        redis_cmd::parse_randomkey,
+    ),
+    redis_keyless(
+        "SCAN",
+        "scan",
+        -2,
+        READONLY,
+        &["@read", "@keyspace", "@slow"],
+        "Iterates the keys served here: cursor [MATCH pattern] [COUNT n] [TYPE type].",
+        redis_cmd::parse_scan,
+    ),
+    redis_keyless(
+        "DBSIZE",
+        "dbsize",
+        1,
+        READONLY | FAST,
+        &["@read", "@keyspace", "@fast"],
+        "Returns the number of keys served here.",
+        redis_cmd::parse_dbsize,
+    ),
+    redis_keyless(
+        "FLUSHDB",
+        "flushdb",
+        -1,
+        WRITE,
+        &["@write", "@keyspace", "@slow", "@dangerous"],
+        "Deletes every key served here: [ASYNC|SYNC].",
+        redis_cmd::parse_flush,
+    ),
+    redis_keyless(
+        "FLUSHALL",
+        "flushall",
+        -1,
+        WRITE,
+        &["@write", "@keyspace", "@slow", "@dangerous"],
+        "Deletes every key served here: [ASYNC|SYNC].",
+        redis_cmd::parse_flush,
+    ),
+    redis_keyless(
+        "SELECT",
+        "select",
+        2,
+        LOADING | STALE | FAST,
+        &["@fast", "@connection"],
+        "Selects database 0, the only one in cluster mode.",
+        redis_cmd::parse_select,
+    ),
+    redis_keyless(
+        "READONLY",
+        "readonly",
+        1,
+        LOADING | STALE | FAST,
+        &["@fast", "@connection"],
+        "Accepted for cluster clients; replies OK.",
+        redis_cmd::parse_readonly,
+    ),
+    redis_keyless(
+        "READWRITE",
+        "readwrite",
+        1,
+        LOADING | STALE | FAST,
+        &["@fast", "@connection"],
+        "Accepted for cluster clients; replies OK.",
+        redis_cmd::parse_readwrite,
+    ),
+    redis_keyless(
+        "MULTI",
+        "multi",
+        1,
+        LOADING | STALE | FAST,
+        &["@fast", "@transaction"],
+        "Starts a transaction: commands are queued until EXEC.",
+        redis_cmd::parse_multi,
+    ),
+    redis_keyless(
+        "EXEC",
+        "exec",
+        1,
+        LOADING | STALE,
+        &["@slow", "@transaction"],
+        "Runs the queued commands atomically; null when a WATCHed key changed.",
+        redis_cmd::parse_exec,
+    ),
+    redis_keyless(
+        "DISCARD",
+        "discard",
+        1,
+        LOADING | STALE | FAST,
+        &["@fast", "@transaction"],
+        "Discards the queued commands.",
+        redis_cmd::parse_discard,
+    ),
+    redis_keyless(
+        "WATCH",
+        "watch",
+        -2,
+        LOADING | STALE | FAST,
+        &["@fast", "@transaction"],
+        "Watches keys (one slot): EXEC aborts if they change.",
+        redis_cmd::parse_watch,
+    ),
+    redis_keyless(
+        "UNWATCH",
+        "unwatch",
+        1,
+        LOADING | STALE | FAST,
+        &["@fast", "@transaction"],
+        "Forgets the watched keys.",
+        redis_cmd::parse_unwatch,
+    ),
 ];
 
 /// Longest command name we look up; longer names cannot be in the table.
@@ -1125,8 +1859,17 @@ pub struct Resolved {
     pub spec: &'static CommandSpec,
     /// How many leading words name the command (1, or 2 with a subcommand).
     pub name_words: usize,
-    /// The parse function to run, when the spec has one for this shape of request.
-    pub parse: ParseFn,
+    /// What runs the request.
+    pub exec: Exec,
+}
+
+/// How a resolved request runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Exec {
+    /// Parse into a `Command`, then execute.
+    Parse(ParseFn),
+    /// A keyed Redis command.
+    Redis(kronotop_redis::Op),
 }
 
 /// Runs the central checks on a request, in the reference's order.
@@ -1147,10 +1890,11 @@ pub fn resolve(
     if !top.arity_ok(args.len()) {
         return Err(CommandError::WrongArity(top.display.to_owned()));
     }
-    let (spec, name_words, parse) = match top.body {
-        Body::Leaf(parse) => (top, 1, parse),
+    let (spec, name_words, exec) = match top.body {
+        Body::Leaf(parse) => (top, 1, Exec::Parse(parse)),
+        Body::Redis(op) => (top, 1, Exec::Redis(op)),
         Body::Container { bare, .. } => match (args.get(1), bare) {
-            (None, Some(bare)) => (top, 1, bare),
+            (None, Some(bare)) => (top, 1, Exec::Parse(bare)),
             (None, None) => return Err(CommandError::WrongArity(top.display.to_owned())),
             (Some(sub_name), _) => {
                 let sub = find_sub(top, sub_name).ok_or_else(|| {
@@ -1164,7 +1908,8 @@ pub fn resolve(
                     return Err(CommandError::WrongArity(sub.display.to_owned()));
                 }
                 match sub.body {
-                    Body::Leaf(parse) => (sub, 2, parse),
+                    Body::Leaf(parse) => (sub, 2, Exec::Parse(parse)),
+                    Body::Redis(op) => (sub, 2, Exec::Redis(op)),
                     Body::Container { .. } => return Err(unknown()),
                 }
             }
@@ -1183,22 +1928,37 @@ pub fn resolve(
     if !authenticated && !top.has_flag(NO_AUTH) {
         return Err(CommandError::NoAuth);
     }
-    Ok(Resolved { spec, name_words, parse })
+    Ok(Resolved { spec, name_words, exec })
 }
+
+/// Commands that run at once inside `MULTI` instead of being queued, as in Redis.
+const NOT_QUEUED: &[&str] = &["EXEC", "DISCARD", "MULTI", "WATCH", "QUIT"];
 
 /// Resolves, parses and executes one request, returning its reply and the full name of the
 /// command run (for `CLIENT LIST`'s `cmd=`), if it was known.
 pub async fn dispatch(args: &[Bytes], ctx: &mut Ctx<'_>) -> (Reply, Option<&'static str>) {
     let resolved = match resolve(args, ctx.session.port, ctx.session.authenticated, ctx.node) {
         Ok(r) => r,
-        Err(e) => return (e.to_reply(), None),
+        Err(e) => {
+            redis_cmd::mark_dirty(ctx);
+            return (e.to_reply(), None);
+        }
     };
-    let mut cursor = Args::new(&args[resolved.name_words..], resolved.spec.display);
-    let reply = match (resolved.parse)(&mut cursor) {
-        Ok(cmd) => execute(cmd, ctx).await.unwrap_or_else(|e| e.to_reply()),
-        Err(e) => e.to_reply(),
+    let spec = resolved.spec;
+    if ctx.session.multi.is_some() && !NOT_QUEUED.contains(&spec.name) {
+        return (redis_cmd::queue(spec, &resolved.exec, args, ctx), Some(spec.full));
+    }
+    let reply = match resolved.exec {
+        Exec::Redis(op) => redis_cmd::run(spec, op, args, ctx),
+        Exec::Parse(parse) => {
+            let mut cursor = Args::new(&args[resolved.name_words..], spec.display);
+            match parse(&mut cursor) {
+                Ok(cmd) => execute(cmd, ctx).await.unwrap_or_else(|e| e.to_reply()),
+                Err(e) => e.to_reply(),
+            }
+        }
     };
-    (reply, Some(resolved.spec.full))
+    (reply, Some(spec.full))
 }
 
 /// Executes a parsed command.
@@ -1235,6 +1995,7 @@ pub async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
         Command::Tx(cmd) => Box::pin(zmap::execute_tx(cmd, ctx)).await,
         Command::Cluster(cmd) => Box::pin(cluster_cmd::execute(cmd, ctx)).await,
         Command::Z(cmd) => Box::pin(zmap::execute_z(cmd, ctx)).await,
+        Command::Keys(cmd) => redis_cmd::execute(cmd, ctx),
         Command::Help(container) => Ok(docs::help(container)),
         Command::NotSupported(what) => {
             Err(CommandError::err_owned(format!("{what} is not supported yet")))
@@ -1252,7 +2013,8 @@ mod tests {
         for spec in COMMANDS {
             assert!(seen.insert(spec.name), "duplicate {}", spec.name);
             assert_eq!(spec.full, spec.name.to_ascii_lowercase());
-            assert_eq!(spec.display, spec.name);
+            // Redis commands name themselves in lower case in arity errors, as Redis 7 does.
+            assert!(spec.display == spec.name || spec.display == spec.full);
             for sub in spec.subcommands() {
                 assert_eq!(sub.full, format!("{}|{}", spec.full, sub.name.to_ascii_lowercase()));
                 let sep = if spec.name == "NAMESPACE" { " " } else { "|" };

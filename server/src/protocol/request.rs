@@ -187,30 +187,7 @@ fn read_count_line<'a>(
     }
 }
 
-/// Parses a decimal integer the way Redis's `string2ll` does: an optional minus sign and digits,
-/// nothing else, no overflow.
-pub fn parse_i64(digits: &[u8]) -> Option<i64> {
-    let (neg, body) = match digits.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, digits),
-    };
-    if body.is_empty() || (body.len() > 1 && body[0] == b'0') {
-        return None;
-    }
-    let mut value: i64 = 0;
-    for &d in body {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        let digit = i64::from(d - b'0');
-        value = value.checked_mul(10)?;
-        value = if neg { value.checked_sub(digit)? } else { value.checked_add(digit)? };
-    }
-    if neg && value == 0 {
-        return None;
-    }
-    Some(value)
-}
+pub use kronotop_redis::number::parse_i64;
 
 enum Inline {
     Incomplete,
