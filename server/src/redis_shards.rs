@@ -77,6 +77,11 @@ impl Routing {
         }
     }
 
+    /// Shards this member is primary of that are not loaded yet.
+    pub fn loading(&self) -> usize {
+        self.targets.iter().filter(|t| matches!(t, Target::NotLoaded)).count()
+    }
+
     /// The loaded local shards.
     pub fn local_shards(&self) -> impl Iterator<Item = &Arc<Shard>> {
         self.targets.iter().filter_map(|t| match t {

@@ -425,3 +425,51 @@ pub fn have(program: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// Waits until the member at `addr` serves `shards` REDIS shards, all loaded from their Volumes.
+pub fn wait_redis(addr: SocketAddr, shards: usize) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut c = Raw::connect(addr);
+        let info = text(&c.cmd(&["INFO", "persistence"]));
+        let served = info_field(&info, "redis_shards_served").and_then(|v| v.parse::<usize>().ok());
+        if served == Some(shards) && info_field(&info, "loading").as_deref() == Some("0") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "REDIS shards not loaded: {info}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A Python interpreter with redis-py 5 or newer, if there is one: `KRONOTOP_PYTHON`, else
+/// `python3`. CI installs redis-py; elsewhere the tests that need it say so and stop.
+pub fn python_with_redis() -> Option<String> {
+    let python = std::env::var("KRONOTOP_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    // Run from a neutral directory: the repository's `redis/` folder would shadow the package.
+    let ok = Command::new(&python)
+        .args([
+            "-c",
+            "import redis, sys; sys.exit(0 if int(redis.__version__.split('.')[0]) >= 5 else 1)",
+        ])
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(python)
+}
+
+/// Runs a Python script from `tests/py/` with `args`; panics with its output unless it succeeds.
+pub fn run_python(python: &str, script: &str, args: &[String]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/py").join(script);
+    let out = Command::new(python)
+        .arg(&path)
+        .args(args)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{script} failed:\n{text}");
+    text
+}

@@ -10,7 +10,8 @@ use crate::error::CommandError;
 use crate::node::Stats;
 use crate::protocol::reply::Reply;
 
-const SECTIONS: &[&str] = &["server", "clients", "memory", "stats", "keyspace", "cluster"];
+const SECTIONS: &[&str] =
+    &["server", "clients", "memory", "persistence", "stats", "keyspace", "cluster"];
 
 pub fn parse(args: &mut Args<'_>) -> Result<Command, CommandError> {
     let sections =
@@ -120,6 +121,7 @@ fn write_section(section: &str, ctx: &Ctx<'_>, out: &mut String) {
                 );
             }
         }
+        "persistence" => persistence(ctx, out),
         "stats" => {
             let s = &node.stats;
             let _ = write!(
@@ -135,9 +137,33 @@ fn write_section(section: &str, ctx: &Ctx<'_>, out: &mut String) {
                 Stats::get(&s.error_replies),
                 Stats::get(&s.protocol_errors),
             );
+            let routing = node.redis.routing();
+            let (mut hits, mut misses, mut expired) = (0, 0, 0);
+            for shard in routing.local_shards() {
+                let c = shard.lock().counters;
+                hits += c.hits;
+                misses += c.misses;
+                expired += c.expired;
+            }
+            let _ = write!(
+                out,
+                "keyspace_hits:{hits}\r\nkeyspace_misses:{misses}\r\nexpired_keys:{expired}\r\n"
+            );
         }
-        // No data model holds keys yet, so there is no database line to show.
-        "keyspace" => out.push_str("# Keyspace\r\n"),
+        "keyspace" => {
+            out.push_str("# Keyspace\r\n");
+            let routing = node.redis.routing();
+            let (mut keys, mut expires) = (0, 0);
+            for shard in routing.local_shards() {
+                let ks = shard.lock();
+                keys += ks.len();
+                expires += ks.expires_len();
+            }
+            // Redis leaves out databases without keys, and so do we.
+            if keys > 0 {
+                let _ = write!(out, "db0:keys={keys},expires={expires}\r\n");
+            }
+        }
         "cluster" => {
             let topology = node.cluster.topology();
             let _ = write!(
@@ -151,6 +177,52 @@ fn write_section(section: &str, ctx: &Ctx<'_>, out: &mut String) {
         }
         _ => {}
     }
+}
+
+/// `INFO persistence`: the REDIS shards served here and how their changes reach the Volumes.
+fn persistence(ctx: &Ctx<'_>, out: &mut String) {
+    let node = ctx.node;
+    let routing = node.redis.routing();
+    let loading = routing.loading();
+    let (
+        mut pending,
+        mut flushes,
+        mut records,
+        mut bytes,
+        mut failed,
+        mut last,
+        mut log,
+        mut rewrites,
+    ) = (0, 0, 0, 0, 0, 0, 0, 0);
+    let mut status = "ok";
+    let mut served = 0;
+    for shard in routing.local_shards() {
+        let st = &shard.stats;
+        served += 1;
+        pending += shard.pending();
+        flushes += st.flushes.load(Ordering::Relaxed);
+        records += st.flushed_records.load(Ordering::Relaxed);
+        bytes += st.flushed_bytes.load(Ordering::Relaxed);
+        failed += st.failed_flushes.load(Ordering::Relaxed);
+        last = last.max(st.last_flush_ms.load(Ordering::Relaxed));
+        log += st.log_bytes.load(Ordering::Relaxed);
+        rewrites += st.rewrites.load(Ordering::Relaxed);
+        if shard.last_error().is_some() {
+            status = "err";
+        }
+    }
+    let _ = write!(
+        out,
+        "# Persistence\r\nloading:{}\r\nredis_durability:{}\r\nredis_flush_interval_ms:{}\r\n\
+         redis_shards_served:{served}\r\nredis_shards_loading:{loading}\r\n\
+         changes_pending:{pending}\r\ntotal_flushes:{flushes}\r\nflushed_records:{records}\r\n\
+         flushed_bytes:{bytes}\r\nfailed_flushes:{failed}\r\nlast_flush_time:{}\r\n\
+         last_flush_status:{status}\r\nlog_bytes:{log}\r\nlog_rewrites:{rewrites}\r\n",
+        u8::from(loading > 0),
+        node.config.redis.durability,
+        node.config.redis.flush_interval_ms,
+        last / 1000,
+    );
 }
 
 #[cfg(test)]
