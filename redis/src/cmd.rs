@@ -229,7 +229,8 @@ fn set(ks: &mut Keyspace, args: &[Bytes], now: u64) -> Result<Out> {
     let (key, value) = (arg(args, 0), arg(args, 1));
     let o = parse_set_opts(&args[2..], now)?;
     let old = if o.get { get_str(ks, key, now)?.map(Bytes::copy_from_slice) } else { None };
-    let exists = ks.peek(key, now).is_some();
+    // Only NX and XX need to know whether the key exists.
+    let exists = (o.nx || o.xx) && ks.peek(key, now).is_some();
     if (o.nx && exists) || (o.xx && !exists) {
         return Ok(if o.get { old.map_or(Out::Nil, Out::Bulk) } else { Out::Nil });
     }

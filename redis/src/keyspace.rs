@@ -10,16 +10,18 @@
 //! Expiry is lazy (a read of an expired key removes it) and active (`expire_cycle`, driven by the
 //! shard's owner, removes keys from an index ordered by expiry time).
 
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap, HashSet};
+
+/// The hasher of every map here: foldhash, seeded at random per process (as Redis seeds its
+/// SipHash), several times faster than std's SipHash on short keys, which every command hashes.
+pub type RandomState = foldhash::fast::RandomState;
 
 use crate::slots::{SLOTS, slot};
 
 /// A key, a string value, a hash field or a hash value.
 pub type Blob = Box<[u8]>;
 
-/// A hash value: field to value. `RandomState` seeds each map differently, as Redis's SipHash
-/// seed does, so clients cannot aim collisions at it.
+/// A hash value: field to value.
 pub type HashValue = HashMap<Blob, Blob, RandomState>;
 
 /// A stored value.
@@ -63,10 +65,10 @@ pub enum Dirty {
     /// The whole key: written out in full, or deleted.
     Whole,
     /// Some fields of a hash, and perhaps its expiry.
-    Parts { fields: HashSet<Blob>, ttl: bool },
+    Parts { fields: HashSet<Blob, RandomState>, ttl: bool },
 }
 
-type SlotMap = HashMap<Blob, Entry>;
+type SlotMap = HashMap<Blob, Entry, RandomState>;
 
 /// Counters `INFO stats` shows.
 #[derive(Debug, Default, Clone, Copy)]
@@ -79,13 +81,16 @@ pub struct Counters {
 /// The keys of one shard.
 #[derive(Debug)]
 pub struct Keyspace {
-    slots: Vec<Option<Box<SlotMap>>>,
+    /// One map per slot, inline: the map's header shares a cache line with its neighbours', so a
+    /// lookup costs one dependent cache miss less than with boxed maps (16384 x 48 bytes per
+    /// shard, allocated once).
+    slots: Vec<SlotMap>,
     len: usize,
     /// Keys with an expiry, by expiry time.
     expires: BTreeSet<(u64, Blob)>,
     next_version: u64,
     /// Keys changed since the persister last took them.
-    dirty: HashMap<Blob, Dirty>,
+    dirty: HashMap<Blob, Dirty, RandomState>,
     /// Number of changes made so far; the persister reports how far it has made them durable.
     seq: u64,
     /// Approximate bytes of keys and values, to size the persistence log against.
@@ -96,11 +101,11 @@ pub struct Keyspace {
 impl Default for Keyspace {
     fn default() -> Self {
         Keyspace {
-            slots: (0..SLOTS).map(|_| None).collect(),
+            slots: (0..SLOTS).map(|_| SlotMap::default()).collect(),
             len: 0,
             expires: BTreeSet::new(),
             next_version: 1,
-            dirty: HashMap::new(),
+            dirty: HashMap::default(),
             seq: 0,
             approx_bytes: 0,
             counters: Counters::default(),
@@ -136,12 +141,12 @@ impl Keyspace {
     }
 
     /// Keys changed since the last call, and the change count they bring the store up to.
-    pub fn take_dirty(&mut self) -> (HashMap<Blob, Dirty>, u64) {
+    pub fn take_dirty(&mut self) -> (HashMap<Blob, Dirty, RandomState>, u64) {
         (std::mem::take(&mut self.dirty), self.seq)
     }
 
     /// Puts back changes a failed flush could not write, merged with those made since.
-    pub fn restore_dirty(&mut self, failed: HashMap<Blob, Dirty>) {
+    pub fn restore_dirty(&mut self, failed: HashMap<Blob, Dirty, RandomState>) {
         for (key, d) in failed {
             match d {
                 Dirty::Whole => self.mark(&key, None),
@@ -163,11 +168,11 @@ impl Keyspace {
     }
 
     fn map(&self, key: &[u8]) -> Option<&SlotMap> {
-        self.slots[usize::from(slot(key))].as_deref()
+        Some(&self.slots[usize::from(slot(key))])
     }
 
     fn map_mut(&mut self, key: &[u8]) -> &mut SlotMap {
-        self.slots[usize::from(slot(key))].get_or_insert_with(Box::default)
+        &mut self.slots[usize::from(slot(key))]
     }
 
     /// Records that `key` (or one `field` of it) changed.
@@ -182,7 +187,7 @@ impl Keyspace {
             (None, Some(f)) => {
                 self.dirty.insert(
                     key.into(),
-                    Dirty::Parts { fields: HashSet::from([f.into()]), ttl: false },
+                    Dirty::Parts { fields: HashSet::from_iter([f.into()]), ttl: false },
                 );
             }
             (None, None) => {
@@ -197,7 +202,8 @@ impl Keyspace {
             Some(Dirty::Whole) => {}
             Some(Dirty::Parts { ttl, .. }) => *ttl = true,
             None => {
-                self.dirty.insert(key.into(), Dirty::Parts { fields: HashSet::new(), ttl: true });
+                self.dirty
+                    .insert(key.into(), Dirty::Parts { fields: HashSet::default(), ttl: true });
             }
         }
     }
@@ -207,9 +213,9 @@ impl Keyspace {
         self.next_version
     }
 
-    /// Removes `key` if it has expired. Returns whether it is (still) present.
-    fn check_expiry(&mut self, key: &[u8], now: u64) -> bool {
-        let Some(e) = self.map(key).and_then(|m| m.get(key)) else { return false };
+    /// Removes `key` (in slot map `idx`) if it has expired. Returns whether it is (still) present.
+    fn live(&mut self, idx: usize, key: &[u8], now: u64) -> bool {
+        let Some(e) = self.slots[idx].get(key) else { return false };
         if expired(e, now) {
             self.remove(key);
             self.counters.expired += 1;
@@ -221,9 +227,11 @@ impl Keyspace {
 
     /// The live entry of `key`, counting a hit or a miss.
     pub fn get(&mut self, key: &[u8], now: u64) -> Option<&Entry> {
-        if self.check_expiry(key, now) {
+        // The slot is computed once; the second lookup finds the entry already in cache.
+        let idx = usize::from(slot(key));
+        if self.live(idx, key, now) {
             self.counters.hits += 1;
-            self.map(key).and_then(|m| m.get(key))
+            self.slots[idx].get(key)
         } else {
             self.counters.misses += 1;
             None
@@ -232,19 +240,21 @@ impl Keyspace {
 
     /// The live entry of `key` without counting (for `EXISTS`, `TYPE`, `WATCH`).
     pub fn peek(&mut self, key: &[u8], now: u64) -> Option<&Entry> {
-        if self.check_expiry(key, now) { self.map(key).and_then(|m| m.get(key)) } else { None }
+        let idx = usize::from(slot(key));
+        if self.live(idx, key, now) { self.slots[idx].get(key) } else { None }
     }
 
     /// The live entry of `key` for changing in place; `field` says what changes (a hash field, or
     /// the whole value when `None`). Marks the key changed, so call it only once the change is
     /// certain to happen.
     pub fn modify(&mut self, key: &[u8], field: Option<&[u8]>, now: u64) -> Option<&mut Entry> {
-        if !self.check_expiry(key, now) {
+        let idx = usize::from(slot(key));
+        if !self.live(idx, key, now) {
             return None;
         }
         self.mark(key, field);
         let version = self.bump();
-        let e = self.map_mut(key).get_mut(key)?;
+        let e = self.slots[idx].get_mut(key)?;
         e.version = version;
         Some(e)
     }
@@ -256,23 +266,47 @@ impl Keyspace {
 
     /// Stores `value` under `key`, replacing any value, with expiry `expire_at` (0 for none).
     pub fn insert(&mut self, key: &[u8], value: Value, expire_at: u64) {
-        self.remove_quietly(key);
         self.mark(key, None);
         let version = self.bump();
-        self.approx_bytes += key.len() + value.approx_len() + 64;
-        if expire_at != 0 {
-            self.expires.insert((expire_at, key.into()));
+        self.put(key, Entry { value, expire_at, version });
+    }
+
+    /// Puts `entry` under `key` with one lookup when the key exists (its stored key is kept, so
+    /// no allocation), keeping the length, byte estimate and expiry index right.
+    fn put(&mut self, key: &[u8], entry: Entry) {
+        let idx = usize::from(slot(key));
+        let (new_expire, new_len) = (entry.expire_at, key.len() + entry.value.approx_len() + 64);
+        let old_expire = match self.slots[idx].get_mut(key) {
+            Some(e) => {
+                let old = std::mem::replace(e, entry);
+                self.approx_bytes =
+                    self.approx_bytes.saturating_sub(key.len() + old.value.approx_len() + 64);
+                old.expire_at
+            }
+            None => {
+                self.slots[idx].insert(key.into(), entry);
+                self.len += 1;
+                0
+            }
+        };
+        self.approx_bytes += new_len;
+        if old_expire != new_expire {
+            if old_expire != 0 {
+                self.expires.remove(&(old_expire, Blob::from(key)));
+            }
+            if new_expire != 0 {
+                self.expires.insert((new_expire, key.into()));
+            }
         }
-        self.map_mut(key).insert(key.into(), Entry { value, expire_at, version });
-        self.len += 1;
     }
 
     fn remove_quietly(&mut self, key: &[u8]) -> Option<Entry> {
         let idx = usize::from(slot(key));
-        let map = self.slots[idx].as_mut()?;
+        let map = &mut self.slots[idx];
         let e = map.remove(key)?;
         if map.is_empty() {
-            self.slots[idx] = None;
+            // Give the emptied map's memory back.
+            self.slots[idx] = SlotMap::default();
         }
         self.len -= 1;
         self.approx_bytes = self.approx_bytes.saturating_sub(key.len() + e.value.approx_len() + 64);
@@ -330,7 +364,8 @@ impl Keyspace {
     pub fn clear(&mut self) -> usize {
         let n = self.len;
         for idx in 0..self.slots.len() {
-            if let Some(map) = self.slots[idx].take() {
+            let map = std::mem::take(&mut self.slots[idx]);
+            {
                 for key in map.into_keys() {
                     self.mark(&key, None);
                 }
@@ -345,14 +380,13 @@ impl Keyspace {
 
     /// Live keys in `slot`.
     pub fn count_in_slot(&self, slot: u16) -> usize {
-        self.slots.get(usize::from(slot)).and_then(|m| m.as_ref()).map_or(0, |m| m.len())
+        self.slots.get(usize::from(slot)).map_or(0, HashMap::len)
     }
 
     /// Live keys of `slot` with their entries (expired ones are skipped, not removed).
     pub fn slot_entries(&self, slot: u16, now: u64) -> impl Iterator<Item = (&Blob, &Entry)> {
         self.slots
             .get(usize::from(slot))
-            .and_then(|m| m.as_deref())
             .into_iter()
             .flat_map(|m| m.iter())
             .filter(move |(_, e)| !expired(e, now))
@@ -360,7 +394,7 @@ impl Keyspace {
 
     /// The first slot at or after `from` that holds keys.
     pub fn next_nonempty_slot(&self, from: u16) -> Option<u16> {
-        (from..SLOTS).find(|s| self.slots[usize::from(*s)].is_some())
+        (from..SLOTS).find(|s| !self.slots[usize::from(*s)].is_empty())
     }
 
     /// A key picked at random among the live ones, starting the search at slot `start` and
@@ -384,14 +418,8 @@ impl Keyspace {
 
     /// Puts an entry read back from the Volume, without marking it changed.
     pub fn load(&mut self, key: &[u8], value: Value, expire_at: u64) {
-        self.remove_quietly(key);
         let version = self.bump();
-        self.approx_bytes += key.len() + value.approx_len() + 64;
-        if expire_at != 0 {
-            self.expires.insert((expire_at, key.into()));
-        }
-        self.map_mut(key).insert(key.into(), Entry { value, expire_at, version });
-        self.len += 1;
+        self.put(key, Entry { value, expire_at, version });
     }
 
     /// Removes an entry while loading, without marking it changed.

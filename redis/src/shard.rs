@@ -24,7 +24,7 @@ use kronotop_volume::{MAX_ENTRY_LEN, Volume};
 use tokio::sync::{Notify, watch};
 use tokio_util_free::CancelOnDrop;
 
-use crate::keyspace::{Blob, Dirty, Keyspace};
+use crate::keyspace::{Blob, Dirty, Keyspace, RandomState};
 use crate::record;
 use crate::slots::SLOTS;
 
@@ -306,7 +306,10 @@ impl Shard {
         }
     }
 
-    async fn write_dirty(&self, dirty: &HashMap<Blob, Dirty>) -> Result<(), PersistError> {
+    async fn write_dirty(
+        &self,
+        dirty: &HashMap<Blob, Dirty, RandomState>,
+    ) -> Result<(), PersistError> {
         let keys: Vec<(&Blob, &Dirty)> = dirty.iter().collect();
         let mut stream = Vec::new();
         let mut records = 0u64;

@@ -99,6 +99,8 @@ pub struct RedisShards {
     volumes: Arc<Volumes>,
     durability: Durability,
     routing: RwLock<Arc<Routing>>,
+    /// Bumped after every change of `routing`, so sessions can keep a copy and check it cheaply.
+    version: std::sync::atomic::AtomicU64,
     /// Loaded shards. Held while shards load or stop, so one load at a time runs per shard.
     running: tokio::sync::Mutex<HashMap<u32, Running>>,
 }
@@ -117,6 +119,7 @@ impl RedisShards {
             volumes,
             durability,
             routing: RwLock::default(),
+            version: std::sync::atomic::AtomicU64::new(1),
             running: tokio::sync::Mutex::default(),
         });
         let mut events = cluster.subscribe();
@@ -154,6 +157,17 @@ impl RedisShards {
     /// The current routing table.
     pub fn routing(&self) -> Arc<Routing> {
         Arc::clone(&self.routing.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// The routing table's current version.
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn set_routing(&self, routing: Routing) {
+        *self.routing.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Arc::new(routing);
+        self.version.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     fn sync_shards_in_background(self: Arc<Self>) {
@@ -211,8 +225,7 @@ impl RedisShards {
         let topology = self.cluster.topology();
         let count = topology.shard_counts.get(&ShardKind::Redis).copied().unwrap_or(0);
         if !topology.initialized || count == 0 {
-            *self.routing.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                Arc::new(Routing::default());
+            self.set_routing(Routing::default());
             return;
         }
         let addresses: HashMap<String, Arc<str>> = match self.cluster.list_members().await {

@@ -144,6 +144,9 @@ pub struct Session {
     /// Changes of `durability = always` shards that this connection's pending replies wait for:
     /// the shard and the change count that must be durable before the replies are written.
     pub durable_waits: Vec<(Arc<kronotop_redis::Shard>, u64)>,
+    /// This connection's copy of the REDIS routing table and its version: reading it costs no
+    /// shared atomic operation, which the keyed commands' hot path would otherwise pay.
+    pub routing: Option<(u64, Arc<crate::redis_shards::Routing>)>,
     /// Next cursor id handed out by queries; ids start at 1 per session.
     pub next_cursor_id: u64,
     /// Set by `QUIT` and by `CLIENT KILL` of oneself: close once the reply is written.
@@ -151,6 +154,23 @@ pub struct Session {
 }
 
 impl Session {
+    /// Takes this connection's routing table, refreshed if it changed; give it back with
+    /// `put_routing`.
+    pub fn take_routing(
+        &mut self,
+        shards: &crate::redis_shards::RedisShards,
+    ) -> (u64, Arc<crate::redis_shards::Routing>) {
+        let version = shards.version();
+        match self.routing.take() {
+            Some((v, r)) if v == version => (v, r),
+            _ => (version, shards.routing()),
+        }
+    }
+
+    pub fn put_routing(&mut self, routing: (u64, Arc<crate::redis_shards::Routing>)) {
+        self.routing = Some(routing);
+    }
+
     /// Remembers that the replies being prepared wait for change `seq` of `shard` to be durable.
     pub fn wait_durable(&mut self, shard: &Arc<kronotop_redis::Shard>, seq: u64) {
         match self.durable_waits.iter_mut().find(|(s, _)| Arc::ptr_eq(s, shard)) {
@@ -174,6 +194,7 @@ impl Session {
             multi: None,
             watched: Vec::new(),
             durable_waits: Vec::new(),
+            routing: None,
             next_cursor_id: 1,
             close_after_reply: false,
         }

@@ -107,10 +107,16 @@ fn try_run(
 ) -> Result<Reply, CommandError> {
     let write = spec.has_flag(super::flags::WRITE);
     let slot = slot_of(spec, args)?.ok_or(CommandError::Syntax)?;
-    let routing = ctx.node.redis.routing();
-    let shard = routing.local(slot, write)?;
-    let out = run_locked(shard, ctx, |ks| kronotop_redis::execute(ks, op, &args[1..], now_ms()))?;
-    Ok(out_reply(out, ctx.session.protocol))
+    let routing = ctx.session.take_routing(&ctx.node.redis);
+    let result = match routing.1.local(slot, write) {
+        Ok(shard) => {
+            run_locked(shard, ctx, |ks| kronotop_redis::execute(ks, op, &args[1..], now_ms()))
+                .map_err(CommandError::from)
+        }
+        Err(e) => Err(e),
+    };
+    ctx.session.put_routing(routing);
+    Ok(out_reply(result?, ctx.session.protocol))
 }
 
 /// Runs `f` under the shard's lock and notes the durability the reply must wait for.
