@@ -5,8 +5,10 @@
 //! `ping`: `redis-benchmark -t ping_mbulk -c 50 -n 500000` with `-P 1` and `-P 16` against
 //! `kronotop` and `redis-server`.
 //! `meta`: small transactions against the metadata store beside raw redb and the disk's sync rate.
+//! `redis`: strings and hashes beside redis-server in three durability settings, and memory.
 
 mod meta;
+mod redis;
 mod volume;
 
 use std::net::TcpListener;
@@ -70,6 +72,24 @@ enum Workload {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// SET/GET/INCR/HSET/MSET in both durability modes beside redis-server, and memory per key.
+    Redis {
+        /// The kronotop binary to measure.
+        #[arg(long, default_value = "target/release/kronotop")]
+        kronotop: PathBuf,
+        /// Requests per cell (issue #6: 1,000,000).
+        #[arg(long, default_value_t = 1_000_000)]
+        requests: u64,
+        /// Requests per cell of the `always` class, where every write waits for a sync.
+        #[arg(long, default_value_t = 200_000)]
+        always_requests: u64,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 50)]
+        clients: u32,
+        /// Rounds per cell; the median is reported.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+    },
     /// Volume appends and reads beside the disk's raw synced-write rate and plain reads.
     Volume {
         #[command(flatten)]
@@ -90,6 +110,9 @@ fn main() -> Result<()> {
         }
         Workload::Zmap { server, rounds } => {
             ("zmap", zmap(&server.kronotop, rounds, server.requests, server.clients)?)
+        }
+        Workload::Redis { kronotop, requests, always_requests, clients, rounds } => {
+            ("redis", redis::run(&kronotop, requests, always_requests, clients, rounds)?)
         }
         Workload::Volume { disk } => ("volume", volume::run(disk.seconds, disk.dir)?),
         Workload::Meta { disk } => ("meta", meta::run(disk.seconds, disk.dir)?),
