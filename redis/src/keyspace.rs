@@ -70,6 +70,17 @@ pub enum Dirty {
 
 type SlotMap = HashMap<Blob, Entry, RandomState>;
 
+/// What changed since the persister last looked.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Every key was removed first.
+    pub cleared: bool,
+    /// Keys changed (after the clear, if any).
+    pub keys: HashMap<Blob, Dirty, RandomState>,
+    /// The change count these bring the store up to.
+    pub seq: u64,
+}
+
 /// Counters `INFO stats` shows.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Counters {
@@ -91,6 +102,8 @@ pub struct Keyspace {
     next_version: u64,
     /// Keys changed since the persister last took them.
     dirty: HashMap<Blob, Dirty, RandomState>,
+    /// Every key was removed (`FLUSHALL`) since the persister last took the changes.
+    cleared: bool,
     /// Number of changes made so far; the persister reports how far it has made them durable.
     seq: u64,
     /// Approximate bytes of keys and values, to size the persistence log against.
@@ -106,6 +119,7 @@ impl Default for Keyspace {
             expires: BTreeSet::new(),
             next_version: 1,
             dirty: HashMap::default(),
+            cleared: false,
             seq: 0,
             approx_bytes: 0,
             counters: Counters::default(),
@@ -140,14 +154,20 @@ impl Keyspace {
         self.approx_bytes
     }
 
-    /// Keys changed since the last call, and the change count they bring the store up to.
-    pub fn take_dirty(&mut self) -> (HashMap<Blob, Dirty, RandomState>, u64) {
-        (std::mem::take(&mut self.dirty), self.seq)
+    /// The changes since the last call, and the change count they bring the store up to.
+    pub fn take_dirty(&mut self) -> Changes {
+        Changes {
+            cleared: std::mem::take(&mut self.cleared),
+            keys: std::mem::take(&mut self.dirty),
+            seq: self.seq,
+        }
     }
 
-    /// Puts back changes a failed flush could not write, merged with those made since.
-    pub fn restore_dirty(&mut self, failed: HashMap<Blob, Dirty, RandomState>) {
-        for (key, d) in failed {
+    /// Puts back changes a failed flush could not write, merged with those made since (which came
+    /// after them, so a clear among the failed ones still comes first).
+    pub fn restore_dirty(&mut self, failed: Changes) {
+        self.cleared |= failed.cleared;
+        for (key, d) in failed.keys {
             match d {
                 Dirty::Whole => self.mark(&key, None),
                 Dirty::Parts { fields, ttl } => {
@@ -164,7 +184,7 @@ impl Keyspace {
 
     /// Whether any change waits for the persister.
     pub fn has_dirty(&self) -> bool {
-        !self.dirty.is_empty()
+        self.cleared || !self.dirty.is_empty()
     }
 
     fn map(&self, key: &[u8]) -> Option<&SlotMap> {
@@ -363,19 +383,26 @@ impl Keyspace {
     /// Removes every key. Returns how many there were.
     pub fn clear(&mut self) -> usize {
         let n = self.len;
-        for idx in 0..self.slots.len() {
-            let map = std::mem::take(&mut self.slots[idx]);
-            {
-                for key in map.into_keys() {
-                    self.mark(&key, None);
-                }
+        self.unload_all();
+        // One "everything is gone" record replaces a deletion record per key; changes to the
+        // keys made before the clear no longer matter.
+        self.cleared = true;
+        self.dirty.clear();
+        self.seq += 1;
+        self.bump();
+        n
+    }
+
+    /// Removes every key without marking anything (a clear read back from the Volume).
+    pub fn unload_all(&mut self) {
+        for map in &mut self.slots {
+            if !map.is_empty() {
+                *map = SlotMap::default();
             }
         }
         self.len = 0;
         self.expires.clear();
         self.approx_bytes = 0;
-        self.bump();
-        n
     }
 
     /// Live keys in `slot`.
@@ -478,8 +505,9 @@ mod tests {
         assert!(ks.modify(b"h", Some(b"f1"), 0).is_some());
         assert!(ks.modify(b"h", Some(b"f2"), 0).is_some());
         assert!(ks.set_expire(b"h", 500, 0));
-        let (dirty, seq) = ks.take_dirty();
-        assert_eq!(seq, ks.seq());
+        let changes = ks.take_dirty();
+        assert_eq!(changes.seq, ks.seq());
+        let dirty = changes.keys;
         match dirty.get(&Blob::from(&b"h"[..])) {
             Some(Dirty::Parts { fields, ttl }) => {
                 assert_eq!(fields.len(), 2);
@@ -489,7 +517,13 @@ mod tests {
         }
         ks.modify(b"h", Some(b"f1"), 0);
         ks.remove(b"h");
-        assert_eq!(ks.take_dirty().0.get(&Blob::from(&b"h"[..])), Some(&Dirty::Whole));
+        assert_eq!(ks.take_dirty().keys.get(&Blob::from(&b"h"[..])), Some(&Dirty::Whole));
+        ks.insert(b"a", s("1"), 0);
+        ks.clear();
+        ks.insert(b"b", s("2"), 0);
+        let changes = ks.take_dirty();
+        assert!(changes.cleared, "a clear is one change");
+        assert_eq!(changes.keys.len(), 1, "only keys written after the clear");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! | `f` | hash field deleted | key, field |
 //! | `D` | key deleted | key |
 //! | `T` | expiry set | key, expire-at |
+//! | `C` | every key deleted (`FLUSHALL`) | |
 
 use crate::keyspace::{Blob, Entry, HashValue, Keyspace, Value};
 
@@ -24,6 +25,7 @@ pub const FIELD: u8 = b'F';
 pub const FIELD_DEL: u8 = b'f';
 pub const DELETE: u8 = b'D';
 pub const EXPIRE: u8 = b'T';
+pub const CLEAR: u8 = b'C';
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     // Values are capped at 512 MB (`MAX_STRING_LEN`) and keys by the request size limit, so every
@@ -73,6 +75,10 @@ pub fn field(out: &mut Vec<u8>, key: &[u8], f: &[u8], value: Option<&[u8]>) {
             put_bytes(out, f);
         }
     }
+}
+
+pub fn cleared(out: &mut Vec<u8>) {
+    out.push(CLEAR);
 }
 
 pub fn expire(out: &mut Vec<u8>, key: &[u8], at: u64) {
@@ -180,6 +186,7 @@ pub fn replay(ks: &mut Keyspace, stream: &[u8]) -> Result<usize, String> {
                 let at = r.u64()?;
                 ks.load_expire(key, at);
             }
+            CLEAR => ks.unload_all(),
             other => return Err(format!("unknown record tag 0x{other:02x}")),
         }
         n += 1;
@@ -209,6 +216,13 @@ mod tests {
         field(&mut out, b"g", b"x", Some(b"y"));
         deleted(&mut out, b"g");
         let mut ks = Keyspace::default();
+        let mut cleared = vec![STRING];
+        put_bytes(&mut cleared, b"gone");
+        cleared.extend_from_slice(&0u64.to_be_bytes());
+        put_bytes(&mut cleared, b"v");
+        super::cleared(&mut cleared);
+        assert_eq!(replay(&mut ks, &cleared), Ok(2));
+        assert_eq!(ks.len(), 0, "a clear removes what came before it");
         assert_eq!(replay(&mut ks, &out), Ok(7));
         assert_eq!(ks.len(), 2);
         assert_eq!(ks.raw(b"s").map(|e| e.expire_at), Some(42));

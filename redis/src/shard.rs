@@ -14,7 +14,6 @@
 //! rewrite are deleted, oldest first, so a crash at any point leaves a log that replays to the
 //! right keyspace (see `record`).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,7 +23,7 @@ use kronotop_volume::{MAX_ENTRY_LEN, Volume};
 use tokio::sync::{Notify, watch};
 use tokio_util_free::CancelOnDrop;
 
-use crate::keyspace::{Blob, Dirty, Keyspace, RandomState};
+use crate::keyspace::{Changes, Dirty, Keyspace};
 use crate::record;
 use crate::slots::SLOTS;
 
@@ -102,6 +101,11 @@ pub struct Shard {
     pub stats: PersistStats,
     volume: Arc<Volume>,
     db: Database,
+    /// Held for a whole flush or rewrite: two flushes writing the same key concurrently could
+    /// commit in the other order and leave the older state last in the log.
+    flushing: tokio::sync::Mutex<()>,
+    /// Asks the persister to stop between flushes.
+    stop: tokio_util_free::Flag,
 }
 
 /// Unix time in milliseconds.
@@ -112,28 +116,84 @@ pub fn now_ms() -> u64 {
 }
 
 mod tokio_util_free {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     /// Aborts a spawned task when dropped, so a shard's persister ends with the shard.
     #[derive(Debug)]
-    pub struct CancelOnDrop(pub tokio::task::AbortHandle);
+    pub struct CancelOnDrop(pub Option<tokio::task::JoinHandle<()>>);
 
     impl Drop for CancelOnDrop {
         fn drop(&mut self) {
-            self.0.abort();
+            if let Some(h) = &self.0 {
+                h.abort();
+            }
         }
     }
+
+    /// A stop request: a flag and a wake-up.
+    #[derive(Debug, Default)]
+    pub struct Flag {
+        set: AtomicBool,
+        pub notify: tokio::sync::Notify,
+    }
+
+    impl Flag {
+        pub fn raise(&self) {
+            self.set.store(true, Ordering::Release);
+            self.notify.notify_one();
+        }
+
+        pub fn is_raised(&self) -> bool {
+            self.set.load(Ordering::Acquire)
+        }
+    }
+}
+
+/// The runtime the persisters run on: one thread of its own, so serialising a flush and writing
+/// segment bytes (plain blocking `pwrite`s) never hold up a worker thread that serves connections.
+/// Syncs still go to the blocking pool.
+fn persist_runtime() -> tokio::runtime::Handle {
+    static HANDLE: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let spawned =
+                std::thread::Builder::new().name("redis-persist".into()).spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(rt) => {
+                            let _ = tx.send(Some(rt.handle().clone()));
+                            rt.block_on(std::future::pending::<()>());
+                        }
+                        Err(err) => {
+                            tracing::error!(%err, "cannot build the persistence runtime");
+                            let _ = tx.send(None);
+                        }
+                    }
+                });
+            // Without a thread of its own, the persisters run on the caller's runtime.
+            match (spawned, rx.recv()) {
+                (Ok(_), Ok(Some(handle))) => handle,
+                _ => tokio::runtime::Handle::current(),
+            }
+        })
+        .clone()
 }
 
 /// A loaded shard and the handle that keeps its persister running.
 #[derive(Debug)]
 pub struct Running {
     pub shard: Arc<Shard>,
-    _persister: CancelOnDrop,
+    persister: CancelOnDrop,
 }
 
 impl Running {
-    /// Stops the persister after one last flush, so a shard handed over loses nothing.
-    pub async fn stop(self) {
-        self._persister.0.abort();
+    /// Stops the persister between two flushes, then flushes one last time, so a shard handed
+    /// over loses nothing.
+    pub async fn stop(mut self) {
+        self.shard.stop.raise();
+        if let Some(task) = self.persister.0.take() {
+            let _ = task.await;
+        }
         if let Err(err) = self.shard.flush().await {
             tracing::error!(shard = self.shard.id, %err, "last flush failed");
         }
@@ -162,6 +222,8 @@ impl Shard {
             stats: PersistStats::default(),
             volume,
             db,
+            flushing: tokio::sync::Mutex::new(()),
+            stop: tokio_util_free::Flag::default(),
         });
         let log_bytes = shard.replay().await?;
         shard.stats.log_bytes.store(log_bytes, Ordering::Relaxed);
@@ -175,8 +237,8 @@ impl Shard {
             u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
-        let task = tokio::spawn(Arc::clone(&shard).persist_loop());
-        Ok(Running { shard, _persister: CancelOnDrop(task.abort_handle()) })
+        let task = persist_runtime().spawn(Arc::clone(&shard).persist_loop());
+        Ok(Running { shard, persister: CancelOnDrop(Some(task)) })
     }
 
     fn err(&self, message: impl std::fmt::Display) -> PersistError {
@@ -244,7 +306,11 @@ impl Shard {
         loop {
             tokio::select! {
                 () = self.wake.notified(), if self.durability == Durability::Always => {}
+                () = self.stop.notify.notified() => {}
                 () = tokio::time::sleep(interval) => {}
+            }
+            if self.stop.is_raised() {
+                return;
             }
             if last_expire.elapsed() >= EXPIRE_PERIOD {
                 self.lock().expire_cycle(now_ms(), EXPIRE_BUDGET);
@@ -277,8 +343,14 @@ impl Shard {
     ///
     /// Volume or metadata errors; the changes stay pending and the next flush retries them.
     pub async fn flush(&self) -> Result<(), PersistError> {
-        let (dirty, seq) = self.lock().take_dirty();
-        if dirty.is_empty() {
+        let _flushing = self.flushing.lock().await;
+        self.flush_locked().await
+    }
+
+    async fn flush_locked(&self) -> Result<(), PersistError> {
+        let changes = self.lock().take_dirty();
+        let seq = changes.seq;
+        if changes.keys.is_empty() && !changes.cleared {
             self.state.send_if_modified(|s| {
                 let changed = s.durable < seq || s.failed.is_some();
                 s.durable = s.durable.max(seq);
@@ -287,7 +359,7 @@ impl Shard {
             });
             return Ok(());
         }
-        match self.write_dirty(&dirty).await {
+        match self.write_dirty(&changes).await {
             Ok(()) => {
                 self.stats.flushes.fetch_add(1, Ordering::Relaxed);
                 self.stats.last_flush_ms.store(now_ms(), Ordering::Relaxed);
@@ -299,20 +371,21 @@ impl Shard {
             }
             Err(err) => {
                 self.stats.failed_flushes.fetch_add(1, Ordering::Relaxed);
-                self.lock().restore_dirty(dirty);
+                self.lock().restore_dirty(changes);
                 self.state.send_modify(|s| s.failed = Some((seq, err.message.clone())));
                 Err(err)
             }
         }
     }
 
-    async fn write_dirty(
-        &self,
-        dirty: &HashMap<Blob, Dirty, RandomState>,
-    ) -> Result<(), PersistError> {
-        let keys: Vec<(&Blob, &Dirty)> = dirty.iter().collect();
+    async fn write_dirty(&self, changes: &Changes) -> Result<(), PersistError> {
+        let keys: Vec<_> = changes.keys.iter().collect();
         let mut stream = Vec::new();
         let mut records = 0u64;
+        if changes.cleared {
+            record::cleared(&mut stream);
+            records += 1;
+        }
         for chunk in keys.chunks(KEYS_PER_LOCK) {
             {
                 let ks = self.lock();
@@ -402,6 +475,7 @@ impl Shard {
     ///
     /// Volume or metadata errors; the old log then stays, and replays correctly.
     pub async fn rewrite(&self) -> Result<(), PersistError> {
+        let _flushing = self.flushing.lock().await;
         let mut first: Option<[u8; 10]> = None;
         let mut written = 0u64;
         let mut stream = Vec::new();
@@ -420,7 +494,7 @@ impl Shard {
                 stream.clear();
                 // Writers waiting for durability should not wait for the whole rewrite.
                 if self.lock().has_dirty() {
-                    self.flush().await?;
+                    self.flush_locked().await?;
                 }
             }
         }
