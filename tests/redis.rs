@@ -588,6 +588,15 @@ fn three_member_cluster_redirects_with_moved() {
         "-ERR Invalid number of keys\r\n"
     );
     assert_eq!(m2.cmd_raw(&["DBSIZE"]), ":2\r\n", "DBSIZE counts this member's keys");
+    // redis-cli -c follows the redirect on its own.
+    if support::have("redis-cli") {
+        let port = server.clients[0].port().to_string();
+        let out = std::process::Command::new("redis-cli")
+            .args(["-c", "-p", &port, "GET", "foo"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "bar");
+    }
     let Some(python) = support::python_with_redis() else {
         eprintln!("SKIPPED (RedisCluster part): redis-py 5 is not installed (CI installs it)");
         return;
