@@ -1,0 +1,72 @@
+//! Decoding a document argument: BSON when the bytes are a well-formed length-prefixed document,
+//! otherwise JSON in MongoDB's relaxed syntax (unquoted keys, single quotes, trailing commas, via
+//! JSON5) with extended JSON (`{"$oid": …}`, `{"$date": …}`, `{"$numberLong": …}`,
+//! `{"$numberDecimal": …}`) (reference section 5.1).
+
+use bson::{Bson, Document};
+
+use crate::ParseError;
+
+/// The smallest BSON document: a 4-byte length and the terminating 0.
+const MIN_BSON_LEN: usize = 5;
+
+/// Whether `bytes` look like one BSON document: long enough, ends in 0, and its little-endian
+/// length prefix equals its length.
+pub fn is_bson(bytes: &[u8]) -> bool {
+    bytes.len() >= MIN_BSON_LEN
+        && bytes.last() == Some(&0)
+        && bytes[..4].try_into().map(i32::from_le_bytes).ok() == i32::try_from(bytes.len()).ok()
+}
+
+/// Decodes a document given as BSON or JSON, whichever it is.
+///
+/// # Errors
+///
+/// `Invalid BSON format`, or the JSON reader's message.
+pub fn decode_document(bytes: &[u8]) -> Result<Document, ParseError> {
+    if is_bson(bytes) {
+        return Document::from_reader(&mut &bytes[..])
+            .map_err(|_| ParseError::new("Invalid BSON format"));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| ParseError::new("Invalid BSON format"))?;
+    let json: serde_json::Value =
+        json5::from_str(text).map_err(|e| ParseError::new(format!("invalid JSON: {e}")))?;
+    match Bson::try_from(json) {
+        Ok(Bson::Document(d)) => Ok(d),
+        Ok(_) => Err(ParseError::new("expected a document")),
+        Err(e) => Err(ParseError::new(format!("invalid extended JSON: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    #[test]
+    fn json_relaxed_and_extended() {
+        let d = decode_document(br#"{age: {$gt: 5}, 'name': "x",}"#).unwrap();
+        assert_eq!(d, doc! {"age": {"$gt": 5}, "name": "x"});
+        let d = decode_document(
+            br#"{"_id": {"$oid": "507f1f77bcf86cd799439011"}, "n": {"$numberLong": "7"}}"#,
+        )
+        .unwrap();
+        assert!(matches!(d.get("_id"), Some(Bson::ObjectId(_))));
+        assert_eq!(d.get("n"), Some(&Bson::Int64(7)));
+        assert!(decode_document(b"{a:").is_err());
+        assert!(decode_document(b"[1]").is_err());
+    }
+
+    #[test]
+    fn bson_is_detected() {
+        let d = doc! {"a": 1, "b": "x"};
+        let mut bytes = Vec::new();
+        d.to_writer(&mut bytes).unwrap();
+        assert!(is_bson(&bytes));
+        assert_eq!(decode_document(&bytes).unwrap(), d);
+        assert!(!is_bson(b"{}"));
+        let mut bad = bytes.clone();
+        bad[4] = 0x7f; // an unknown element type
+        assert!(decode_document(&bad).is_err());
+    }
+}
