@@ -55,17 +55,39 @@ pub struct Entry {
     pub value: Value,
     /// Absolute expiry in Unix milliseconds; 0 when the key does not expire.
     pub expire_at: u64,
-    /// Changes with every write to the key; `WATCH` compares it.
-    pub version: u64,
+    /// The key's version (changes with every write; `WATCH` compares it), and in its top bit
+    /// whether the whole key waits to be written by the persister. Versions count up from 1 and
+    /// never reach 2^63, so the bit is free; keeping the flag here costs no memory and lets a
+    /// write that finds it set skip all bookkeeping.
+    stamp: u64,
 }
 
-/// What changed in a key since the last flush.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Dirty {
-    /// The whole key: written out in full, or deleted.
-    Whole,
-    /// Some fields of a hash, and perhaps its expiry.
-    Parts { fields: HashSet<Blob, RandomState>, ttl: bool },
+/// The "whole key waits for the persister" bit of `Entry::stamp`.
+const DIRTY: u64 = 1 << 63;
+
+impl Entry {
+    /// Changes with every write to the key; `WATCH` compares it.
+    pub fn version(&self) -> u64 {
+        self.stamp & !DIRTY
+    }
+
+    fn dirty(&self) -> bool {
+        self.stamp & DIRTY != 0
+    }
+
+    /// Takes the "write me whole" flag: whether it was set, and it is cleared.
+    pub fn take_dirty(&mut self) -> bool {
+        let was = self.dirty();
+        self.stamp &= !DIRTY;
+        was
+    }
+}
+
+/// Changes to parts of a hash (fields, expiry) whose whole key is not waiting to be written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Parts {
+    pub fields: HashSet<Blob, RandomState>,
+    pub ttl: bool,
 }
 
 type SlotMap = HashMap<Blob, Entry, RandomState>;
@@ -75,8 +97,10 @@ type SlotMap = HashMap<Blob, Entry, RandomState>;
 pub struct Changes {
     /// Every key was removed first.
     pub cleared: bool,
-    /// Keys changed (after the clear, if any).
-    pub keys: HashMap<Blob, Dirty, RandomState>,
+    /// Keys to write whole or delete (after the clear, if any); see `Keyspace::dirty`.
+    pub keys: Vec<Blob>,
+    /// Hash keys with some fields or the expiry changed.
+    pub parts: HashMap<Blob, Parts, RandomState>,
     /// The change count these bring the store up to.
     pub seq: u64,
 }
@@ -100,8 +124,12 @@ pub struct Keyspace {
     /// Keys with an expiry, by expiry time.
     expires: BTreeSet<(u64, Blob)>,
     next_version: u64,
-    /// Keys changed since the persister last took them.
-    dirty: HashMap<Blob, Dirty, RandomState>,
+    /// Keys to write whole (their entries carry the dirty bit) or to delete (no entry), since
+    /// the persister last took them. A key may appear more than once; the bit tells the
+    /// persister which occurrence still has work.
+    dirty: Vec<Blob>,
+    /// Hash keys with only some fields (or the expiry) changed.
+    parts: HashMap<Blob, Parts, RandomState>,
     /// Every key was removed (`FLUSHALL`) since the persister last took the changes.
     cleared: bool,
     /// Number of changes made so far; the persister reports how far it has made them durable.
@@ -118,7 +146,8 @@ impl Default for Keyspace {
             len: 0,
             expires: BTreeSet::new(),
             next_version: 1,
-            dirty: HashMap::default(),
+            dirty: Vec::new(),
+            parts: HashMap::default(),
             cleared: false,
             seq: 0,
             approx_bytes: 0,
@@ -159,6 +188,7 @@ impl Keyspace {
         Changes {
             cleared: std::mem::take(&mut self.cleared),
             keys: std::mem::take(&mut self.dirty),
+            parts: std::mem::take(&mut self.parts),
             seq: self.seq,
         }
     }
@@ -167,24 +197,15 @@ impl Keyspace {
     /// after them, so a clear among the failed ones still comes first).
     pub fn restore_dirty(&mut self, failed: Changes) {
         self.cleared |= failed.cleared;
-        for (key, d) in failed.keys {
-            match d {
-                Dirty::Whole => self.mark(&key, None),
-                Dirty::Parts { fields, ttl } => {
-                    for f in fields {
-                        self.mark(&key, Some(&f));
-                    }
-                    if ttl {
-                        self.mark_ttl(&key);
-                    }
-                }
-            }
+        // Whole keys are simpler to retry than their parts, and a failed flush is rare.
+        for key in failed.keys.iter().chain(failed.parts.keys()) {
+            self.mark_whole(key);
         }
     }
 
     /// Whether any change waits for the persister.
     pub fn has_dirty(&self) -> bool {
-        self.cleared || !self.dirty.is_empty()
+        self.cleared || !self.dirty.is_empty() || !self.parts.is_empty()
     }
 
     fn map(&self, key: &[u8]) -> Option<&SlotMap> {
@@ -195,36 +216,21 @@ impl Keyspace {
         &mut self.slots[usize::from(slot(key))]
     }
 
-    /// Records that `key` (or one `field` of it) changed.
-    fn mark(&mut self, key: &[u8], field: Option<&[u8]>) {
+    /// Records that the whole of `key` changed (call it after the change): its entry gets the
+    /// dirty bit, or, deleted, its name is queued for a deletion record.
+    fn mark_whole(&mut self, key: &[u8]) {
         self.seq += 1;
-        match (self.dirty.get_mut(key), field) {
-            (Some(Dirty::Whole), _) => {}
-            (Some(Dirty::Parts { fields, .. }), Some(f)) => {
-                fields.insert(f.into());
+        let idx = usize::from(slot(key));
+        match self.slots[idx].get_mut(key) {
+            Some(e) if e.dirty() => {}
+            Some(e) => {
+                e.stamp |= DIRTY;
+                self.dirty.push(key.into());
             }
-            (Some(d), None) => *d = Dirty::Whole,
-            (None, Some(f)) => {
-                self.dirty.insert(
-                    key.into(),
-                    Dirty::Parts { fields: HashSet::from_iter([f.into()]), ttl: false },
-                );
-            }
-            (None, None) => {
-                self.dirty.insert(key.into(), Dirty::Whole);
-            }
+            None => self.dirty.push(key.into()),
         }
-    }
-
-    fn mark_ttl(&mut self, key: &[u8]) {
-        self.seq += 1;
-        match self.dirty.get_mut(key) {
-            Some(Dirty::Whole) => {}
-            Some(Dirty::Parts { ttl, .. }) => *ttl = true,
-            None => {
-                self.dirty
-                    .insert(key.into(), Dirty::Parts { fields: HashSet::default(), ttl: true });
-            }
+        if !self.parts.is_empty() {
+            self.parts.remove(key);
         }
     }
 
@@ -272,10 +278,32 @@ impl Keyspace {
         if !self.live(idx, key, now) {
             return None;
         }
-        self.mark(key, field);
-        let version = self.bump();
+        self.seq += 1;
+        self.next_version += 1;
         let e = self.slots[idx].get_mut(key)?;
-        e.version = version;
+        let pending = e.dirty();
+        e.stamp = self.next_version | (e.stamp & DIRTY);
+        if !pending {
+            match field {
+                None => {
+                    e.stamp |= DIRTY;
+                    self.dirty.push(key.into());
+                    if !self.parts.is_empty() {
+                        self.parts.remove(key);
+                    }
+                }
+                Some(f) => match self.parts.get_mut(key) {
+                    Some(p) => {
+                        p.fields.insert(f.into());
+                    }
+                    None => {
+                        let mut p = Parts::default();
+                        p.fields.insert(f.into());
+                        self.parts.insert(key.into(), p);
+                    }
+                },
+            }
+        }
         Some(e)
     }
 
@@ -286,9 +314,9 @@ impl Keyspace {
 
     /// Stores `value` under `key`, replacing any value, with expiry `expire_at` (0 for none).
     pub fn insert(&mut self, key: &[u8], value: Value, expire_at: u64) {
-        self.mark(key, None);
-        let version = self.bump();
-        self.put(key, Entry { value, expire_at, version });
+        let stamp = self.bump();
+        self.put(key, Entry { value, expire_at, stamp });
+        self.mark_whole(key);
     }
 
     /// Puts `entry` under `key` with one lookup when the key exists (its stored key is kept, so
@@ -299,6 +327,8 @@ impl Keyspace {
         let old_expire = match self.slots[idx].get_mut(key) {
             Some(e) => {
                 let old = std::mem::replace(e, entry);
+                // A key already waiting to be written keeps waiting (and is queued once).
+                e.stamp |= old.stamp & DIRTY;
                 self.approx_bytes =
                     self.approx_bytes.saturating_sub(key.len() + old.value.approx_len() + 64);
                 old.expire_at
@@ -339,8 +369,8 @@ impl Keyspace {
     /// Deletes `key`, returning its entry (expired or not).
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
         let e = self.remove_quietly(key)?;
-        self.mark(key, None);
         self.bump();
+        self.mark_whole(key);
         Some(e)
     }
 
@@ -356,11 +386,21 @@ impl Keyspace {
         if expire_at != 0 {
             self.expires.insert((expire_at, key.into()));
         }
-        self.mark_ttl(key);
-        let version = self.bump();
-        if let Some(e) = self.map_mut(key).get_mut(key) {
+        self.seq += 1;
+        self.next_version += 1;
+        let idx = usize::from(slot(key));
+        if let Some(e) = self.slots[idx].get_mut(key) {
             e.expire_at = expire_at;
-            e.version = version;
+            let pending = e.dirty();
+            e.stamp = self.next_version | (e.stamp & DIRTY);
+            if !pending {
+                match self.parts.get_mut(key) {
+                    Some(p) => p.ttl = true,
+                    None => {
+                        self.parts.insert(key.into(), Parts { ttl: true, ..Parts::default() });
+                    }
+                }
+            }
         }
         true
     }
@@ -388,6 +428,7 @@ impl Keyspace {
         // keys made before the clear no longer matter.
         self.cleared = true;
         self.dirty.clear();
+        self.parts.clear();
         self.seq += 1;
         self.bump();
         n
@@ -443,10 +484,15 @@ impl Keyspace {
         self.map(key).and_then(|m| m.get(key))
     }
 
+    /// The entry of `key`, expired or not, for the persister to take its dirty bit.
+    pub fn raw_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
+        self.map_mut(key).get_mut(key)
+    }
+
     /// Puts an entry read back from the Volume, without marking it changed.
     pub fn load(&mut self, key: &[u8], value: Value, expire_at: u64) {
-        let version = self.bump();
-        self.put(key, Entry { value, expire_at, version });
+        let stamp = self.bump();
+        self.put(key, Entry { value, expire_at, stamp });
     }
 
     /// Removes an entry while loading, without marking it changed.
@@ -501,23 +547,27 @@ mod tests {
     fn dirty_tracking_merges() {
         let mut ks = Keyspace::default();
         ks.insert(b"h", Value::Hash(Box::default()), 0);
-        ks.take_dirty();
+        let first = ks.take_dirty();
+        assert_eq!(first.keys.len(), 1);
+        assert!(ks.raw_mut(b"h").is_some_and(Entry::take_dirty), "the entry carries the bit");
         assert!(ks.modify(b"h", Some(b"f1"), 0).is_some());
         assert!(ks.modify(b"h", Some(b"f2"), 0).is_some());
         assert!(ks.set_expire(b"h", 500, 0));
         let changes = ks.take_dirty();
         assert_eq!(changes.seq, ks.seq());
-        let dirty = changes.keys;
-        match dirty.get(&Blob::from(&b"h"[..])) {
-            Some(Dirty::Parts { fields, ttl }) => {
-                assert_eq!(fields.len(), 2);
-                assert!(ttl);
-            }
-            other => panic!("{other:?}"),
-        }
+        assert!(changes.keys.is_empty());
+        let p = changes.parts.get(&Blob::from(&b"h"[..])).expect("parts");
+        assert_eq!(p.fields.len(), 2);
+        assert!(p.ttl);
+        // A whole change supersedes parts, and repeated writes queue the key once.
         ks.modify(b"h", Some(b"f1"), 0);
+        ks.insert(b"h", s("x"), 0);
+        ks.insert(b"h", s("y"), 0);
+        let changes = ks.take_dirty();
+        assert_eq!(changes.keys.len(), 1);
+        assert!(changes.parts.is_empty());
         ks.remove(b"h");
-        assert_eq!(ks.take_dirty().keys.get(&Blob::from(&b"h"[..])), Some(&Dirty::Whole));
+        assert_eq!(ks.take_dirty().keys, vec![Blob::from(&b"h"[..])], "a deletion is queued");
         ks.insert(b"a", s("1"), 0);
         ks.clear();
         ks.insert(b"b", s("2"), 0);
@@ -530,9 +580,9 @@ mod tests {
     fn versions_change_on_every_write() {
         let mut ks = Keyspace::default();
         ks.insert(b"k", s("1"), 0);
-        let v1 = ks.peek(b"k", 0).map(|e| e.version);
+        let v1 = ks.peek(b"k", 0).map(Entry::version);
         ks.modify(b"k", None, 0);
-        let v2 = ks.peek(b"k", 0).map(|e| e.version);
+        let v2 = ks.peek(b"k", 0).map(Entry::version);
         assert_ne!(v1, v2);
     }
 

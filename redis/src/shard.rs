@@ -23,7 +23,7 @@ use kronotop_volume::{MAX_ENTRY_LEN, Volume};
 use tokio::sync::{Notify, watch};
 use tokio_util_free::CancelOnDrop;
 
-use crate::keyspace::{Changes, Dirty, Keyspace};
+use crate::keyspace::{Changes, Keyspace, Value};
 use crate::record;
 use crate::slots::SLOTS;
 
@@ -350,7 +350,7 @@ impl Shard {
     async fn flush_locked(&self) -> Result<(), PersistError> {
         let changes = self.lock().take_dirty();
         let seq = changes.seq;
-        if changes.keys.is_empty() && !changes.cleared {
+        if changes.keys.is_empty() && changes.parts.is_empty() && !changes.cleared {
             self.state.send_if_modified(|s| {
                 let changed = s.durable < seq || s.failed.is_some();
                 s.durable = s.durable.max(seq);
@@ -379,32 +379,58 @@ impl Shard {
     }
 
     async fn write_dirty(&self, changes: &Changes) -> Result<(), PersistError> {
-        let keys: Vec<_> = changes.keys.iter().collect();
         let mut stream = Vec::new();
         let mut records = 0u64;
         if changes.cleared {
             record::cleared(&mut stream);
             records += 1;
         }
-        for chunk in keys.chunks(KEYS_PER_LOCK) {
+        // Whole keys and deletions. A key queued twice is written at its first occurrence, which
+        // takes its dirty bit; later occurrences find the bit clear and skip.
+        for chunk in changes.keys.chunks(KEYS_PER_LOCK) {
             {
-                let ks = self.lock();
-                for (key, d) in chunk {
-                    let entry = ks.raw(key);
-                    match (d, entry) {
-                        (_, None) => record::deleted(&mut stream, key),
-                        (Dirty::Whole, Some(e)) => record::whole(&mut stream, key, e),
-                        (Dirty::Parts { fields, ttl }, Some(e)) => match &e.value {
-                            crate::keyspace::Value::Hash(h) => {
-                                for f in fields {
-                                    record::field(&mut stream, key, f, h.get(f).map(|v| &v[..]));
-                                }
-                                if *ttl {
-                                    record::expire(&mut stream, key, e.expire_at);
-                                }
+                let mut ks = self.lock();
+                for key in chunk {
+                    match ks.raw_mut(key) {
+                        None => record::deleted(&mut stream, key),
+                        Some(e) => {
+                            if !e.take_dirty() {
+                                continue;
                             }
-                            crate::keyspace::Value::Str(_) => record::whole(&mut stream, key, e),
-                        },
+                            record::whole(&mut stream, key, e);
+                        }
+                    }
+                    records += 1;
+                }
+            }
+            if stream.len() >= TX_TARGET {
+                self.commit_stream(&std::mem::take(&mut stream)).await?;
+            }
+        }
+        // Hash fields and expiries. A key whole-changed since the changes were taken is written
+        // whole now (its later queue entry will find the bit clear).
+        let parts: Vec<_> = changes.parts.iter().collect();
+        for chunk in parts.chunks(KEYS_PER_LOCK) {
+            {
+                let mut ks = self.lock();
+                for (key, p) in chunk {
+                    match ks.raw_mut(key) {
+                        None => record::deleted(&mut stream, key),
+                        Some(e) => {
+                            let whole = e.take_dirty();
+                            match &e.value {
+                                Value::Hash(h) if !whole => {
+                                    for f in &p.fields {
+                                        let v = h.get(f).map(|v| &v[..]);
+                                        record::field(&mut stream, key, f, v);
+                                    }
+                                    if p.ttl {
+                                        record::expire(&mut stream, key, e.expire_at);
+                                    }
+                                }
+                                _ => record::whole(&mut stream, key, e),
+                            }
+                        }
                     }
                     records += 1;
                 }

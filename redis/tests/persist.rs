@@ -65,6 +65,19 @@ async fn flushed_changes_come_back_and_a_rewrite_keeps_them() {
     assert_eq!(run(&shard, Op::HExists, &["h", "a"]), Out::Int(0));
     assert!(matches!(run(&shard, Op::Ttl, &["t"]), Out::Int(99 | 100)));
 
+    // Field-level and expiry-only changes of a hash that was already written.
+    run(&shard, Op::HSet, &["h", "c", "4"]);
+    run(&shard, Op::HDel, &["h", "b"]);
+    run(&shard, Op::Expire, &["h", "1000"]);
+    let seq = shard.lock().seq();
+    shard.wait_durable(seq).await.unwrap();
+    r.stop().await;
+    let r = Shard::load(0, db.clone(), Arc::clone(&volume), Durability::Always).await.unwrap();
+    let shard = Arc::clone(&r.shard);
+    assert_eq!(run(&shard, Op::HGet, &["h", "c"]), Out::bulk(b"4"));
+    assert_eq!(run(&shard, Op::HExists, &["h", "b"]), Out::Int(0));
+    assert!(matches!(run(&shard, Op::Ttl, &["h"]), Out::Int(999 | 1000)));
+
     // A rewrite leaves one transaction's worth of entries and the same keys.
     let before =
         volume.list(&db.create_trx().unwrap(), kronotop_redis::shard::PREFIX).await.unwrap();
@@ -75,6 +88,7 @@ async fn flushed_changes_come_back_and_a_rewrite_keeps_them() {
     r.stop().await;
     let r = Shard::load(0, db.clone(), Arc::clone(&volume), Durability::Always).await.unwrap();
     assert_eq!(r.shard.lock().len(), 501);
+    assert_eq!(run(&r.shard, Op::HGet, &["h", "c"]), Out::bulk(b"4"));
     assert_eq!(run(&r.shard, Op::Get, &["k499"]), Out::bulk(b"v499"));
 
     // FLUSHALL is one record; keys written after it survive it.

@@ -389,7 +389,7 @@ fn watch(ctx: &mut Ctx<'_>, keys: &[Bytes], now: u64) -> Result<Reply, CommandEr
     let shard = routing.local(slot, false)?;
     let mut ks = shard.lock();
     for key in keys {
-        let version = ks.peek(key, now).map(|e| e.version);
+        let version = ks.peek(key, now).map(kronotop_redis::keyspace::Entry::version);
         ctx.session.watched.push(Watched { shard: Arc::clone(shard), key: key.clone(), version });
     }
     Ok(Reply::ok())
@@ -471,7 +471,9 @@ fn exec(ctx: &mut Ctx<'_>, now: u64) -> Result<Reply, CommandError> {
     // Watched keys on other shards are checked first; those of the transaction's shard under
     // its lock, together with running the commands.
     for w in watched.iter().filter(|w| shard.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &w.shard))) {
-        if w.shard.lock().peek(&w.key, now).map(|e| e.version) != w.version {
+        if w.shard.lock().peek(&w.key, now).map(kronotop_redis::keyspace::Entry::version)
+            != w.version
+        {
             return Ok(Reply::Null);
         }
     }
@@ -480,7 +482,8 @@ fn exec(ctx: &mut Ctx<'_>, now: u64) -> Result<Reply, CommandError> {
         if let Some(ks) = ks.as_deref_mut() {
             for w in &watched {
                 if shard.as_ref().is_some_and(|s| Arc::ptr_eq(s, &w.shard))
-                    && ks.peek(&w.key, now).map(|e| e.version) != w.version
+                    && ks.peek(&w.key, now).map(kronotop_redis::keyspace::Entry::version)
+                        != w.version
                 {
                     return None;
                 }
