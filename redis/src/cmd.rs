@@ -253,13 +253,35 @@ fn setex(ks: &mut Keyspace, args: &[Bytes], now: u64, unit: i64, cmd: &'static s
     Ok(Out::Ok)
 }
 
+/// Writes `v` in decimal into `buf` (20 bytes hold any i64) and returns the digits.
+fn format_i64(v: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut n = v.unsigned_abs();
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    &buf[i..]
+}
+
 fn incr_by(ks: &mut Keyspace, key: &[u8], by: i64, now: u64) -> Result<Out> {
     let current = match get_str(ks, key, now)? {
         Some(s) => int_arg(s)?,
         None => 0,
     };
     let new = current.checked_add(by).ok_or(RedisError::Overflow)?;
-    let text: Blob = new.to_string().into_bytes().into();
+    // Formatted on the stack, then one exact allocation (a `String` would be allocated and then
+    // shrunk into the box).
+    let mut buf = [0u8; 20];
+    let text: Blob = Blob::from(format_i64(new, &mut buf));
     match ks.modify(key, None, now) {
         Some(e) => e.value = Value::Str(text),
         None => ks.insert(key, Value::Str(text), 0),
@@ -921,6 +943,14 @@ mod tests {
         assert_eq!(run(&mut ks, Op::StrLen, &["s"]), Ok(Out::Int(5)));
         assert_eq!(run(&mut ks, Op::GetDel, &["s"]), Ok(Out::bulk(b"\0\0\0ab")));
         assert_eq!(run(&mut ks, Op::Get, &["s"]), Ok(Out::Nil));
+    }
+
+    #[test]
+    fn integers_format_like_to_string() {
+        let mut buf = [0u8; 20];
+        for v in [0, 7, -7, 10, i64::MAX, i64::MIN, 1_000_000] {
+            assert_eq!(format_i64(v, &mut buf), v.to_string().as_bytes());
+        }
     }
 
     #[test]

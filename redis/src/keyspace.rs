@@ -16,6 +16,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 /// SipHash), several times faster than std's SipHash on short keys, which every command hashes.
 pub type RandomState = foldhash::fast::RandomState;
 
+use crate::key::Key;
 use crate::slots::{SLOTS, slot};
 
 /// A key, a string value, a hash field or a hash value.
@@ -90,7 +91,7 @@ pub struct Parts {
     pub ttl: bool,
 }
 
-type SlotMap = HashMap<Blob, Entry, RandomState>;
+type SlotMap = HashMap<Key, Entry, RandomState>;
 
 /// What changed since the persister last looked.
 #[derive(Debug, Default)]
@@ -452,7 +453,7 @@ impl Keyspace {
     }
 
     /// Live keys of `slot` with their entries (expired ones are skipped, not removed).
-    pub fn slot_entries(&self, slot: u16, now: u64) -> impl Iterator<Item = (&Blob, &Entry)> {
+    pub fn slot_entries(&self, slot: u16, now: u64) -> impl Iterator<Item = (&Key, &Entry)> {
         self.slots
             .get(usize::from(slot))
             .into_iter()
@@ -471,9 +472,9 @@ impl Keyspace {
         let start = start % SLOTS;
         let order = (start..SLOTS).chain(0..start);
         for s in order {
-            let live: Vec<&Blob> = self.slot_entries(s, now).map(|(k, _)| k).collect();
+            let live: Vec<&Key> = self.slot_entries(s, now).map(|(k, _)| k).collect();
             if !live.is_empty() {
-                return Some(live[pick % live.len()].clone());
+                return Some(Blob::from(live[pick % live.len()].as_bytes()));
             }
         }
         None

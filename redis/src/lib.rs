@@ -13,6 +13,7 @@
 pub mod cmd;
 pub mod error;
 pub mod glob;
+pub mod key;
 pub mod keyspace;
 pub mod number;
 pub mod out;
