@@ -13,7 +13,12 @@ use support::{Raw, Server};
 
 /// A bootstrapped single member with `shards` REDIS shards, loaded and ready.
 fn ready(shards: usize, sets: &[(&str, &str)]) -> Server {
-    let mut b = Server::builder().arg("--bootstrap").set("redis.shards", &shards.to_string());
+    started(Server::builder().arg("--bootstrap"), shards, sets)
+}
+
+/// Starts `b` with `shards` REDIS shards and the `sets`, and waits until they are loaded.
+fn started(b: support::Builder, shards: usize, sets: &[(&str, &str)]) -> Server {
+    let mut b = b.set("redis.shards", &shards.to_string());
     for (k, v) in sets {
         b = b.set(k, v);
     }
@@ -413,16 +418,8 @@ fn expiry_is_lazy_and_active_and_info_reports_real_figures() {
 
 /// Restarts a killed server on the same data directory, skipping the wait for its silence.
 fn restart(dir: &std::path::Path, shards: usize, sets: &[(&str, &str)]) -> Server {
-    let mut b = Server::builder()
-        .data_dir(dir)
-        .set("redis.shards", &shards.to_string())
-        .set("cluster.force_initialization", "true");
-    for (k, v) in sets {
-        b = b.set(k, v);
-    }
-    let server = b.start();
-    support::wait_redis(server.client, shards);
-    server
+    let b = Server::builder().data_dir(dir).set("cluster.force_initialization", "true");
+    started(b, shards, sets)
 }
 
 /// With `always`, every acknowledged write survives SIGKILL: strings, hashes and TTLs.
@@ -430,12 +427,7 @@ fn restart(dir: &std::path::Path, shards: usize, sets: &[(&str, &str)]) -> Serve
 fn always_durability_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let sets = [("redis.durability", "always")];
-    let mut b = Server::builder().data_dir(dir.path()).arg("--bootstrap").set("redis.shards", "4");
-    for (k, v) in sets {
-        b = b.set(k, v);
-    }
-    let mut server = b.start();
-    support::wait_redis(server.client, 4);
+    let mut server = started(Server::builder().data_dir(dir.path()).arg("--bootstrap"), 4, &sets);
     // Four writers at once, pipelined, so syncs are shared; every reply is read before the kill.
     let writers: Vec<_> = (0..4)
         .map(|w| {
@@ -507,12 +499,7 @@ fn always_durability_survives_sigkill() {
 fn async_durability_loses_at_most_the_flush_window() {
     let dir = tempfile::tempdir().unwrap();
     let sets = [("redis.durability", "async"), ("redis.flush_interval_ms", "100")];
-    let mut b = Server::builder().data_dir(dir.path()).arg("--bootstrap").set("redis.shards", "2");
-    for (k, v) in sets {
-        b = b.set(k, v);
-    }
-    let mut server = b.start();
-    support::wait_redis(server.client, 2);
+    let mut server = started(Server::builder().data_dir(dir.path()).arg("--bootstrap"), 2, &sets);
     let mut c = server.connect();
     let mut acked = Vec::new();
     let start = Instant::now();

@@ -99,7 +99,7 @@ pub struct Changes {
     /// Every key was removed first.
     pub cleared: bool,
     /// Keys to write whole or delete (after the clear, if any); see `Keyspace::dirty`.
-    pub keys: Vec<Blob>,
+    pub keys: Vec<Key>,
     /// Hash keys with some fields or the expiry changed.
     pub parts: HashMap<Blob, Parts, RandomState>,
     /// The change count these bring the store up to.
@@ -128,7 +128,7 @@ pub struct Keyspace {
     /// Keys to write whole (their entries carry the dirty bit) or to delete (no entry), since
     /// the persister last took them. A key may appear more than once; the bit tells the
     /// persister which occurrence still has work.
-    dirty: Vec<Blob>,
+    dirty: Vec<Key>,
     /// Hash keys with only some fields (or the expiry) changed.
     parts: HashMap<Blob, Parts, RandomState>,
     /// Every key was removed (`FLUSHALL`) since the persister last took the changes.
@@ -199,7 +199,8 @@ impl Keyspace {
     pub fn restore_dirty(&mut self, failed: Changes) {
         self.cleared |= failed.cleared;
         // Whole keys are simpler to retry than their parts, and a failed flush is rare.
-        for key in failed.keys.iter().chain(failed.parts.keys()) {
+        let keys = failed.keys.iter().map(|k| k.as_bytes());
+        for key in keys.chain(failed.parts.keys().map(|k| &k[..])) {
             self.mark_whole(key);
         }
     }
@@ -568,7 +569,7 @@ mod tests {
         assert_eq!(changes.keys.len(), 1);
         assert!(changes.parts.is_empty());
         ks.remove(b"h");
-        assert_eq!(ks.take_dirty().keys, vec![Blob::from(&b"h"[..])], "a deletion is queued");
+        assert_eq!(ks.take_dirty().keys, vec![Key::from(&b"h"[..])], "a deletion is queued");
         ks.insert(b"a", s("1"), 0);
         ks.clear();
         ks.insert(b"b", s("2"), 0);
