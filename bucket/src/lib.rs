@@ -1,5 +1,286 @@
-//! Buckets: collections of BSON documents whose bodies live in the shard's Volume and whose
-//! primary index, secondary indexes and entry pointers live in the metadata store, changed in the
-//! same transaction as the write.
+//! Buckets: collections of BSON documents whose bodies live in a bucket shard's Volume and whose
+//! metadata and primary index (`_id` to shard and Volume entry) live in the metadata store,
+//! written in the same transaction as the bodies' entries.
 //!
-//! It depends on `kronotop-query`, `kronotop-volume` and `kronotop-meta`; never on the server.
+//! So far: create, list, insert (with `_id` generation, validation and uniqueness), and reading
+//! in `_id` order from a position (the primary-index scan queries and cursors are built on).
+//! Invariant: an index entry is committed in the transaction that appends its body, after the
+//! body's bytes are synced (the Volume's own invariant), so an index entry never points at
+//! missing bytes. It depends on `kronotop-query`, `kronotop-volume` and `kronotop-meta`; never on
+//! the server.
+
+use bson::oid::ObjectId;
+use bson::{Bson, Document};
+use kronotop_meta::tuple::{Bytes as TupleBytes, Subspace};
+use kronotop_meta::{MetaError, MutationType, RangeOption, Transaction};
+use kronotop_volume::{Volume, VolumeError};
+
+/// Errors of bucket operations, with the reference's prefixes and texts.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BucketError {
+    #[error("No such bucket: '{0}'")]
+    NoSuchBucket(String),
+    #[error("Bucket already exists: {0}")]
+    AlreadyExists(String),
+    #[error("Duplicate key: _id '{0}'")]
+    DuplicateKey(String),
+    #[error("_id field must be of type ObjectId")]
+    IdNotObjectId,
+    #[error("No documents provided")]
+    NoDocuments,
+    #[error("bucket metadata is damaged: {0}")]
+    BadMetadata(String),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+impl BucketError {
+    /// The RESP error prefix.
+    pub fn prefix(&self) -> &'static str {
+        match self {
+            BucketError::NoSuchBucket(_) => "NOSUCHBUCKET",
+            BucketError::AlreadyExists(_) => "BUCKETALREADYEXISTS",
+            BucketError::DuplicateKey(_) => "DUPLICATEKEY",
+            _ => "ERR",
+        }
+    }
+}
+
+type Result<T, E = BucketError> = std::result::Result<T, E>;
+
+/// A bucket's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketMeta {
+    pub name: String,
+    /// The Volume entry prefix of its documents: 8 random bytes, fixed at creation.
+    pub prefix: [u8; 8],
+    /// The bucket shards it lives on, in order; inserts go to the first one hosted locally.
+    pub shards: Vec<u32>,
+}
+
+const META: &str = "m";
+const INDEX: &str = "i";
+
+/// Where one document lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub id: ObjectId,
+    pub shard: u32,
+    /// The Volume entry's id (the 12-byte versionstamp of its key).
+    pub entry: [u8; 12],
+}
+
+/// The buckets of one namespace, in that namespace's bucket subspace.
+#[derive(Debug, Clone)]
+pub struct Buckets {
+    s: Subspace,
+}
+
+impl Buckets {
+    pub fn new(s: Subspace) -> Buckets {
+        Buckets { s }
+    }
+
+    fn meta_key(&self, name: &str) -> Vec<u8> {
+        self.s.pack(&(META, name))
+    }
+
+    fn index_key(&self, name: &str, id: &ObjectId) -> Vec<u8> {
+        self.s.pack(&(INDEX, name, TupleBytes::from(&id.bytes()[..])))
+    }
+
+    /// Creates a bucket on `shards`. Returns `false` when it exists and `if_not_exists` is set.
+    ///
+    /// # Errors
+    ///
+    /// `AlreadyExists`; metadata errors.
+    pub async fn create(
+        &self,
+        tx: &Transaction,
+        name: &str,
+        shards: &[u32],
+        if_not_exists: bool,
+    ) -> Result<bool> {
+        if tx.get(&self.meta_key(name), false).await?.is_some() {
+            return if if_not_exists {
+                Ok(false)
+            } else {
+                Err(BucketError::AlreadyExists(name.to_owned()))
+            };
+        }
+        let mut prefix = [0u8; 8];
+        getrandom::fill(&mut prefix).map_err(|e| BucketError::BadMetadata(e.to_string()))?;
+        let meta = serde_json::json!({ "prefix": hex::encode(prefix), "shards": shards });
+        tx.set(&self.meta_key(name), meta.to_string().as_bytes());
+        Ok(true)
+    }
+
+    /// The bucket's metadata.
+    ///
+    /// # Errors
+    ///
+    /// `NoSuchBucket`; metadata errors.
+    pub async fn get(&self, tx: &Transaction, name: &str) -> Result<BucketMeta> {
+        let raw = tx
+            .get(&self.meta_key(name), false)
+            .await?
+            .ok_or_else(|| BucketError::NoSuchBucket(name.to_owned()))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&raw).map_err(|e| BucketError::BadMetadata(e.to_string()))?;
+        let prefix = v["prefix"]
+            .as_str()
+            .and_then(|p| hex::decode(p).ok())
+            .and_then(|p| <[u8; 8]>::try_from(p).ok())
+            .ok_or_else(|| BucketError::BadMetadata("prefix".into()))?;
+        let shards = v["shards"]
+            .as_array()
+            .map(|a| {
+                a.iter().filter_map(|s| s.as_u64()).filter_map(|s| u32::try_from(s).ok()).collect()
+            })
+            .unwrap_or_default();
+        Ok(BucketMeta { name: name.to_owned(), prefix, shards })
+    }
+
+    /// Names of the buckets, in order.
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors.
+    pub async fn list(&self, tx: &Transaction) -> Result<Vec<String>> {
+        let (b, e) = self.s.subspace(&(META,)).range();
+        let kvs = tx.get_range(&RangeOption::new(b, e), false).await?;
+        let mut out = Vec::new();
+        for kv in kvs.kvs {
+            let (_, name): (String, String) =
+                self.s.unpack(&kv.key).map_err(|e| BucketError::BadMetadata(e.to_string()))?;
+            out.push(name);
+        }
+        Ok(out)
+    }
+
+    /// Inserts `docs` into `shard`'s `volume` within `tx`: assigns missing `_id`s, checks that
+    /// each `_id` is an ObjectId and new, appends the bodies (synced) and writes their index
+    /// entries. Returns the ids in order.
+    ///
+    /// # Errors
+    ///
+    /// `NoDocuments`, `IdNotObjectId`, `DuplicateKey`; Volume and metadata errors.
+    pub async fn insert(
+        &self,
+        db: &kronotop_meta::Database,
+        tx: &Transaction,
+        meta: &BucketMeta,
+        shard: u32,
+        volume: &Volume,
+        docs: Vec<Document>,
+    ) -> Result<Vec<ObjectId>> {
+        if docs.is_empty() {
+            return Err(BucketError::NoDocuments);
+        }
+        let mut ids = Vec::with_capacity(docs.len());
+        let mut bodies = Vec::with_capacity(docs.len());
+        for mut d in docs {
+            let id = match d.get("_id") {
+                None => {
+                    let id = ObjectId::new();
+                    // `_id` first, as MongoDB stores it.
+                    let mut with_id = Document::new();
+                    with_id.insert("_id", id);
+                    with_id.extend(d);
+                    d = with_id;
+                    id
+                }
+                Some(Bson::ObjectId(id)) => *id,
+                Some(_) => return Err(BucketError::IdNotObjectId),
+            };
+            if ids.contains(&id) || tx.get(&self.index_key(&meta.name, &id), false).await?.is_some()
+            {
+                return Err(BucketError::DuplicateKey(id.to_hex()));
+            }
+            let mut body = Vec::new();
+            d.to_writer(&mut body).map_err(|e| BucketError::BadMetadata(e.to_string()))?;
+            ids.push(id);
+            bodies.push(body);
+        }
+        let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+        let appended = volume.append(db, tx, meta.prefix, &refs).await?;
+        for (id, a) in ids.iter().zip(appended) {
+            // The entry id is the versionstamp of this transaction and the append's user version:
+            // the 10-byte placeholder is filled at commit, the offset (last 4 bytes) says where.
+            let mut value = vec![0u8; 10];
+            value.extend_from_slice(&a.user_version.to_be_bytes());
+            value.extend_from_slice(&shard.to_be_bytes());
+            value.extend_from_slice(&0u32.to_le_bytes());
+            tx.atomic_op(
+                &self.index_key(&meta.name, id),
+                &value,
+                MutationType::SetVersionstampedValue,
+            );
+        }
+        Ok(ids)
+    }
+
+    /// Up to `limit` documents' locations in `_id` order, after `after` (exclusive) when given.
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors.
+    pub async fn scan(
+        &self,
+        tx: &Transaction,
+        meta: &BucketMeta,
+        after: Option<&ObjectId>,
+        limit: usize,
+    ) -> Result<Vec<Location>> {
+        let (begin, end) = self.s.subspace(&(INDEX, meta.name.as_str())).range();
+        let begin = match after {
+            Some(id) => {
+                let mut k = self.index_key(&meta.name, id);
+                k.push(0);
+                k
+            }
+            None => begin,
+        };
+        let opt = RangeOption::new(begin, end).limit(limit);
+        let kvs = tx.get_range(&opt, false).await?;
+        let mut out = Vec::with_capacity(kvs.kvs.len());
+        for kv in kvs.kvs {
+            let (_, _, id): (String, String, TupleBytes<'_>) =
+                self.s.unpack(&kv.key).map_err(|e| BucketError::BadMetadata(e.to_string()))?;
+            let id = <[u8; 12]>::try_from(id.as_ref())
+                .map(ObjectId::from_bytes)
+                .map_err(|_| BucketError::BadMetadata("index key".into()))?;
+            let v = &kv.value;
+            if v.len() != 16 {
+                return Err(BucketError::BadMetadata("index entry".into()));
+            }
+            let mut entry = [0u8; 12];
+            entry.copy_from_slice(&v[..12]);
+            let shard = u32::from_be_bytes([v[12], v[13], v[14], v[15]]);
+            out.push(Location { id, shard, entry });
+        }
+        Ok(out)
+    }
+
+    /// Reads a document's body.
+    ///
+    /// # Errors
+    ///
+    /// Volume errors; `BadMetadata` when the entry is gone or its bytes are not a document.
+    pub async fn read(
+        &self,
+        tx: &Transaction,
+        meta: &BucketMeta,
+        volume: &Volume,
+        at: &Location,
+    ) -> Result<Document> {
+        let bytes = volume
+            .get(tx, meta.prefix, &at.entry)
+            .await?
+            .ok_or_else(|| BucketError::BadMetadata(format!("document {} has no body", at.id)))?;
+        Document::from_reader(&mut &bytes[..]).map_err(|e| BucketError::BadMetadata(e.to_string()))
+    }
+}
