@@ -11,9 +11,10 @@
 
 use bson::oid::ObjectId;
 use bson::{Bson, Document};
+use kronotop_meta::tuple::Versionstamp;
 use kronotop_meta::tuple::{Bytes as TupleBytes, Subspace};
 use kronotop_meta::{MetaError, MutationType, RangeOption, Transaction};
-use kronotop_volume::{Volume, VolumeError};
+use kronotop_volume::{EntryMetadata, Volume, VolumeError};
 
 /// Errors of bucket operations, with the reference's prefixes and texts.
 #[derive(Debug, thiserror::Error)]
@@ -63,14 +64,17 @@ pub struct BucketMeta {
 
 const META: &str = "m";
 const INDEX: &str = "i";
+/// Back references from a body's Volume entry (its versionstamp) to its `_id`, for repointing the
+/// index when vacuum moves bodies (not done yet: vacuum refuses bucket volumes meanwhile).
+const BACKREF: &str = "v";
 
-/// Where one document lives.
+/// Where one document lives: its shard and the place of its body in that shard's Volume, known
+/// before the insert commits, so a transaction reads its own inserts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
     pub id: ObjectId,
     pub shard: u32,
-    /// The Volume entry's id (the 12-byte versionstamp of its key).
-    pub entry: [u8; 12],
+    pub body: EntryMetadata,
 }
 
 /// The buckets of one namespace, in that namespace's bucket subspace.
@@ -194,6 +198,12 @@ impl Buckets {
                     id
                 }
                 Some(Bson::ObjectId(id)) => *id,
+                // A 24-hex string (what JSON replies show) is taken as the ObjectId it spells.
+                Some(Bson::String(s)) if ObjectId::parse_str(s).is_ok() => {
+                    let id = ObjectId::parse_str(s).map_err(|_| BucketError::IdNotObjectId)?;
+                    d.insert("_id", id);
+                    id
+                }
                 Some(_) => return Err(BucketError::IdNotObjectId),
             };
             if ids.contains(&id) || tx.get(&self.index_key(&meta.name, &id), false).await?.is_some()
@@ -208,17 +218,15 @@ impl Buckets {
         let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
         let appended = volume.append(db, tx, meta.prefix, &refs).await?;
         for (id, a) in ids.iter().zip(appended) {
-            // The entry id is the versionstamp of this transaction and the append's user version:
-            // the 10-byte placeholder is filled at commit, the offset (last 4 bytes) says where.
-            let mut value = vec![0u8; 10];
-            value.extend_from_slice(&a.user_version.to_be_bytes());
-            value.extend_from_slice(&shard.to_be_bytes());
-            value.extend_from_slice(&0u32.to_le_bytes());
-            tx.atomic_op(
-                &self.index_key(&meta.name, id),
-                &value,
-                MutationType::SetVersionstampedValue,
-            );
+            let mut value = shard.to_be_bytes().to_vec();
+            value.extend_from_slice(&a.metadata.encode());
+            tx.set(&self.index_key(&meta.name, id), &value);
+            let back = self.s.pack_with_versionstamp(&(
+                BACKREF,
+                meta.name.as_str(),
+                Versionstamp::incomplete(a.user_version),
+            ));
+            tx.atomic_op(&back, &id.bytes(), MutationType::SetVersionstampedKey);
         }
         Ok(ids)
     }
@@ -254,13 +262,13 @@ impl Buckets {
                 .map(ObjectId::from_bytes)
                 .map_err(|_| BucketError::BadMetadata("index key".into()))?;
             let v = &kv.value;
-            if v.len() != 16 {
+            let (Some(shard), Some(body)) = (
+                v.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+                v.get(4..).and_then(EntryMetadata::decode),
+            ) else {
                 return Err(BucketError::BadMetadata("index entry".into()));
-            }
-            let mut entry = [0u8; 12];
-            entry.copy_from_slice(&v[..12]);
-            let shard = u32::from_be_bytes([v[12], v[13], v[14], v[15]]);
-            out.push(Location { id, shard, entry });
+            };
+            out.push(Location { id, shard, body });
         }
         Ok(out)
     }
@@ -269,18 +277,9 @@ impl Buckets {
     ///
     /// # Errors
     ///
-    /// Volume errors; `BadMetadata` when the entry is gone or its bytes are not a document.
-    pub async fn read(
-        &self,
-        tx: &Transaction,
-        meta: &BucketMeta,
-        volume: &Volume,
-        at: &Location,
-    ) -> Result<Document> {
-        let bytes = volume
-            .get(tx, meta.prefix, &at.entry)
-            .await?
-            .ok_or_else(|| BucketError::BadMetadata(format!("document {} has no body", at.id)))?;
+    /// Volume errors (a checksum that fails); `BadMetadata` when the bytes are not a document.
+    pub fn read(&self, volume: &Volume, at: &Location) -> Result<Document> {
+        let bytes = volume.read(&at.body)?;
         Document::from_reader(&mut &bytes[..]).map_err(|e| BucketError::BadMetadata(e.to_string()))
     }
 }

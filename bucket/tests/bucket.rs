@@ -11,7 +11,8 @@ use kronotop_volume::{Volume, VolumeConfig};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insert_scan_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::open_embedded(&dir.path().join("meta"), embedded::Options::default()).unwrap();
+    let db =
+        Database::open_embedded(&dir.path().join("meta"), embedded::Options::default()).unwrap();
     let volume = Volume::open(
         &db,
         "bucket-shard-0",
@@ -35,7 +36,14 @@ async fn insert_scan_and_read_back() {
     let tx = db.create_trx().unwrap();
     let meta = buckets.get(&tx, "users").await.unwrap();
     let ids = buckets
-        .insert(&db, &tx, &meta, 0, &volume, vec![doc! {"name": "ada"}, doc! {"_id": given, "n": 2}])
+        .insert(
+            &db,
+            &tx,
+            &meta,
+            0,
+            &volume,
+            vec![doc! {"name": "ada"}, doc! {"_id": given, "n": 2}],
+        )
         .await
         .unwrap();
     assert_eq!(ids[1], given);
@@ -56,7 +64,7 @@ async fn insert_scan_and_read_back() {
     let all = buckets.scan(&tx, &meta, None, 100).await.unwrap();
     assert_eq!(all.len(), 2);
     assert!(all[0].id < all[1].id, "scans go in _id order");
-    let first = buckets.read(&tx, &meta, &volume, &all[0]).await.unwrap();
+    let first = buckets.read(&volume, &all[0]).unwrap();
     assert_eq!(first.get("_id"), Some(&Bson::ObjectId(all[0].id)));
     assert_eq!(first.keys().next().map(String::as_str), Some("_id"), "_id comes first");
     let rest = buckets.scan(&tx, &meta, Some(&all[0].id), 100).await.unwrap();

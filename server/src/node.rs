@@ -372,6 +372,8 @@ pub struct Node {
     pub volumes: Arc<crate::volumes::Volumes>,
     /// The REDIS shards: routing, and the shards loaded here.
     pub redis: Arc<crate::redis_shards::RedisShards>,
+    /// Round-robin counter for the shard of a `BUCKET.CREATE` without `SHARDS`.
+    pub bucket_round_robin: AtomicUsize,
     /// ZMap subspaces by namespace, with the namespace version they were opened at.
     pub zmaps: Mutex<std::collections::HashMap<String, (i64, kronotop_zmap::ZMap)>>,
     /// `TICK CACHED`: a read version and when it was taken.
@@ -422,6 +424,7 @@ impl Node {
             cluster,
             volumes,
             redis,
+            bucket_round_robin: AtomicUsize::new(0),
             zmaps: Mutex::default(),
             tick: Mutex::default(),
             zwatches: Mutex::default(),

@@ -101,6 +101,8 @@ pub struct RedisShards {
     routing: RwLock<Arc<Routing>>,
     /// Bumped after every change of `routing`, so sessions can keep a copy and check it cheaply.
     version: std::sync::atomic::AtomicU64,
+    /// Client addresses of the members, as last read.
+    addresses: RwLock<HashMap<String, Arc<str>>>,
     /// Loaded shards. Held while shards load or stop, so one load at a time runs per shard.
     running: tokio::sync::Mutex<HashMap<u32, Running>>,
 }
@@ -119,6 +121,7 @@ impl RedisShards {
             volumes,
             durability,
             routing: RwLock::default(),
+            addresses: RwLock::default(),
             version: std::sync::atomic::AtomicU64::new(1),
             running: tokio::sync::Mutex::default(),
         });
@@ -157,6 +160,15 @@ impl RedisShards {
     /// The current routing table.
     pub fn routing(&self) -> Arc<Routing> {
         Arc::clone(&self.routing.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// The client address (`host:port`) of member `id`, as last read.
+    pub fn member_address(&self, id: &str) -> Option<String> {
+        self.addresses
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .map(|a| a.to_string())
     }
 
     /// The routing table's current version.
@@ -241,6 +253,8 @@ impl RedisShards {
                 return;
             }
         };
+        *self.addresses.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            addresses.clone();
         let me = self.cluster.me().id;
         let running = self.running.lock().await;
         let targets = (0..count)

@@ -147,6 +147,8 @@ pub struct Session {
     /// This connection's copy of the REDIS routing table and its version: reading it costs no
     /// shared atomic operation, which the keyed commands' hot path would otherwise pay.
     pub routing: Option<(u64, Arc<crate::redis_shards::Routing>)>,
+    /// Open `BUCKET.QUERY` cursors.
+    pub bucket_cursors: crate::commands::bucket::Cursors,
     /// Next cursor id handed out by queries; ids start at 1 per session.
     pub next_cursor_id: u64,
     /// Set by `QUIT` and by `CLIENT KILL` of oneself: close once the reply is written.
@@ -195,6 +197,7 @@ impl Session {
             watched: Vec::new(),
             durable_waits: Vec::new(),
             routing: None,
+            bucket_cursors: Default::default(),
             next_cursor_id: 1,
             close_after_reply: false,
         }
@@ -212,6 +215,7 @@ impl Session {
         }
         self.multi = None;
         self.watched.clear();
+        self.bucket_cursors.clear();
         self.next_cursor_id = 1;
         self.client.info().in_multi = None;
     }

@@ -12,6 +12,7 @@
 //! executes, returning a `Reply`.
 
 pub mod args;
+pub mod bucket;
 mod client;
 mod cluster_cmd;
 mod config;
@@ -171,6 +172,7 @@ pub enum Command {
     Cluster(cluster_cmd::ClusterCmd),
     Z(zmap::ZCmd),
     Keys(redis_cmd::KeysCmd),
+    Bucket(bucket::BucketCmd),
     /// `HELP` of a container command: its subcommands and what they do.
     Help(&'static str),
     /// A command the table knows whose implementation belongs to an issue not done yet.
@@ -621,6 +623,7 @@ static NAMESPACE_SUBCOMMANDS: &[CommandSpec] = &[
 ];
 
 const ZMAP: &[&str] = &["@zmap"];
+const BUCKET: &[&str] = &["@bucket"];
 
 /// A client-port data command that needs an initialised cluster.
 const fn data_spec(
@@ -1814,6 +1817,141 @@ pub static COMMANDS: &[CommandSpec] = &[
         "Forgets the watched keys.",
         redis_cmd::parse_unwatch,
     ),
+    data_spec(
+        "BUCKET.CREATE",
+        "bucket.create",
+        -2,
+        WRITE,
+        (BUCKET, "bucket"),
+        "Creates a bucket: [SHARDS id ...] [IF-NOT-EXISTS].",
+        bucket::parse_create,
+    ),
+    data_spec(
+        "BUCKET.LIST",
+        "bucket.list",
+        1,
+        READONLY,
+        (BUCKET, "bucket"),
+        "Lists the buckets of the current namespace.",
+        bucket::parse_list,
+    ),
+    data_spec(
+        "BUCKET.INSERT",
+        "bucket.insert",
+        -3,
+        WRITE,
+        (BUCKET, "bucket"),
+        "Inserts documents (JSON or BSON): DOCS doc [doc ...]; replies their ids.",
+        bucket::parse_insert,
+    ),
+    data_spec(
+        "BUCKET.QUERY",
+        "bucket.query",
+        -3,
+        READONLY,
+        (BUCKET, "bucket"),
+        "Queries a bucket with a BQL filter: [LIMIT n] [PROJECTION spec]; opens a cursor.",
+        bucket::parse_query,
+    ),
+    data_spec(
+        "QUERY",
+        "query",
+        -3,
+        READONLY,
+        (BUCKET, "bucket"),
+        "Same as BUCKET.QUERY.",
+        bucket::parse_query,
+    ),
+    data_spec(
+        "BUCKET.ADVANCE",
+        "bucket.advance",
+        3,
+        READONLY,
+        (BUCKET, "bucket"),
+        "Returns the next batch of a cursor: QUERY <cursor-id>.",
+        bucket::parse_advance,
+    ),
+    data_spec(
+        "BUCKET.CLOSE",
+        "bucket.close",
+        3,
+        READONLY,
+        (BUCKET, "bucket"),
+        "Closes a cursor: QUERY <cursor-id>.",
+        bucket::parse_close,
+    ),
+    data_spec(
+        "BUCKET.CURSORS",
+        "bucket.cursors",
+        -1,
+        READONLY,
+        (BUCKET, "bucket"),
+        "Lists the open cursors and their filters: [QUERY|UPDATE|DELETE].",
+        bucket::parse_cursors,
+    ),
+    data_spec(
+        "BUCKET.UPDATE",
+        "bucket.update",
+        -1,
+        0,
+        (BUCKET, "bucket"),
+        "Not supported yet (issues #8 and #9).",
+        |_| Ok(Command::NotSupported("BUCKET.UPDATE")),
+    ),
+    data_spec(
+        "BUCKET.DELETE",
+        "bucket.delete",
+        -1,
+        0,
+        (BUCKET, "bucket"),
+        "Not supported yet (issues #8 and #9).",
+        |_| Ok(Command::NotSupported("BUCKET.DELETE")),
+    ),
+    data_spec(
+        "BUCKET.REMOVE",
+        "bucket.remove",
+        -1,
+        0,
+        (BUCKET, "bucket"),
+        "Not supported yet (issues #8 and #9).",
+        |_| Ok(Command::NotSupported("BUCKET.REMOVE")),
+    ),
+    data_spec(
+        "BUCKET.PURGE",
+        "bucket.purge",
+        -1,
+        0,
+        (BUCKET, "bucket"),
+        "Not supported yet (issues #8 and #9).",
+        |_| Ok(Command::NotSupported("BUCKET.PURGE")),
+    ),
+    data_spec(
+        "BUCKET.LOCATE",
+        "bucket.locate",
+        -1,
+        0,
+        (BUCKET, "bucket"),
+        "Not supported yet (issues #8 and #9).",
+        |_| Ok(Command::NotSupported("BUCKET.LOCATE")),
+    ),
+    data_spec(
+        "BUCKET.EXPLAIN",
+        "bucket.explain",
+        -1,
+        0,
+        (BUCKET, "bucket"),
+        "Not supported yet (issues #8 and #9).",
+        |_| Ok(Command::NotSupported("BUCKET.EXPLAIN")),
+    ),
+    data_spec(
+        "BUCKET.INDEX",
+        "bucket.index",
+        -1,
+        0,
+        (BUCKET, "bucket"),
+        "Not supported yet (issues #8 and #9).",
+        |_| Ok(Command::NotSupported("BUCKET.INDEX")),
+    ),
 ];
 
 /// Longest command name we look up; longer names cannot be in the table.
@@ -1996,6 +2134,7 @@ pub async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
         Command::Cluster(cmd) => Box::pin(cluster_cmd::execute(cmd, ctx)).await,
         Command::Z(cmd) => Box::pin(zmap::execute_z(cmd, ctx)).await,
         Command::Keys(cmd) => redis_cmd::execute(cmd, ctx),
+        Command::Bucket(cmd) => Box::pin(bucket::execute(cmd, ctx)).await,
         Command::Help(container) => Ok(docs::help(container)),
         Command::NotSupported(what) => {
             Err(CommandError::err_owned(format!("{what} is not supported yet")))

@@ -386,15 +386,33 @@ async fn zmap(ctx: &Ctx<'_>) -> Result<ZMap, CommandError> {
             return Ok(z.clone());
         }
     }
+    let subspace = namespace_leaf(ctx, "zmap").await?;
+    let z = ZMap::new(subspace);
+    ctx.node
+        .zmaps
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(name.clone(), (version, z.clone()));
+    Ok(z)
+}
+
+/// The subspace of the internal `leaf` ("zmap", "bucket") of the session's current namespace.
+///
+/// # Errors
+///
+/// The namespace errors (`NOSUCHNAMESPACE`, being removed…); metadata errors.
+pub(super) async fn namespace_leaf(
+    ctx: &Ctx<'_>,
+    leaf: &'static str,
+) -> Result<kronotop_meta::tuple::Subspace, CommandError> {
     let namespaces = ctx.node.cluster.namespaces();
-    let n = name.clone();
-    let subspace = ctx
-        .node
+    let n = ctx.session.namespace.clone();
+    ctx.node
         .meta
         .run(|tx, _| {
             let (namespaces, n) = (namespaces.clone(), n.clone());
             async move {
-                namespaces.leaf(&tx, &n, "zmap").await.map_err(|e| match e {
+                namespaces.leaf(&tx, &n, leaf).await.map_err(|e| match e {
                     kronotop_cluster::ClusterError::Meta(m) => kronotop_meta::RunError::Meta(m),
                     other => kronotop_meta::RunError::Custom(Box::new(other)),
                 })
@@ -411,18 +429,11 @@ async fn zmap(ctx: &Ctx<'_>) -> Result<ZMap, CommandError> {
             other => other
                 .meta()
                 .map_or(CommandError::err("namespace lookup failed"), CommandError::Meta),
-        })?;
-    let z = ZMap::new(subspace);
-    ctx.node
-        .zmaps
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(name.clone(), (version, z.clone()));
-    Ok(z)
+        })
 }
 
 /// The session's transaction, or a new auto-commit one (`true`).
-fn transaction(ctx: &Ctx<'_>) -> Result<(Transaction, bool), CommandError> {
+pub(super) fn transaction(ctx: &Ctx<'_>) -> Result<(Transaction, bool), CommandError> {
     match &ctx.session.transaction {
         Some(tx) => Ok((tx.clone(), false)),
         None => Ok((ctx.node.meta.create_trx()?, true)),

@@ -1,0 +1,461 @@
+//! `BUCKET.*`: document buckets in the session's namespace (reference section 4.6).
+//!
+//! Served so far: `CREATE`, `LIST`, `INSERT`, `QUERY` (and its alias `QUERY`), `ADVANCE QUERY`,
+//! `CLOSE QUERY` and `CURSORS`. Queries scan the primary index in `_id` order, evaluate the filter
+//! on each body and project the matches; a call stops after `LIMIT` matches or after
+//! `SCAN_BUDGET` index entries, whichever comes first, so a short or empty batch does not mean
+//! the cursor is exhausted (reference 5.10). `UPDATE`, `DELETE`, `REMOVE`, `PURGE`, `LOCATE`,
+//! `EXPLAIN`, `INDEX`, `SORTBY` and `RESULTSORT` answer that they are not supported yet.
+
+use std::collections::BTreeMap;
+
+use bson::Document;
+use bson::oid::ObjectId;
+use bytes::Bytes;
+use kronotop_bucket::{BucketError, BucketMeta, Buckets};
+use kronotop_cluster::ShardKind;
+use kronotop_query::projection::{Projection, parse_projection};
+use kronotop_query::{Filter, ParseError, decode_document, matches};
+
+use super::args::Args;
+use super::zmap::{namespace_leaf, transaction};
+use super::{Command, Ctx};
+use crate::error::CommandError;
+use crate::protocol::reply::{Protocol, Reply};
+use crate::session::{DocumentFormat, ObjectIdFormat};
+
+/// Index entries one query call looks at, at most: the reference's 50,000-entry scan budget, which
+/// keeps every call far inside the metadata store's 5-second transaction limit.
+const SCAN_BUDGET: usize = 50_000;
+
+/// Index entries read per range read while scanning (the reference caps a read at 10,000).
+const READ_CHUNK: usize = 10_000;
+
+impl From<BucketError> for CommandError {
+    fn from(e: BucketError) -> Self {
+        match e {
+            BucketError::Meta(m) => CommandError::Meta(m),
+            other => match other.prefix() {
+                "ERR" => CommandError::err_owned(other.to_string()),
+                prefix => CommandError::Prefixed { prefix, message: other.to_string() },
+            },
+        }
+    }
+}
+
+impl From<ParseError> for CommandError {
+    fn from(e: ParseError) -> Self {
+        CommandError::err_owned(e.to_string())
+    }
+}
+
+/// An open query cursor.
+#[derive(Debug)]
+pub struct BucketCursor {
+    namespace: String,
+    bucket: String,
+    filter: Filter,
+    filter_text: String,
+    projection: Option<Projection>,
+    limit: usize,
+    /// The last `_id` scanned; the next call continues after it.
+    after: Option<ObjectId>,
+    exhausted: bool,
+}
+
+#[derive(Debug)]
+pub enum BucketCmd {
+    Create { bucket: String, shards: Vec<u32>, if_not_exists: bool },
+    List,
+    Insert { bucket: String, docs: Vec<Bytes> },
+    Query { bucket: String, filter: Bytes, limit: usize, projection: Option<Bytes> },
+    Advance(u64),
+    Close(u64),
+    Cursors(Option<String>),
+}
+
+fn cmd(c: BucketCmd) -> Command {
+    Command::Bucket(c)
+}
+
+fn unknown(tok: &[u8]) -> CommandError {
+    CommandError::err_owned(format!("Unknown '{}' argument", String::from_utf8_lossy(tok)))
+}
+
+pub fn parse_create(args: &mut Args<'_>) -> Result<Command, CommandError> {
+    let bucket = args.next_lossy()?;
+    let (mut shards, mut if_not_exists, mut in_shards) = (Vec::new(), false, false);
+    while let Some(tok) = args.next_opt() {
+        let upper = tok.to_ascii_uppercase();
+        match upper.as_slice() {
+            b"SHARDS" => in_shards = true,
+            b"IF-NOT-EXISTS" => {
+                if_not_exists = true;
+                in_shards = false;
+            }
+            b"INDEXES" => return Err(CommandError::err("INDEXES is not supported yet")),
+            b"COLLATION" => return Err(CommandError::err("collations are not supported")),
+            _ if in_shards => {
+                let id = kronotop_redis::number::parse_i64(tok)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or(CommandError::err("Invalid shard id"))?;
+                shards.push(id);
+            }
+            _ => return Err(unknown(tok)),
+        }
+    }
+    Ok(cmd(BucketCmd::Create { bucket, shards, if_not_exists }))
+}
+
+pub fn parse_list(args: &mut Args<'_>) -> Result<Command, CommandError> {
+    args.finish().map(|()| cmd(BucketCmd::List))
+}
+
+pub fn parse_insert(args: &mut Args<'_>) -> Result<Command, CommandError> {
+    let bucket = args.next_lossy()?;
+    let tok = args.next_bytes()?;
+    if !tok.eq_ignore_ascii_case(b"DOCS") {
+        return Err(unknown(tok));
+    }
+    let docs = args.rest().to_vec();
+    if docs.is_empty() {
+        return Err(CommandError::err("No documents provided"));
+    }
+    Ok(cmd(BucketCmd::Insert { bucket, docs }))
+}
+
+pub fn parse_query(args: &mut Args<'_>) -> Result<Command, CommandError> {
+    let bucket = args.next_lossy()?;
+    let filter = args.next_bytes()?.clone();
+    let (mut limit, mut projection) = (0usize, None);
+    while let Some(tok) = args.next_opt() {
+        match tok.to_ascii_uppercase().as_slice() {
+            b"LIMIT" => {
+                let raw = args.next_opt().ok_or(CommandError::err(
+                    "LIMIT argument must be followed by a positive integer",
+                ))?;
+                limit = kronotop_redis::number::parse_i64(raw)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or(CommandError::err("LIMIT argument must be a non-negative integer"))?;
+            }
+            b"PROJECTION" => projection = Some(args.next_bytes()?.clone()),
+            b"SORTBY" | b"RESULTSORT" => {
+                return Err(CommandError::err_owned(format!(
+                    "{} is not supported yet",
+                    String::from_utf8_lossy(tok).to_ascii_uppercase()
+                )));
+            }
+            b"COLLATION" => return Err(CommandError::err("collations are not supported")),
+            _ => return Err(unknown(&tok.to_ascii_uppercase())),
+        }
+    }
+    Ok(cmd(BucketCmd::Query { bucket, filter, limit, projection }))
+}
+
+fn cursor_op(args: &mut Args<'_>) -> Result<(), CommandError> {
+    let op = args.next_bytes()?;
+    match op.to_ascii_uppercase().as_slice() {
+        b"QUERY" => Ok(()),
+        b"DELETE" | b"UPDATE" => Err(CommandError::err_owned(format!(
+            "BUCKET.{} is not supported yet",
+            String::from_utf8_lossy(op).to_ascii_uppercase()
+        ))),
+        _ => Err(CommandError::err_owned(format!(
+            "Unknown '{}' action",
+            String::from_utf8_lossy(op)
+        ))),
+    }
+}
+
+fn cursor_id(args: &mut Args<'_>) -> Result<u64, CommandError> {
+    let id = args.next_i64()?;
+    args.finish()?;
+    u64::try_from(id).map_err(|_| CommandError::NotInteger)
+}
+
+pub fn parse_advance(args: &mut Args<'_>) -> Result<Command, CommandError> {
+    cursor_op(args)?;
+    Ok(cmd(BucketCmd::Advance(cursor_id(args)?)))
+}
+
+pub fn parse_close(args: &mut Args<'_>) -> Result<Command, CommandError> {
+    cursor_op(args)?;
+    Ok(cmd(BucketCmd::Close(cursor_id(args)?)))
+}
+
+pub fn parse_cursors(args: &mut Args<'_>) -> Result<Command, CommandError> {
+    let op = args.next_opt().map(|o| String::from_utf8_lossy(o).to_ascii_uppercase());
+    args.finish()?;
+    if let Some(o) = &op
+        && !matches!(o.as_str(), "QUERY" | "UPDATE" | "DELETE")
+    {
+        return Err(CommandError::err_owned(format!("Unknown '{o}' action")));
+    }
+    Ok(cmd(BucketCmd::Cursors(op)))
+}
+
+async fn buckets(ctx: &Ctx<'_>) -> Result<Buckets, CommandError> {
+    Ok(Buckets::new(namespace_leaf(ctx, "bucket").await?))
+}
+
+/// Commits an auto-commit transaction; a session transaction waits for `COMMIT`.
+async fn finish(tx: kronotop_meta::Transaction, auto: bool) -> Result<(), CommandError> {
+    if auto {
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+fn object_id(id: &ObjectId, format: ObjectIdFormat) -> Reply {
+    match format {
+        ObjectIdFormat::Hex => Reply::bulk_str(&id.to_hex()),
+        ObjectIdFormat::Bytes => Reply::bulk(Bytes::copy_from_slice(&id.bytes())),
+    }
+}
+
+/// A document as the session wants it: BSON bytes, or relaxed extended JSON with `_id` as a plain
+/// hex string.
+fn document(doc: &Document, format: DocumentFormat) -> Reply {
+    match format {
+        DocumentFormat::Bson => {
+            let mut out = Vec::new();
+            match doc.to_writer(&mut out) {
+                Ok(()) => Reply::bulk(out),
+                Err(e) => {
+                    CommandError::err_owned(format!("cannot encode a document: {e}")).to_reply()
+                }
+            }
+        }
+        DocumentFormat::Json => {
+            let mut v = bson::Bson::Document(doc.clone()).into_relaxed_extjson();
+            if let (Some(bson::Bson::ObjectId(id)), Some(obj)) = (doc.get("_id"), v.as_object_mut())
+            {
+                obj.insert("_id".into(), serde_json::Value::String(id.to_hex()));
+            }
+            Reply::bulk(v.to_string())
+        }
+    }
+}
+
+pub async fn execute(c: BucketCmd, ctx: &mut Ctx<'_>) -> Result<Reply, CommandError> {
+    match c {
+        BucketCmd::Create { bucket, shards, if_not_exists } => {
+            create(ctx, &bucket, shards, if_not_exists).await
+        }
+        BucketCmd::List => {
+            let b = buckets(ctx).await?;
+            let (tx, auto) = transaction(ctx)?;
+            let names = b.list(&tx).await?;
+            finish(tx, auto).await?;
+            Ok(Reply::Array(names.iter().map(|n| Reply::bulk_str(n)).collect()))
+        }
+        BucketCmd::Insert { bucket, docs } => insert(ctx, &bucket, &docs).await,
+        BucketCmd::Query { bucket, filter, limit, projection } => {
+            let filter_text = String::from_utf8_lossy(&filter).into_owned();
+            let parsed = kronotop_query::parse_filter(&filter)?;
+            let projection = match projection {
+                Some(p) => Some(parse_projection(&decode_document(&p)?)?),
+                None => None,
+            };
+            let limit = if limit == 0 { ctx.session.attributes.limit as usize } else { limit };
+            let id = ctx.session.next_cursor_id;
+            ctx.session.next_cursor_id += 1;
+            let cursor = BucketCursor {
+                namespace: ctx.session.namespace.clone(),
+                bucket,
+                filter: parsed,
+                filter_text,
+                projection,
+                limit,
+                after: None,
+                exhausted: false,
+            };
+            ctx.session.bucket_cursors.insert(id, cursor);
+            batch(ctx, id).await
+        }
+        BucketCmd::Advance(id) => {
+            if !ctx.session.bucket_cursors.contains_key(&id) {
+                return Err(CommandError::err(
+                    "No previous query context found for 'query' operation with the given cursor id",
+                ));
+            }
+            batch(ctx, id).await
+        }
+        BucketCmd::Close(id) => match ctx.session.bucket_cursors.remove(&id) {
+            Some(_) => Ok(Reply::ok()),
+            None => Err(CommandError::err("no cursor found")),
+        },
+        BucketCmd::Cursors(op) => {
+            let queries: Vec<(Reply, Reply)> = ctx
+                .session
+                .bucket_cursors
+                .iter()
+                .map(|(id, c)| {
+                    (
+                        Reply::Integer(i64::try_from(*id).unwrap_or(i64::MAX)),
+                        Reply::bulk_str(&c.filter_text),
+                    )
+                })
+                .collect();
+            let mut out = Vec::new();
+            for kind in ["QUERY", "UPDATE", "DELETE"] {
+                if op.as_deref().is_some_and(|o| o != kind) {
+                    continue;
+                }
+                let entries = if kind == "QUERY" { queries.clone() } else { Vec::new() };
+                out.push((Reply::bulk_str(kind), Reply::Map(entries)));
+            }
+            Ok(Reply::Map(out))
+        }
+    }
+}
+
+async fn create(
+    ctx: &Ctx<'_>,
+    bucket: &str,
+    shards: Vec<u32>,
+    if_not_exists: bool,
+) -> Result<Reply, CommandError> {
+    let topology = ctx.node.cluster.topology();
+    let count = topology.shard_counts.get(&ShardKind::Bucket).copied().unwrap_or(0);
+    let routed = |id: u32| {
+        topology.routes.get(&(ShardKind::Bucket, id)).is_some_and(|r| r.primary.is_some())
+    };
+    let shards = if shards.is_empty() {
+        // One shard, round-robin over those this member is primary of (else over every routed one).
+        let me = ctx.node.cluster.me().id;
+        let local: Vec<u32> = (0..count)
+            .filter(|id| {
+                topology
+                    .routes
+                    .get(&(ShardKind::Bucket, *id))
+                    .is_some_and(|r| r.primary.as_deref() == Some(me.as_str()))
+            })
+            .collect();
+        let pool: Vec<u32> =
+            if local.is_empty() { (0..count).filter(|id| routed(*id)).collect() } else { local };
+        let next = ctx.node.bucket_round_robin.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match pool.get(next % pool.len().max(1)) {
+            Some(id) => vec![*id],
+            None => return Err(CommandError::err("No route found for Bucket shard: 0")),
+        }
+    } else {
+        shards
+    };
+    if let Some(bad) = shards.iter().find(|id| **id >= count || !routed(**id)) {
+        return Err(CommandError::err_owned(format!("No route found for Bucket shard: {bad}")));
+    }
+    let b = buckets(ctx).await?;
+    // Its own transaction, never the session's (reference 4.6.1).
+    let tx = ctx.node.meta.create_trx()?;
+    b.create(&tx, bucket, &shards, if_not_exists).await?;
+    tx.commit().await?;
+    Ok(Reply::ok())
+}
+
+/// The first of the bucket's shards this member is primary of, and its Volume; or `REJECT` to
+/// the primary of the bucket's first shard.
+fn local_shard(
+    ctx: &Ctx<'_>,
+    meta: &BucketMeta,
+) -> Result<(u32, std::sync::Arc<kronotop_volume::Volume>), CommandError> {
+    let topology = ctx.node.cluster.topology();
+    let me = ctx.node.cluster.me().id;
+    for id in &meta.shards {
+        let mine = topology
+            .routes
+            .get(&(ShardKind::Bucket, *id))
+            .is_some_and(|r| r.primary.as_deref() == Some(me.as_str()));
+        if mine && let Some(v) = ctx.node.volumes.get(&ShardKind::Bucket.volume_name(*id)) {
+            return Ok((*id, v));
+        }
+    }
+    let first = meta.shards.first().copied().unwrap_or(0);
+    let primary = topology.routes.get(&(ShardKind::Bucket, first)).and_then(|r| r.primary.clone());
+    let addr = primary
+        .and_then(|p| ctx.node.redis.member_address(&p))
+        .unwrap_or_else(|| "unknown".to_owned());
+    Err(CommandError::Prefixed { prefix: "REJECT", message: format!("{first} {addr}") })
+}
+
+async fn insert(ctx: &mut Ctx<'_>, bucket: &str, docs: &[Bytes]) -> Result<Reply, CommandError> {
+    let decoded: Vec<Document> =
+        docs.iter().map(|d| decode_document(d)).collect::<Result<_, _>>()?;
+    let b = buckets(ctx).await?;
+    let (tx, auto) = transaction(ctx)?;
+    let meta = b.get(&tx, bucket).await?;
+    let (shard, volume) = local_shard(ctx, &meta)?;
+    let ids = b.insert(&ctx.node.meta, &tx, &meta, shard, &volume, decoded).await?;
+    finish(tx, auto).await?;
+    let format = ctx.session.attributes.object_id_format;
+    Ok(Reply::Array(ids.iter().map(|id| object_id(id, format)).collect()))
+}
+
+/// Runs the next batch of query cursor `id`.
+async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
+    let Some(cursor) = ctx.session.bucket_cursors.get(&id) else {
+        return Err(CommandError::err("no cursor found"));
+    };
+    if cursor.namespace != ctx.session.namespace {
+        return Err(CommandError::err("the cursor belongs to another namespace"));
+    }
+    let (bucket, limit, exhausted, mut after) =
+        (cursor.bucket.clone(), cursor.limit, cursor.exhausted, cursor.after);
+    let b = buckets(ctx).await?;
+    let (tx, auto) = transaction(ctx)?;
+    let meta = b.get(&tx, &bucket).await?;
+    let format = ctx.session.attributes.reply_type;
+    let mut entries = Vec::new();
+    let mut scanned = 0usize;
+    let mut done = exhausted;
+    while !done && entries.len() < limit && scanned < SCAN_BUDGET {
+        let want = READ_CHUNK.min(SCAN_BUDGET - scanned).max(limit - entries.len());
+        let locations = b.scan(&tx, &meta, after.as_ref(), want).await?;
+        done = locations.len() < want;
+        for at in locations {
+            scanned += 1;
+            after = Some(at.id);
+            let volume = ctx
+                .node
+                .volumes
+                .get(&ShardKind::Bucket.volume_name(at.shard))
+                .ok_or_else(|| {
+                    CommandError::err_owned(format!(
+                        "document {} lives on bucket shard {}, which this member does not host; \
+                         reading from another member is not supported yet",
+                        at.id, at.shard
+                    ))
+                })?;
+            let doc = b.read(&volume, &at)?;
+            let Some(cursor) = ctx.session.bucket_cursors.get(&id) else { break };
+            if matches(&cursor.filter, &doc) {
+                let shown = match &cursor.projection {
+                    Some(p) => p.apply(&doc, &cursor.filter),
+                    None => doc,
+                };
+                entries.push(document(&shown, format));
+                if entries.len() >= limit {
+                    // Stop right after this document: the next call continues after it.
+                    done = false;
+                    break;
+                }
+            }
+        }
+    }
+    finish(tx, auto).await?;
+    if let Some(c) = ctx.session.bucket_cursors.get_mut(&id) {
+        c.after = after;
+        c.exhausted = done;
+    }
+    let id = Reply::Integer(i64::try_from(id).unwrap_or(i64::MAX));
+    Ok(match ctx.session.protocol {
+        Protocol::Resp3 => Reply::Map(vec![
+            (Reply::bulk_str("cursor_id"), id),
+            (Reply::bulk_str("entries"), Reply::Array(entries)),
+        ]),
+        Protocol::Resp2 => Reply::Array(vec![id, Reply::Array(entries)]),
+    })
+}
+
+/// The cursors of a session, by id.
+pub type Cursors = BTreeMap<u64, BucketCursor>;

@@ -1,0 +1,248 @@
+//! Document buckets, black-box: create, insert (JSON and BSON), query with filters, projection
+//! and cursors over RESP2 and RESP3, transactions, and a scan of many documents through cursors
+//! that returns each exactly once.
+
+// Test helpers panic on malformed replies: that is how a test fails.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::HashSet;
+
+use redis_protocol::resp3::types::OwnedFrame;
+use support::{Raw, Server};
+
+fn server() -> Server {
+    let s = Server::builder().arg("--bootstrap").set("bucket.shards", "2").start();
+    // Bucket shards open their volumes when their routes appear; wait until inserts work.
+    let mut c = s.connect();
+    assert_eq!(c.cmd_raw(&["BUCKET.CREATE", "probe"]), "+OK\r\n");
+    let deadline = std::time::Instant::now() + support::PATIENCE;
+    while c.cmd_raw(&["BUCKET.INSERT", "probe", "DOCS", "{}"]).starts_with('-') {
+        assert!(std::time::Instant::now() < deadline, "bucket shards never became usable");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    s
+}
+
+/// The documents of a RESP2 query reply `[cursor, [doc, ...]]`, as JSON values.
+fn docs(frame: &OwnedFrame) -> (i64, Vec<serde_json::Value>) {
+    let OwnedFrame::Array { data, .. } = frame else { panic!("not an array: {frame:?}") };
+    assert_eq!(data.len(), 2, "{frame:?}");
+    let OwnedFrame::Number { data: cursor, .. } = &data[0] else { panic!("no cursor: {frame:?}") };
+    let OwnedFrame::Array { data: entries, .. } = &data[1] else { panic!("no entries") };
+    let docs = entries.iter().map(|e| serde_json::from_str(&support::text(e)).unwrap()).collect();
+    (*cursor, docs)
+}
+
+#[test]
+fn create_insert_query_and_cursors() {
+    let s = server();
+    let mut c = s.connect();
+    assert_eq!(c.cmd_raw(&["BUCKET.CREATE", "users"]), "+OK\r\n");
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.CREATE", "users"]),
+        "-BUCKETALREADYEXISTS Bucket already exists: users\r\n"
+    );
+    assert_eq!(c.cmd_raw(&["BUCKET.CREATE", "users", "IF-NOT-EXISTS"]), "+OK\r\n");
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.CREATE", "b2", "SHARDS", "9"]),
+        "-ERR No route found for Bucket shard: 9\r\n"
+    );
+    assert_eq!(c.cmd_raw(&["BUCKET.CREATE", "b2", "FOO"]), "-ERR Unknown 'FOO' argument\r\n");
+    let list = c.cmd(&["BUCKET.LIST"]);
+    let OwnedFrame::Array { data, .. } = &list else { panic!() };
+    let names: HashSet<String> = data.iter().map(support::text).collect();
+    assert_eq!(names, HashSet::from(["probe".to_owned(), "users".to_owned()]));
+
+    let ids = c.cmd(&[
+        "BUCKET.INSERT",
+        "users",
+        "DOCS",
+        r#"{name: "ada", age: 36, tags: ["admin"]}"#,
+        r#"{"name": "bob", "age": 25}"#,
+        r#"{"_id": {"$oid": "507f1f77bcf86cd799439011"}, "name": "cy", "age": 41}"#,
+    ]);
+    let OwnedFrame::Array { data: ids, .. } = &ids else { panic!("{ids:?}") };
+    assert_eq!(ids.len(), 3);
+    assert_eq!(support::text(&ids[2]), "507f1f77bcf86cd799439011", "hex ids by default");
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.INSERT", "users", "DOCS", r#"{"_id": "507f1f77bcf86cd799439011"}"#]),
+        "-DUPLICATEKEY Duplicate key: _id '507f1f77bcf86cd799439011'\r\n",
+        "a 24-hex string _id is an ObjectId"
+    );
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.INSERT", "users", "DOCS", "{_id: 5}"]),
+        "-ERR _id field must be of type ObjectId\r\n"
+    );
+    assert_eq!(c.cmd_raw(&["BUCKET.INSERT", "users", "DOCS"]), "-ERR No documents provided\r\n");
+    assert!(
+        c.cmd_raw(&["BUCKET.INSERT", "users", "DOCS", "{a:"]).starts_with("-ERR BQL parse error")
+    );
+
+    // A filter, in _id order.
+    let (cursor, found) = docs(&c.cmd(&["BUCKET.QUERY", "users", "{age: {$gt: 30}}"]));
+    assert_eq!(cursor, 1, "cursor ids start at 1 per session");
+    let names: Vec<&str> = found.iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["cy", "ada"], "the given id is older than the generated ones");
+    assert!(found[1]["_id"].as_str().is_some_and(|id| id.len() == 24));
+    // LIMIT, PROJECTION and ADVANCE until empty.
+    let (cursor, first) =
+        docs(&c.cmd(&["QUERY", "users", "{}", "LIMIT", "1", "PROJECTION", "{name: 1, _id: 0}"]));
+    assert_eq!(first, [serde_json::json!({"name": "cy"})]);
+    let mut seen = vec![first[0]["name"].as_str().unwrap().to_owned()];
+    loop {
+        let (_, batch) = docs(&c.cmd(&["BUCKET.ADVANCE", "QUERY", &cursor.to_string()]));
+        if batch.is_empty() {
+            break;
+        }
+        seen.extend(batch.iter().map(|d| d["name"].as_str().unwrap().to_owned()));
+    }
+    assert_eq!(seen, ["cy", "ada", "bob"]);
+    // RESP3 replies are maps; CURSORS lists the open query cursors with their filters.
+    let mut r3 = s.connect();
+    r3.cmd(&["HELLO", "3"]);
+    let reply = r3.cmd_raw(&["BUCKET.QUERY", "users", "{name: 'bob'}"]);
+    assert!(reply.starts_with("%2\r\n$9\r\ncursor_id\r\n:1\r\n$7\r\nentries\r\n*1\r\n"), "{reply}");
+    let cursors = r3.cmd_raw(&["BUCKET.CURSORS", "QUERY"]);
+    assert!(cursors.contains("{name: 'bob'}"), "{cursors}");
+    assert_eq!(r3.cmd_raw(&["BUCKET.CLOSE", "QUERY", "1"]), "+OK\r\n");
+    assert_eq!(r3.cmd_raw(&["BUCKET.CLOSE", "QUERY", "1"]), "-ERR no cursor found\r\n");
+    assert_eq!(
+        r3.cmd_raw(&["BUCKET.ADVANCE", "QUERY", "1"]),
+        "-ERR No previous query context found for 'query' operation with the given cursor id\r\n"
+    );
+    assert_eq!(r3.cmd_raw(&["BUCKET.ADVANCE", "FOO", "1"]), "-ERR Unknown 'FOO' action\r\n");
+    // Errors.
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.QUERY", "nope", "{}"]),
+        "-NOSUCHBUCKET No such bucket: 'nope'\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.QUERY", "users", "{a: {$foo: 1}}"]),
+        "-ERR BQL parse error: Unknown selector operator: $foo\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.QUERY", "users", "{}", "LIMIT", "-1"]),
+        "-ERR LIMIT argument must be a non-negative integer\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.DELETE", "users", "{}"]),
+        "-ERR BUCKET.DELETE is not supported yet\r\n"
+    );
+    assert_eq!(c.cmd_raw(&["PING"]), "+PONG\r\n");
+}
+
+#[test]
+fn bson_in_and_out_and_transactions() {
+    let s = server();
+    let mut c = s.connect();
+    assert_eq!(c.cmd_raw(&["BUCKET.CREATE", "docs"]), "+OK\r\n");
+    let doc = bson::doc! {"n": 1, "s": "x"};
+    let mut bytes = Vec::new();
+    doc.to_writer(&mut bytes).unwrap();
+    c.send(&support::encode(&[
+        b"BUCKET.INSERT",
+        b"docs",
+        b"DOCS",
+        &bytes,
+        br#"{"n": 1, "s": "x"}"#,
+    ]));
+    assert!(c.read_raw().starts_with(b"*2\r\n"));
+    // Both inputs were stored alike.
+    let (_, found) = docs(&c.cmd(&["BUCKET.QUERY", "docs", "{n: 1}", "PROJECTION", "{_id: 0}"]));
+    assert_eq!(
+        found,
+        [serde_json::json!({"n": 1, "s": "x"}), serde_json::json!({"n": 1, "s": "x"})]
+    );
+    // BSON replies.
+    assert_eq!(c.cmd_raw(&["SESSION.ATTRIBUTE", "SET", "reply_type", "bson"]), "+OK\r\n");
+    let reply = c.cmd(&["BUCKET.QUERY", "docs", "{}", "LIMIT", "1", "PROJECTION", "{_id: 0}"]);
+    let OwnedFrame::Array { data, .. } = &reply else { panic!() };
+    let OwnedFrame::Array { data: entries, .. } = &data[1] else { panic!() };
+    let OwnedFrame::BlobString { data: raw, .. } = &entries[0] else { panic!() };
+    assert_eq!(bson::Document::from_reader(&mut &raw[..]).unwrap(), doc);
+    assert_eq!(c.cmd_raw(&["SESSION.ATTRIBUTE", "SET", "reply_type", "json"]), "+OK\r\n");
+    // Inside BEGIN a query sees the transaction's own inserts; ROLLBACK discards them.
+    assert_eq!(c.cmd_raw(&["BEGIN"]), "+OK\r\n");
+    assert!(c.cmd_raw(&["BUCKET.INSERT", "docs", "DOCS", "{n: 2}"]).starts_with("*1"));
+    let (_, inside) = docs(&c.cmd(&["BUCKET.QUERY", "docs", "{n: 2}"]));
+    assert_eq!(inside.len(), 1);
+    let mut other = s.connect();
+    let (_, outside) = docs(&other.cmd(&["BUCKET.QUERY", "docs", "{n: 2}"]));
+    assert!(outside.is_empty(), "uncommitted inserts are invisible to others");
+    assert_eq!(c.cmd_raw(&["ROLLBACK"]), "+OK\r\n");
+    let (_, after) = docs(&c.cmd(&["BUCKET.QUERY", "docs", "{n: 2}"]));
+    assert!(after.is_empty());
+    assert_eq!(c.cmd_raw(&["BEGIN"]), "+OK\r\n");
+    assert!(c.cmd_raw(&["BUCKET.INSERT", "docs", "DOCS", "{n: 3}"]).starts_with("*1"));
+    assert_eq!(c.cmd_raw(&["COMMIT"]), "+OK\r\n");
+    let (_, committed) = docs(&other.cmd(&["BUCKET.QUERY", "docs", "{n: 3}"]));
+    assert_eq!(committed.len(), 1);
+}
+
+/// Every document comes back exactly once across ADVANCE calls, with a filter that skips most.
+#[test]
+fn a_large_bucket_scans_through_cursors_exactly_once() {
+    let s = server();
+    let mut c = s.connect();
+    assert_eq!(c.cmd_raw(&["BUCKET.CREATE", "many"]), "+OK\r\n");
+    let total = 5000;
+    for chunk in 0..(total / 500) {
+        let docs: Vec<String> =
+            (0..500).map(|i| format!("{{\"i\": {}}}", chunk * 500 + i)).collect();
+        let mut args = vec!["BUCKET.INSERT", "many", "DOCS"];
+        args.extend(docs.iter().map(String::as_str));
+        assert!(c.cmd_raw(&args).starts_with("*500\r\n"));
+    }
+    let mut seen = HashSet::new();
+    let (cursor, first) = docs(&c.cmd(&["BUCKET.QUERY", "many", "{i: {$gte: 0}}", "LIMIT", "333"]));
+    let mut batch = first;
+    loop {
+        for d in &batch {
+            assert!(seen.insert(d["i"].as_i64().unwrap()), "returned twice: {d}");
+        }
+        if batch.is_empty() {
+            break;
+        }
+        batch = docs(&c.cmd(&["BUCKET.ADVANCE", "QUERY", &cursor.to_string()])).1;
+    }
+    assert_eq!(seen.len(), total);
+    // A selective filter: short batches, still complete.
+    let (cursor, mut batch) =
+        docs(&c.cmd(&["BUCKET.QUERY", "many", "{i: {$in: [7, 4999]}}", "LIMIT", "1"]));
+    let mut found = Vec::new();
+    while !batch.is_empty() {
+        found.extend(batch.iter().map(|d| d["i"].as_i64().unwrap()));
+        batch = docs(&c.cmd(&["BUCKET.ADVANCE", "QUERY", &cursor.to_string()])).1;
+    }
+    assert_eq!(found, [7, 4999]);
+}
+
+/// An insert on a member that hosts none of the bucket's shards is rejected to the owner.
+#[test]
+fn inserts_elsewhere_are_rejected_to_the_owner() {
+    let s = Server::builder()
+        .members(2)
+        .arg("--bootstrap")
+        .set("bucket.shards", "2")
+        .set("redis.shards", "1")
+        .start();
+    let mut m0 = Raw::connect(s.clients[0]);
+    // Shard 1 is member 1's (round-robin).
+    let deadline = std::time::Instant::now() + support::PATIENCE;
+    while m0.cmd_raw(&["BUCKET.CREATE", "far", "SHARDS", "1"]) != "+OK\r\n" {
+        assert!(std::time::Instant::now() < deadline, "shard 1 never routed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        m0.cmd_raw(&["BUCKET.INSERT", "far", "DOCS", "{}"]),
+        format!("-REJECT 1 {}\r\n", s.clients[1])
+    );
+    let mut m1 = Raw::connect(s.clients[1]);
+    let deadline = std::time::Instant::now() + support::PATIENCE;
+    while !m1.cmd_raw(&["BUCKET.INSERT", "far", "DOCS", "{}"]).starts_with("*1") {
+        assert!(std::time::Instant::now() < deadline, "member 1 never accepted the insert");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
