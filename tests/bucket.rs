@@ -127,8 +127,12 @@ fn create_insert_query_and_cursors() {
         "-ERR LIMIT argument must be a non-negative integer\r\n"
     );
     assert_eq!(
-        c.cmd_raw(&["BUCKET.DELETE", "users", "{}"]),
-        "-ERR BUCKET.DELETE is not supported yet\r\n"
+        c.cmd_raw(&["BUCKET.DELETE", "users", "{}", "PROJECTION", "{}"]),
+        "-ERR 'PROJECTION' is an unsupported argument\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.EXPLAIN", "users", "{}"]),
+        "-ERR BUCKET.EXPLAIN is not supported yet\r\n"
     );
     assert_eq!(c.cmd_raw(&["PING"]), "+PONG\r\n");
 }
@@ -179,6 +183,114 @@ fn bson_in_and_out_and_transactions() {
     assert_eq!(c.cmd_raw(&["COMMIT"]), "+OK\r\n");
     let (_, committed) = docs(&other.cmd(&["BUCKET.QUERY", "docs", "{n: 3}"]));
     assert_eq!(committed.len(), 1);
+}
+
+/// The ids of a RESP2 update or delete reply `[cursor, [id, ...]]`.
+fn ids(frame: &OwnedFrame) -> (i64, Vec<String>) {
+    let OwnedFrame::Array { data, .. } = frame else { panic!("not an array: {frame:?}") };
+    assert_eq!(data.len(), 2, "{frame:?}");
+    let OwnedFrame::Number { data: cursor, .. } = &data[0] else { panic!("no cursor: {frame:?}") };
+    let OwnedFrame::Array { data: items, .. } = &data[1] else { panic!("no ids") };
+    (*cursor, items.iter().map(support::text).collect())
+}
+
+#[test]
+fn update_delete_upsert_remove_and_purge() {
+    let s = server();
+    let mut c = s.connect();
+    assert_eq!(c.cmd_raw(&["BUCKET.CREATE", "items"]), "+OK\r\n");
+    let docs_in = [
+        r#"{_id: "000000000000000000000001", sku: "a", qty: 5, tags: ["x", "y"], items: [{s: "n", p: 1}, {s: "n", p: 150}]}"#,
+        r#"{_id: "000000000000000000000002", sku: "b", qty: 0}"#,
+        r#"{_id: "000000000000000000000003", sku: "c", qty: 12}"#,
+    ];
+    let mut args = vec!["BUCKET.INSERT", "items", "DOCS"];
+    args.extend(docs_in);
+    assert!(c.cmd_raw(&args).starts_with("*3\r\n"));
+    // $set on matches; a no-op update is not reported.
+    let (_, changed) =
+        ids(&c.cmd(&["BUCKET.UPDATE", "items", "{qty: {$gt: 1}}", "{$set: {status: 'ok'}}"]));
+    assert_eq!(changed, ["000000000000000000000001", "000000000000000000000003"]);
+    let (_, changed) =
+        ids(&c.cmd(&["BUCKET.UPDATE", "items", "{qty: {$gt: 1}}", "{$set: {status: 'ok'}}"]));
+    assert!(changed.is_empty(), "nothing changed the second time");
+    // Positional and filtered positional updates, $unset.
+    ids(&c.cmd(&[
+        "BUCKET.UPDATE",
+        "items",
+        "{items: {$elemMatch: {p: {$gt: 100}}}}",
+        "{$set: {'items.$.s': 'big'}}",
+    ]));
+    ids(&c.cmd(&[
+        "BUCKET.UPDATE",
+        "items",
+        "{sku: 'a'}",
+        "{$set: {'tags.$[t]': 'z'}, $unset: ['status'], array_filters: [{t: 'y'}]}",
+    ]));
+    let (_, found) = docs(&c.cmd(&[
+        "BUCKET.QUERY",
+        "items",
+        "{sku: 'a'}",
+        "PROJECTION",
+        "{_id: 0, tags: 1, items: 1, status: 1}",
+    ]));
+    assert_eq!(
+        found,
+        [
+            serde_json::json!({"tags": ["x", "z"], "items": [{"s": "n", "p": 1}, {"s": "big", "p": 150}]})
+        ]
+    );
+    // Upsert: inserts the equalities of the filter and the $set when nothing matches.
+    let (_, up) = ids(&c.cmd(&[
+        "BUCKET.UPDATE",
+        "items",
+        "{sku: 'd', 'dim.w': 3}",
+        "{$set: {qty: 1}, upsert: true}",
+    ]));
+    assert_eq!(up.len(), 1);
+    let (_, found) =
+        docs(&c.cmd(&["BUCKET.QUERY", "items", "{sku: 'd'}", "PROJECTION", "{_id: 0}"]));
+    assert_eq!(found, [serde_json::json!({"sku": "d", "dim": {"w": 3}, "qty": 1})]);
+    assert!(
+        c.cmd_raw(&["BUCKET.UPDATE", "items", "{}", "{$set: {_id: 1}}"])
+            .starts_with("-ERR BQL parse error: _id field is immutable")
+    );
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.UPDATE", "items", "{}", ""]),
+        "-ERR update parameter cannot be empty\r\n"
+    );
+    // DELETE in batches through its cursor.
+    let (cursor, first) =
+        ids(&c.cmd(&["BUCKET.DELETE", "items", "{qty: {$gte: 0}}", "LIMIT", "2"]));
+    assert_eq!(first.len(), 2);
+    let (_, rest) = ids(&c.cmd(&["BUCKET.ADVANCE", "DELETE", &cursor.to_string()]));
+    assert_eq!(rest.len(), 2);
+    assert!(
+        c.cmd_raw(&["BUCKET.ADVANCE", "QUERY", &cursor.to_string()])
+            .starts_with("-ERR No previous query context found for 'query' operation")
+    );
+    let (_, left) = docs(&c.cmd(&["BUCKET.QUERY", "items", "{}"]));
+    assert!(left.is_empty());
+    // LOCATE, REMOVE, PURGE.
+    let located = c.cmd_raw(&["BUCKET.LOCATE", "items"]);
+    assert!(located.starts_with("*3\r\n:") && located.contains(&s.client.to_string()), "{located}");
+    assert!(c.cmd_raw(&["BUCKET.INSERT", "items", "DOCS", "{n: 1}"]).starts_with("*1"));
+    assert_eq!(c.cmd_raw(&["BUCKET.PURGE", "items"]), "-ERR Bucket 'items' is not removed\r\n");
+    assert_eq!(c.cmd_raw(&["BUCKET.REMOVE", "items"]), "+OK\r\n");
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.QUERY", "items", "{}"]),
+        "-BUCKETBEINGREMOVED Bucket 'items' is being removed\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.CREATE", "items", "IF-NOT-EXISTS"]),
+        "-BUCKETBEINGREMOVED Bucket 'items' is being removed\r\n"
+    );
+    assert_eq!(c.cmd_raw(&["BUCKET.PURGE", "items"]), "+OK\r\n");
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.QUERY", "items", "{}"]),
+        "-NOSUCHBUCKET No such bucket: 'items'\r\n"
+    );
+    assert_eq!(c.cmd_raw(&["BUCKET.CREATE", "items"]), "+OK\r\n", "the name is free again");
 }
 
 /// Every document comes back exactly once across ADVANCE calls, with a filter that skips most.

@@ -30,6 +30,14 @@ pub enum BucketError {
     IdNotObjectId,
     #[error("No documents provided")]
     NoDocuments,
+    #[error("Bucket '{0}' is being removed")]
+    BeingRemoved(String),
+    #[error("Bucket '{0}' is not removed")]
+    NotRemoved(String),
+    #[error(
+        "a document inserted or changed in this transaction cannot be changed again before COMMIT"
+    )]
+    ChangedInThisTransaction,
     #[error("bucket metadata is damaged: {0}")]
     BadMetadata(String),
     #[error(transparent)]
@@ -45,6 +53,7 @@ impl BucketError {
             BucketError::NoSuchBucket(_) => "NOSUCHBUCKET",
             BucketError::AlreadyExists(_) => "BUCKETALREADYEXISTS",
             BucketError::DuplicateKey(_) => "DUPLICATEKEY",
+            BucketError::BeingRemoved(_) => "BUCKETBEINGREMOVED",
             _ => "ERR",
         }
     }
@@ -60,6 +69,8 @@ pub struct BucketMeta {
     pub prefix: [u8; 8],
     /// The bucket shards it lives on, in order; inserts go to the first one hosted locally.
     pub shards: Vec<u32>,
+    /// `BUCKET.REMOVE` ran: every access but `PURGE` fails.
+    pub removed: bool,
 }
 
 const META: &str = "m";
@@ -67,6 +78,9 @@ const INDEX: &str = "i";
 /// Back references from a body's Volume entry (its versionstamp) to its `_id`, for repointing the
 /// index when vacuum moves bodies (not done yet: vacuum refuses bucket volumes meanwhile).
 const BACKREF: &str = "v";
+/// A document's Volume entry id (versionstamp), by `_id`: what deleting the body needs. Written
+/// with a versionstamped value, so it is readable once the insert has committed.
+const ENTRY: &str = "e";
 
 /// Where one document lives: its shard and the place of its body in that shard's Volume, known
 /// before the insert commits, so a transaction reads its own inserts.
@@ -92,6 +106,10 @@ impl Buckets {
         self.s.pack(&(META, name))
     }
 
+    fn entry_key(&self, name: &str, id: &ObjectId) -> Vec<u8> {
+        self.s.pack(&(ENTRY, name, TupleBytes::from(&id.bytes()[..])))
+    }
+
     fn index_key(&self, name: &str, id: &ObjectId) -> Vec<u8> {
         self.s.pack(&(INDEX, name, TupleBytes::from(&id.bytes()[..])))
     }
@@ -108,7 +126,14 @@ impl Buckets {
         shards: &[u32],
         if_not_exists: bool,
     ) -> Result<bool> {
-        if tx.get(&self.meta_key(name), false).await?.is_some() {
+        if let Some(raw) = tx.get(&self.meta_key(name), false).await? {
+            // A removed bucket is refused even with IF-NOT-EXISTS (our decision, the original's
+            // issue #22): it still holds data until purged.
+            if serde_json::from_slice::<serde_json::Value>(&raw)
+                .is_ok_and(|v| v["removed"].as_bool() == Some(true))
+            {
+                return Err(BucketError::BeingRemoved(name.to_owned()));
+            }
             return if if_not_exists {
                 Ok(false)
             } else {
@@ -122,12 +147,25 @@ impl Buckets {
         Ok(true)
     }
 
-    /// The bucket's metadata.
+    /// The bucket's metadata, refusing a removed bucket.
+    ///
+    /// # Errors
+    ///
+    /// `NoSuchBucket`, `BeingRemoved`; metadata errors.
+    pub async fn get(&self, tx: &Transaction, name: &str) -> Result<BucketMeta> {
+        let meta = self.get_any(tx, name).await?;
+        if meta.removed {
+            return Err(BucketError::BeingRemoved(name.to_owned()));
+        }
+        Ok(meta)
+    }
+
+    /// The bucket's metadata, removed or not.
     ///
     /// # Errors
     ///
     /// `NoSuchBucket`; metadata errors.
-    pub async fn get(&self, tx: &Transaction, name: &str) -> Result<BucketMeta> {
+    pub async fn get_any(&self, tx: &Transaction, name: &str) -> Result<BucketMeta> {
         let raw = tx
             .get(&self.meta_key(name), false)
             .await?
@@ -145,7 +183,8 @@ impl Buckets {
                 a.iter().filter_map(|s| s.as_u64()).filter_map(|s| u32::try_from(s).ok()).collect()
             })
             .unwrap_or_default();
-        Ok(BucketMeta { name: name.to_owned(), prefix, shards })
+        let removed = v["removed"].as_bool().unwrap_or(false);
+        Ok(BucketMeta { name: name.to_owned(), prefix, shards, removed })
     }
 
     /// Names of the buckets, in order.
@@ -218,17 +257,151 @@ impl Buckets {
         let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
         let appended = volume.append(db, tx, meta.prefix, &refs).await?;
         for (id, a) in ids.iter().zip(appended) {
-            let mut value = shard.to_be_bytes().to_vec();
-            value.extend_from_slice(&a.metadata.encode());
-            tx.set(&self.index_key(&meta.name, id), &value);
-            let back = self.s.pack_with_versionstamp(&(
-                BACKREF,
-                meta.name.as_str(),
-                Versionstamp::incomplete(a.user_version),
-            ));
-            tx.atomic_op(&back, &id.bytes(), MutationType::SetVersionstampedKey);
+            self.point(tx, meta, id, shard, &a);
         }
         Ok(ids)
+    }
+
+    /// Writes the index entry of document `id` whose body was appended as `a` on `shard`.
+    fn point(
+        &self,
+        tx: &Transaction,
+        meta: &BucketMeta,
+        id: &ObjectId,
+        shard: u32,
+        a: &kronotop_volume::Appended,
+    ) {
+        let mut value = shard.to_be_bytes().to_vec();
+        value.extend_from_slice(&a.metadata.encode());
+        tx.set(&self.index_key(&meta.name, id), &value);
+        let back = self.s.pack_with_versionstamp(&(
+            BACKREF,
+            meta.name.as_str(),
+            Versionstamp::incomplete(a.user_version),
+        ));
+        tx.atomic_op(&back, &id.bytes(), MutationType::SetVersionstampedKey);
+        let mut entry = vec![0u8; 10];
+        entry.extend_from_slice(&a.user_version.to_be_bytes());
+        entry.extend_from_slice(&0u32.to_le_bytes());
+        tx.atomic_op(&self.entry_key(&meta.name, id), &entry, MutationType::SetVersionstampedValue);
+    }
+
+    /// The Volume entry id of document `id`'s body.
+    async fn entry_id(
+        &self,
+        tx: &Transaction,
+        meta: &BucketMeta,
+        id: &ObjectId,
+    ) -> Result<[u8; 12]> {
+        match tx.get(&self.entry_key(&meta.name, id), false).await {
+            Ok(Some(v)) => <[u8; 12]>::try_from(&v[..])
+                .map_err(|_| BucketError::BadMetadata("entry id".into())),
+            Ok(None) => Err(BucketError::BadMetadata(format!("document {id} has no entry id"))),
+            Err(e) if e == MetaError::ACCESSED_UNREADABLE => {
+                Err(BucketError::ChangedInThisTransaction)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes the document at `at`: its index entries and its body's Volume entry.
+    ///
+    /// # Errors
+    ///
+    /// `ChangedInThisTransaction`; Volume and metadata errors.
+    pub async fn delete(
+        &self,
+        tx: &Transaction,
+        meta: &BucketMeta,
+        volume: &Volume,
+        at: &Location,
+    ) -> Result<()> {
+        let entry = self.entry_id(tx, meta, &at.id).await?;
+        volume.delete(tx, meta.prefix, &entry).await?;
+        tx.clear(&self.index_key(&meta.name, &at.id));
+        tx.clear(&self.entry_key(&meta.name, &at.id));
+        tx.clear(&self.s.pack(&(BACKREF, meta.name.as_str(), Versionstamp::from(entry))));
+        Ok(())
+    }
+
+    /// Replaces the document at `at` with `doc` (same `_id`): a new body, the old one deleted.
+    ///
+    /// # Errors
+    ///
+    /// As `delete`, and the append's errors.
+    pub async fn replace(
+        &self,
+        db: &kronotop_meta::Database,
+        tx: &Transaction,
+        meta: &BucketMeta,
+        volume: &Volume,
+        at: &Location,
+        doc: &Document,
+    ) -> Result<()> {
+        let mut body = Vec::new();
+        doc.to_writer(&mut body).map_err(|e| BucketError::BadMetadata(e.to_string()))?;
+        self.delete(tx, meta, volume, at).await?;
+        let appended = volume.append(db, tx, meta.prefix, &[&body]).await?;
+        if let Some(a) = appended.first() {
+            self.point(tx, meta, &at.id, at.shard, a);
+        }
+        Ok(())
+    }
+
+    /// `BUCKET.REMOVE`: marks the bucket removed.
+    ///
+    /// # Errors
+    ///
+    /// `NoSuchBucket`, `BeingRemoved`; metadata errors.
+    pub async fn remove(&self, tx: &Transaction, name: &str) -> Result<()> {
+        let meta = self.get(tx, name).await?;
+        let v = serde_json::json!({
+            "prefix": hex::encode(meta.prefix),
+            "shards": meta.shards,
+            "removed": true,
+        });
+        tx.set(&self.meta_key(name), v.to_string().as_bytes());
+        Ok(())
+    }
+
+    /// `BUCKET.PURGE`, one step: deletes up to `batch` documents of a removed bucket (bodies in the
+    /// `volumes` given by shard), and its metadata once none is left. Returns whether it is gone.
+    ///
+    /// # Errors
+    ///
+    /// `NotRemoved`, `NoSuchBucket`; Volume and metadata errors.
+    pub async fn purge_step(
+        &self,
+        tx: &Transaction,
+        name: &str,
+        volume_of: &(dyn Fn(u32) -> Option<std::sync::Arc<Volume>> + Sync),
+        batch: usize,
+    ) -> Result<bool> {
+        let meta = self.get_any(tx, name).await?;
+        if !meta.removed {
+            return Err(BucketError::NotRemoved(name.to_owned()));
+        }
+        let docs = self.scan(tx, &meta, None, batch).await?;
+        for at in &docs {
+            match volume_of(at.shard) {
+                Some(v) => self.delete(tx, &meta, &v, at).await?,
+                // A shard not hosted here: drop the index entries; the body is garbage for that
+                // volume's vacuum.
+                None => {
+                    tx.clear(&self.index_key(&meta.name, &at.id));
+                    tx.clear(&self.entry_key(&meta.name, &at.id));
+                }
+            }
+        }
+        if docs.len() < batch {
+            for sub in [INDEX, ENTRY, BACKREF] {
+                let (b, e) = self.s.subspace(&(sub, name)).range();
+                tx.clear_range(&b, &e);
+            }
+            tx.clear(&self.meta_key(name));
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Up to `limit` documents' locations in `_id` order, after `after` (exclusive) when given.

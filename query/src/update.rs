@@ -22,9 +22,55 @@ pub struct Update {
 ///
 /// Unknown operators, a change of `_id`, or an empty update.
 pub fn parse_update(bytes: &[u8]) -> Result<Update, ParseError> {
-    let doc = decode_document(bytes)?;
+    parse_update_doc(&decode_document(bytes)?)
+}
+
+/// An update with its options, as `BUCKET.UPDATE` takes it: the operators plus `array_filters`
+/// and `upsert`.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateSpec {
+    pub update: Update,
+    pub array_filters: Vec<(String, Filter)>,
+    pub upsert: bool,
+}
+
+/// Parses `{$set: …, $unset: …, array_filters: [...], upsert: bool}`.
+///
+/// # Errors
+///
+/// As `parse_update`, and malformed `array_filters` or `upsert`.
+pub fn parse_update_spec(bytes: &[u8]) -> Result<UpdateSpec, ParseError> {
+    let mut doc = decode_document(bytes)?;
+    let array_filters = match doc.remove("array_filters") {
+        None => Vec::new(),
+        Some(Bson::Array(items)) => {
+            let docs: Vec<Document> = items
+                .into_iter()
+                .map(|i| match i {
+                    Bson::Document(d) => Ok(d),
+                    _ => Err(ParseError::new("array_filters expects documents")),
+                })
+                .collect::<Result<_, _>>()?;
+            parse_array_filters(&docs)?
+        }
+        Some(_) => return Err(ParseError::new("array_filters expects an array")),
+    };
+    let upsert = match doc.remove("upsert") {
+        None => false,
+        Some(Bson::Boolean(b)) => b,
+        Some(_) => return Err(ParseError::new("upsert expects a boolean")),
+    };
+    Ok(UpdateSpec { update: parse_update_doc(&doc)?, array_filters, upsert })
+}
+
+/// Parses an update document already decoded.
+///
+/// # Errors
+///
+/// As `parse_update`.
+pub fn parse_update_doc(doc: &Document) -> Result<Update, ParseError> {
     let mut u = Update::default();
-    for (op, v) in &doc {
+    for (op, v) in doc {
         match (op.as_str(), v) {
             ("$set", Bson::Document(d)) => {
                 for (path, value) in d {

@@ -1,11 +1,11 @@
 //! `BUCKET.*`: document buckets in the session's namespace (reference section 4.6).
 //!
-//! Served so far: `CREATE`, `LIST`, `INSERT`, `QUERY` (and its alias `QUERY`), `ADVANCE QUERY`,
-//! `CLOSE QUERY` and `CURSORS`. Queries scan the primary index in `_id` order, evaluate the filter
-//! on each body and project the matches; a call stops after `LIMIT` matches or after
-//! `SCAN_BUDGET` index entries, whichever comes first, so a short or empty batch does not mean
-//! the cursor is exhausted (reference 5.10). `UPDATE`, `DELETE`, `REMOVE`, `PURGE`, `LOCATE`,
-//! `EXPLAIN`, `INDEX`, `SORTBY` and `RESULTSORT` answer that they are not supported yet.
+//! Served: `CREATE`, `LIST`, `LOCATE`, `INSERT`, `QUERY` (and its alias `QUERY`), `UPDATE`,
+//! `DELETE`, `ADVANCE`, `CLOSE`, `CURSORS`, `REMOVE` and `PURGE`. Queries, updates and deletes scan
+//! the primary index in `_id` order, evaluate the filter on each body, and act on the matches; a
+//! call stops after `LIMIT` matches or after `SCAN_BUDGET` index entries, whichever comes first,
+//! so a short or empty batch does not mean the cursor is exhausted (reference 5.10). `EXPLAIN`,
+//! `INDEX`, `SORTBY` and `RESULTSORT` come with the index issue and say so.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +15,7 @@ use bytes::Bytes;
 use kronotop_bucket::{BucketError, BucketMeta, Buckets};
 use kronotop_cluster::ShardKind;
 use kronotop_query::projection::{Projection, parse_projection};
+use kronotop_query::update::{UpdateSpec, apply, parse_update_spec, upsert_seed};
 use kronotop_query::{Filter, ParseError, decode_document, matches};
 
 use super::args::Args;
@@ -30,6 +31,10 @@ const SCAN_BUDGET: usize = 50_000;
 
 /// Index entries read per range read while scanning (the reference caps a read at 10,000).
 const READ_CHUNK: usize = 10_000;
+
+/// Documents `BUCKET.PURGE` deletes per transaction: each delete writes a few keys, so 1,000 stay
+/// far below the metadata store's 10 MB transaction size.
+const PURGE_BATCH: usize = 1_000;
 
 impl From<BucketError> for CommandError {
     fn from(e: BucketError) -> Self {
@@ -49,18 +54,38 @@ impl From<ParseError> for CommandError {
     }
 }
 
-/// An open query cursor.
+/// What a cursor does with the documents it matches.
+#[derive(Debug)]
+pub enum Action {
+    Query(Option<Projection>),
+    Delete,
+    Update(Box<UpdateSpec>),
+}
+
+impl Action {
+    fn name(&self) -> &'static str {
+        match self {
+            Action::Query(_) => "QUERY",
+            Action::Delete => "DELETE",
+            Action::Update(_) => "UPDATE",
+        }
+    }
+}
+
+/// An open cursor.
 #[derive(Debug)]
 pub struct BucketCursor {
     namespace: String,
     bucket: String,
     filter: Filter,
     filter_text: String,
-    projection: Option<Projection>,
+    action: Action,
     limit: usize,
     /// The last `_id` scanned; the next call continues after it.
     after: Option<ObjectId>,
     exhausted: bool,
+    /// Whether any document matched so far (an upsert inserts when none did).
+    matched: bool,
 }
 
 #[derive(Debug)]
@@ -69,9 +94,14 @@ pub enum BucketCmd {
     List,
     Insert { bucket: String, docs: Vec<Bytes> },
     Query { bucket: String, filter: Bytes, limit: usize, projection: Option<Bytes> },
-    Advance(u64),
-    Close(u64),
+    Delete { bucket: String, filter: Bytes, limit: usize },
+    Update { bucket: String, filter: Bytes, update: Bytes, limit: usize },
+    Advance(&'static str, u64),
+    Close(&'static str, u64),
     Cursors(Option<String>),
+    Locate(String),
+    Remove(String),
+    Purge(String),
 }
 
 fn cmd(c: BucketCmd) -> Command {
@@ -124,12 +154,15 @@ pub fn parse_insert(args: &mut Args<'_>) -> Result<Command, CommandError> {
     Ok(cmd(BucketCmd::Insert { bucket, docs }))
 }
 
-pub fn parse_query(args: &mut Args<'_>) -> Result<Command, CommandError> {
-    let bucket = args.next_lossy()?;
-    let filter = args.next_bytes()?.clone();
+/// The options after a filter: `LIMIT`, and `PROJECTION` where `projection_allowed`.
+fn options(
+    args: &mut Args<'_>,
+    projection_allowed: bool,
+) -> Result<(usize, Option<Bytes>), CommandError> {
     let (mut limit, mut projection) = (0usize, None);
     while let Some(tok) = args.next_opt() {
-        match tok.to_ascii_uppercase().as_slice() {
+        let upper = tok.to_ascii_uppercase();
+        match upper.as_slice() {
             b"LIMIT" => {
                 let raw = args.next_opt().ok_or(CommandError::err(
                     "LIMIT argument must be followed by a positive integer",
@@ -138,28 +171,72 @@ pub fn parse_query(args: &mut Args<'_>) -> Result<Command, CommandError> {
                     .and_then(|n| usize::try_from(n).ok())
                     .ok_or(CommandError::err("LIMIT argument must be a non-negative integer"))?;
             }
-            b"PROJECTION" => projection = Some(args.next_bytes()?.clone()),
+            b"PROJECTION" if projection_allowed => projection = Some(args.next_bytes()?.clone()),
+            b"SORTBY" | b"RESULTSORT" | b"PROJECTION" if !projection_allowed => {
+                return Err(CommandError::err_owned(format!(
+                    "'{}' is an unsupported argument",
+                    String::from_utf8_lossy(&upper)
+                )));
+            }
             b"SORTBY" | b"RESULTSORT" => {
                 return Err(CommandError::err_owned(format!(
                     "{} is not supported yet",
-                    String::from_utf8_lossy(tok).to_ascii_uppercase()
+                    String::from_utf8_lossy(&upper)
                 )));
             }
             b"COLLATION" => return Err(CommandError::err("collations are not supported")),
-            _ => return Err(unknown(&tok.to_ascii_uppercase())),
+            _ => return Err(unknown(&upper)),
         }
     }
+    Ok((limit, projection))
+}
+
+pub fn parse_query(args: &mut Args<'_>) -> Result<Command, CommandError> {
+    let bucket = args.next_lossy()?;
+    let filter = args.next_bytes()?.clone();
+    let (limit, projection) = options(args, true)?;
     Ok(cmd(BucketCmd::Query { bucket, filter, limit, projection }))
 }
 
-fn cursor_op(args: &mut Args<'_>) -> Result<(), CommandError> {
+pub fn parse_delete(args: &mut Args<'_>) -> Result<Command, CommandError> {
+    let bucket = args.next_lossy()?;
+    let filter = args.next_bytes()?.clone();
+    let (limit, _) = options(args, false)?;
+    Ok(cmd(BucketCmd::Delete { bucket, filter, limit }))
+}
+
+pub fn parse_update(args: &mut Args<'_>) -> Result<Command, CommandError> {
+    let bucket = args.next_lossy()?;
+    let filter = args.next_bytes()?.clone();
+    let update = args.next_bytes()?.clone();
+    if update.is_empty() {
+        return Err(CommandError::err("update parameter cannot be empty"));
+    }
+    let (limit, _) = options(args, false)?;
+    Ok(cmd(BucketCmd::Update { bucket, filter, update, limit }))
+}
+
+pub fn parse_locate(args: &mut Args<'_>) -> Result<Command, CommandError> {
+    let bucket = args.next_lossy()?;
+    args.finish().map(|()| cmd(BucketCmd::Locate(bucket)))
+}
+
+pub fn parse_remove(args: &mut Args<'_>) -> Result<Command, CommandError> {
+    let bucket = args.next_lossy()?;
+    args.finish().map(|()| cmd(BucketCmd::Remove(bucket)))
+}
+
+pub fn parse_purge(args: &mut Args<'_>) -> Result<Command, CommandError> {
+    let bucket = args.next_lossy()?;
+    args.finish().map(|()| cmd(BucketCmd::Purge(bucket)))
+}
+
+fn cursor_op(args: &mut Args<'_>) -> Result<&'static str, CommandError> {
     let op = args.next_bytes()?;
     match op.to_ascii_uppercase().as_slice() {
-        b"QUERY" => Ok(()),
-        b"DELETE" | b"UPDATE" => Err(CommandError::err_owned(format!(
-            "BUCKET.{} is not supported yet",
-            String::from_utf8_lossy(op).to_ascii_uppercase()
-        ))),
+        b"QUERY" => Ok("QUERY"),
+        b"DELETE" => Ok("DELETE"),
+        b"UPDATE" => Ok("UPDATE"),
         _ => Err(CommandError::err_owned(format!(
             "Unknown '{}' action",
             String::from_utf8_lossy(op)
@@ -174,13 +251,13 @@ fn cursor_id(args: &mut Args<'_>) -> Result<u64, CommandError> {
 }
 
 pub fn parse_advance(args: &mut Args<'_>) -> Result<Command, CommandError> {
-    cursor_op(args)?;
-    Ok(cmd(BucketCmd::Advance(cursor_id(args)?)))
+    let op = cursor_op(args)?;
+    Ok(cmd(BucketCmd::Advance(op, cursor_id(args)?)))
 }
 
 pub fn parse_close(args: &mut Args<'_>) -> Result<Command, CommandError> {
-    cursor_op(args)?;
-    Ok(cmd(BucketCmd::Close(cursor_id(args)?)))
+    let op = cursor_op(args)?;
+    Ok(cmd(BucketCmd::Close(op, cursor_id(args)?)))
 }
 
 pub fn parse_cursors(args: &mut Args<'_>) -> Result<Command, CommandError> {
@@ -251,63 +328,133 @@ pub async fn execute(c: BucketCmd, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
         }
         BucketCmd::Insert { bucket, docs } => insert(ctx, &bucket, &docs).await,
         BucketCmd::Query { bucket, filter, limit, projection } => {
-            let filter_text = String::from_utf8_lossy(&filter).into_owned();
-            let parsed = kronotop_query::parse_filter(&filter)?;
             let projection = match projection {
                 Some(p) => Some(parse_projection(&decode_document(&p)?)?),
                 None => None,
             };
-            let limit = if limit == 0 { ctx.session.attributes.limit as usize } else { limit };
-            let id = ctx.session.next_cursor_id;
-            ctx.session.next_cursor_id += 1;
-            let cursor = BucketCursor {
-                namespace: ctx.session.namespace.clone(),
-                bucket,
-                filter: parsed,
-                filter_text,
-                projection,
-                limit,
-                after: None,
-                exhausted: false,
-            };
-            ctx.session.bucket_cursors.insert(id, cursor);
-            batch(ctx, id).await
+            open_cursor(ctx, bucket, &filter, limit, Action::Query(projection)).await
         }
-        BucketCmd::Advance(id) => {
-            if !ctx.session.bucket_cursors.contains_key(&id) {
-                return Err(CommandError::err(
-                    "No previous query context found for 'query' operation with the given cursor id",
-                ));
+        BucketCmd::Delete { bucket, filter, limit } => {
+            open_cursor(ctx, bucket, &filter, limit, Action::Delete).await
+        }
+        BucketCmd::Update { bucket, filter, update, limit } => {
+            let spec = parse_update_spec(&update)?;
+            open_cursor(ctx, bucket, &filter, limit, Action::Update(Box::new(spec))).await
+        }
+        BucketCmd::Advance(op, id) => {
+            if ctx.session.bucket_cursors.get(&id).is_none_or(|c| c.action.name() != op) {
+                return Err(CommandError::err_owned(format!(
+                    "No previous query context found for '{}' operation with the given cursor id",
+                    op.to_ascii_lowercase()
+                )));
             }
             batch(ctx, id).await
         }
-        BucketCmd::Close(id) => match ctx.session.bucket_cursors.remove(&id) {
-            Some(_) => Ok(Reply::ok()),
-            None => Err(CommandError::err("no cursor found")),
-        },
+        BucketCmd::Close(op, id) => {
+            if ctx.session.bucket_cursors.get(&id).is_none_or(|c| c.action.name() != op) {
+                return Err(CommandError::err("no cursor found"));
+            }
+            ctx.session.bucket_cursors.remove(&id);
+            Ok(Reply::ok())
+        }
         BucketCmd::Cursors(op) => {
-            let queries: Vec<(Reply, Reply)> = ctx
-                .session
-                .bucket_cursors
-                .iter()
-                .map(|(id, c)| {
-                    (
-                        Reply::Integer(i64::try_from(*id).unwrap_or(i64::MAX)),
-                        Reply::bulk_str(&c.filter_text),
-                    )
-                })
-                .collect();
             let mut out = Vec::new();
             for kind in ["QUERY", "UPDATE", "DELETE"] {
                 if op.as_deref().is_some_and(|o| o != kind) {
                     continue;
                 }
-                let entries = if kind == "QUERY" { queries.clone() } else { Vec::new() };
+                let entries = ctx
+                    .session
+                    .bucket_cursors
+                    .iter()
+                    .filter(|(_, c)| c.action.name() == kind)
+                    .map(|(id, c)| {
+                        let id = Reply::Integer(i64::try_from(*id).unwrap_or(i64::MAX));
+                        (id, Reply::bulk_str(&c.filter_text))
+                    })
+                    .collect();
                 out.push((Reply::bulk_str(kind), Reply::Map(entries)));
             }
             Ok(Reply::Map(out))
         }
+        BucketCmd::Locate(bucket) => locate(ctx, &bucket).await,
+        BucketCmd::Remove(bucket) => {
+            let b = buckets(ctx).await?;
+            let tx = ctx.node.meta.create_trx()?;
+            b.remove(&tx, &bucket).await?;
+            tx.commit().await?;
+            Ok(Reply::ok())
+        }
+        BucketCmd::Purge(bucket) => {
+            let b = buckets(ctx).await?;
+            let volumes = std::sync::Arc::clone(&ctx.node.volumes);
+            let volume_of = move |shard: u32| volumes.get(&ShardKind::Bucket.volume_name(shard));
+            // In steps of bounded transactions, so a large bucket stays inside the limits.
+            loop {
+                let tx = ctx.node.meta.create_trx()?;
+                let gone = b.purge_step(&tx, &bucket, &volume_of, PURGE_BATCH).await?;
+                tx.commit().await?;
+                if gone {
+                    return Ok(Reply::ok());
+                }
+            }
+        }
     }
+}
+
+/// Opens a cursor of `action` over `bucket` and runs its first batch.
+async fn open_cursor(
+    ctx: &mut Ctx<'_>,
+    bucket: String,
+    filter: &[u8],
+    limit: usize,
+    action: Action,
+) -> Result<Reply, CommandError> {
+    let filter_text = match kronotop_query::is_bson(filter) {
+        // BSON filters are listed as JSON by BUCKET.CURSORS.
+        true => decode_document(filter)
+            .map(|d| bson::Bson::Document(d).into_relaxed_extjson().to_string())
+            .unwrap_or_default(),
+        false => String::from_utf8_lossy(filter).into_owned(),
+    };
+    let parsed = kronotop_query::parse_filter(filter)?;
+    let limit = if limit == 0 { ctx.session.attributes.limit as usize } else { limit };
+    let id = ctx.session.next_cursor_id;
+    ctx.session.next_cursor_id += 1;
+    let cursor = BucketCursor {
+        namespace: ctx.session.namespace.clone(),
+        bucket,
+        filter: parsed,
+        filter_text,
+        action,
+        limit,
+        after: None,
+        exhausted: false,
+        matched: false,
+    };
+    ctx.session.bucket_cursors.insert(id, cursor);
+    batch(ctx, id).await
+}
+
+/// `BUCKET.LOCATE`: shard id, primary address and standby addresses, for each routed shard.
+async fn locate(ctx: &Ctx<'_>, bucket: &str) -> Result<Reply, CommandError> {
+    let b = buckets(ctx).await?;
+    let (tx, auto) = transaction(ctx)?;
+    let meta = b.get(&tx, bucket).await?;
+    finish(tx, auto).await?;
+    let topology = ctx.node.cluster.topology();
+    let address = |id: &str| ctx.node.redis.member_address(id).unwrap_or_else(|| "unknown".into());
+    let mut out = Vec::new();
+    for shard in &meta.shards {
+        let Some(route) = topology.routes.get(&(ShardKind::Bucket, *shard)) else { continue };
+        let Some(primary) = &route.primary else { continue };
+        out.push(Reply::Integer(i64::from(*shard)));
+        out.push(Reply::bulk_str(&address(primary)));
+        out.push(Reply::Array(
+            route.standbys.iter().map(|s| Reply::bulk_str(&address(s))).collect(),
+        ));
+    }
+    Ok(Reply::Array(out))
 }
 
 async fn create(
@@ -391,7 +538,8 @@ async fn insert(ctx: &mut Ctx<'_>, bucket: &str, docs: &[Bytes]) -> Result<Reply
     Ok(Reply::Array(ids.iter().map(|id| object_id(id, format)).collect()))
 }
 
-/// Runs the next batch of query cursor `id`.
+/// Runs the next batch of cursor `id`: scans on from where it stopped, and queries, deletes or
+/// updates the matching documents, up to its limit or the scan budget.
 async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
     let Some(cursor) = ctx.session.bucket_cursors.get(&id) else {
         return Err(CommandError::err("no cursor found"));
@@ -405,9 +553,11 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
     let (tx, auto) = transaction(ctx)?;
     let meta = b.get(&tx, &bucket).await?;
     let format = ctx.session.attributes.reply_type;
+    let id_format = ctx.session.attributes.object_id_format;
     let mut entries = Vec::new();
     let mut scanned = 0usize;
     let mut done = exhausted;
+    let mut matched = false;
     while !done && entries.len() < limit && scanned < SCAN_BUDGET {
         let want = READ_CHUNK.min(SCAN_BUDGET - scanned).max(limit - entries.len());
         let locations = b.scan(&tx, &meta, after.as_ref(), want).await?;
@@ -426,32 +576,71 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
                         at.id, at.shard
                     ))
                 })?;
-            let doc = b.read(&volume, &at)?;
+            let mut doc = b.read(&volume, &at)?;
             let Some(cursor) = ctx.session.bucket_cursors.get(&id) else { break };
-            if matches(&cursor.filter, &doc) {
-                let shown = match &cursor.projection {
-                    Some(p) => p.apply(&doc, &cursor.filter),
-                    None => doc,
-                };
-                entries.push(document(&shown, format));
-                if entries.len() >= limit {
-                    // Stop right after this document: the next call continues after it.
-                    done = false;
-                    break;
+            if !matches(&cursor.filter, &doc) {
+                continue;
+            }
+            matched = true;
+            match &cursor.action {
+                Action::Query(projection) => {
+                    let shown = match projection {
+                        Some(p) => p.apply(&doc, &cursor.filter),
+                        None => doc,
+                    };
+                    entries.push(document(&shown, format));
+                }
+                Action::Delete => {
+                    b.delete(&tx, &meta, &volume, &at).await?;
+                    entries.push(object_id(&at.id, id_format));
+                }
+                Action::Update(spec) => {
+                    // Only documents whose content changed are reported.
+                    if apply(&mut doc, &spec.update, &cursor.filter, &spec.array_filters) {
+                        b.replace(&ctx.node.meta, &tx, &meta, &volume, &at, &doc).await?;
+                        entries.push(object_id(&at.id, id_format));
+                    }
                 }
             }
+            if entries.len() >= limit {
+                // Stop right after this document: the next call continues after it.
+                done = false;
+                break;
+            }
         }
+    }
+    // An upsert inserts when the whole scan found nothing.
+    let upsert_doc = match ctx.session.bucket_cursors.get(&id) {
+        Some(c) if done && !c.matched && !matched => match &c.action {
+            Action::Update(spec) if spec.upsert => {
+                let mut doc = upsert_seed(&c.filter);
+                apply(&mut doc, &spec.update, &c.filter, &[]);
+                Some(doc)
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some(doc) = upsert_doc {
+        let (shard, volume) = local_shard(ctx, &meta)?;
+        let ids = b.insert(&ctx.node.meta, &tx, &meta, shard, &volume, vec![doc]).await?;
+        entries.extend(ids.iter().map(|i| object_id(i, id_format)));
     }
     finish(tx, auto).await?;
     if let Some(c) = ctx.session.bucket_cursors.get_mut(&id) {
         c.after = after;
         c.exhausted = done;
+        c.matched |= matched;
     }
+    let key = match ctx.session.bucket_cursors.get(&id).map(|c| c.action.name()) {
+        Some("QUERY") | None => "entries",
+        Some(_) => "object_ids",
+    };
     let id = Reply::Integer(i64::try_from(id).unwrap_or(i64::MAX));
     Ok(match ctx.session.protocol {
         Protocol::Resp3 => Reply::Map(vec![
             (Reply::bulk_str("cursor_id"), id),
-            (Reply::bulk_str("entries"), Reply::Array(entries)),
+            (Reply::bulk_str(key), Reply::Array(entries)),
         ]),
         Protocol::Resp2 => Reply::Array(vec![id, Reply::Array(entries)]),
     })
