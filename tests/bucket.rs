@@ -358,3 +358,173 @@ fn inserts_elsewhere_are_rejected_to_the_owner() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Scenarios S16, S17, S18, S20 (the parts without secondary indexes) and S21 of reference 8.3.
+#[test]
+fn scenarios_s16_to_s21() {
+    let s = server();
+    // S16 (the BUCKET.INDEX LIST line comes with the index issue).
+    let mut c = s.connect();
+    for (attr, v) in [("input_type", "json"), ("reply_type", "json"), ("object_id_format", "hex")] {
+        assert_eq!(c.cmd_raw(&["SESSION.ATTRIBUTE", "SET", attr, v]), "+OK\r\n");
+    }
+    assert_eq!(c.cmd_raw(&["BUCKET.CREATE", "test-bucket"]), "+OK\r\n");
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.CREATE", "test-bucket"]),
+        "-BUCKETALREADYEXISTS Bucket already exists: test-bucket\r\n"
+    );
+    assert_eq!(c.cmd_raw(&["BUCKET.CREATE", "test-bucket", "IF-NOT-EXISTS"]), "+OK\r\n");
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.CREATE", "other", "SHARDS", "9999"]),
+        "-ERR No route found for Bucket shard: 9999\r\n"
+    );
+    assert_eq!(c.cmd_raw(&["BUCKET.REMOVE", "test-bucket"]), "+OK\r\n");
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.INSERT", "test-bucket", "DOCS", r#"{"a":1}"#]),
+        "-BUCKETBEINGREMOVED Bucket 'test-bucket' is being removed\r\n"
+    );
+    assert_eq!(c.cmd_raw(&["BUCKET.PURGE", "test-bucket"]), "+OK\r\n");
+    assert!(!c.cmd_raw(&["BUCKET.LIST"]).contains("test-bucket"));
+
+    // S17, RESP3.
+    let mut r = s.connect();
+    r.cmd(&["HELLO", "3"]);
+    assert_eq!(r.cmd_raw(&["BUCKET.CREATE", "orders"]), "+OK\r\n");
+    let ids = r.cmd_raw(&[
+        "BUCKET.INSERT",
+        "orders",
+        "DOCS",
+        r#"{"item": "keyboard", "qty": 2, "price": 49.99}"#,
+    ]);
+    let id = &ids[ids.len() - 26..ids.len() - 2];
+    let first = r.cmd_raw(&["BUCKET.QUERY", "orders", r#"{"qty": {"$gte": 1}}"#]);
+    let doc = format!(r#"{{"_id":"{id}","item":"keyboard","qty":2,"price":49.99}}"#);
+    assert_eq!(
+        first,
+        format!(
+            "%2\r\n$9\r\ncursor_id\r\n:1\r\n$7\r\nentries\r\n*1\r\n${}\r\n{doc}\r\n",
+            doc.len()
+        )
+    );
+    let second = r.cmd_raw(&["BUCKET.QUERY", "orders", r#"{"qty": {"$gte": 1}}"#]);
+    assert!(second.contains("cursor_id\r\n:2\r\n"), "ids keep increasing per session");
+    assert_eq!(
+        r.cmd_raw(&["BUCKET.ADVANCE", "QUERY", "1"]),
+        "%2\r\n$9\r\ncursor_id\r\n:1\r\n$7\r\nentries\r\n*0\r\n"
+    );
+    assert_eq!(r.cmd_raw(&["BUCKET.CLOSE", "QUERY", "1"]), "+OK\r\n");
+    assert_eq!(r.cmd_raw(&["BUCKET.CLOSE", "QUERY", "1"]), "-ERR no cursor found\r\n");
+    assert_eq!(
+        r.cmd_raw(&["BUCKET.ADVANCE", "QUERY", "99"]),
+        "-ERR No previous query context found for 'query' operation with the given cursor id\r\n"
+    );
+
+    // S18.
+    assert_eq!(c.cmd_raw(&["BUCKET.CREATE", "b"]), "+OK\r\n");
+    let alice = r#"{"_id": {"$oid": "507f1f77bcf86cd799439011"}, "name": "Alice"}"#;
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.INSERT", "b", "DOCS", alice]),
+        "*1\r\n$24\r\n507f1f77bcf86cd799439011\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.INSERT", "b", "DOCS", alice]),
+        "-DUPLICATEKEY Duplicate key: _id '507f1f77bcf86cd799439011'\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.INSERT", "b", "DOCS", r#"{"_id": "not-an-objectid"}"#]),
+        "-ERR _id field must be of type ObjectId\r\n"
+    );
+
+    // S20.
+    assert_eq!(c.cmd_raw(&["BUCKET.CREATE", "users"]), "+OK\r\n");
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.DELETE", "users", "{}", "SORTBY", "age", "ASC"]),
+        "-ERR 'SORTBY' is an unsupported argument\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&[
+            "BUCKET.QUERY",
+            "users",
+            "{}",
+            "SORTBY",
+            "age",
+            "ASC",
+            "RESULTSORT",
+            "age",
+            "ASC"
+        ]),
+        "-ERR SORTBY and RESULTSORT cannot use the same field: 'age'\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.QUERY", "users", "{}", "SORTBY", "score", "ASC"]),
+        "-ERR query cannot be executed: SORTBY 'score' requires an index that provides natural \
+         ordering. Hint: create an index on 'score'\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.QUERY", "users", "{}", "SORTBY", "_id", "SIDEWAYS"]),
+        "-ERR Invalid sort direction: SIDEWAYS\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.QUERY", "missing-bucket", "{}"]),
+        "-NOSUCHBUCKET No such bucket: 'missing-bucket'\r\n"
+    );
+
+    // S21, RESP3.
+    let pending = r#"{"status":"pending"}"#;
+    assert!(
+        r.cmd_raw(&["BUCKET.INSERT", "users", "DOCS", pending, pending, pending]).starts_with("*3")
+    );
+    let upd = r.cmd_raw(&[
+        "BUCKET.UPDATE",
+        "users",
+        r#"{"status": "pending"}"#,
+        r#"{"$set": {"status": "active"}}"#,
+        "LIMIT",
+        "2",
+    ]);
+    assert!(upd.starts_with("%2\r\n$9\r\ncursor_id\r\n:3\r\n$10\r\nobject_ids\r\n*2\r\n"), "{upd}");
+    let next = r.cmd_raw(&["BUCKET.ADVANCE", "UPDATE", "3"]);
+    assert!(
+        next.starts_with("%2\r\n$9\r\ncursor_id\r\n:3\r\n$10\r\nobject_ids\r\n*1\r\n"),
+        "{next}"
+    );
+    assert_eq!(
+        r.cmd_raw(&["BUCKET.ADVANCE", "UPDATE", "3"]),
+        "%2\r\n$9\r\ncursor_id\r\n:3\r\n$10\r\nobject_ids\r\n*0\r\n"
+    );
+    let del = r.cmd_raw(&["BUCKET.DELETE", "users", r#"{"status": "active"}"#]);
+    assert!(del.contains("$10\r\nobject_ids\r\n*3\r\n"), "{del}");
+    assert_eq!(
+        r.cmd_raw(&["BUCKET.QUERY", "users", "{}"]),
+        "%2\r\n$9\r\ncursor_id\r\n:5\r\n$7\r\nentries\r\n*0\r\n"
+    );
+}
+
+/// SORTBY _id in both directions, across ADVANCE calls; RESULTSORT within a batch.
+#[test]
+fn sortby_id_and_resultsort() {
+    let s = server();
+    let mut c = s.connect();
+    assert_eq!(c.cmd_raw(&["BUCKET.CREATE", "s"]), "+OK\r\n");
+    for (i, score) in [3, 1, 2, 5, 4].iter().enumerate() {
+        let doc = format!(r#"{{"_id": "00000000000000000000000{i}", "score": {score}}}"#);
+        assert!(c.cmd_raw(&["BUCKET.INSERT", "s", "DOCS", &doc]).starts_with("*1"));
+    }
+    let order = |c: &mut Raw, args: &[&str]| -> Vec<i64> {
+        let (cursor, mut batch) = docs(&c.cmd(args));
+        let mut out = Vec::new();
+        while !batch.is_empty() {
+            out.extend(batch.iter().map(|d| d["score"].as_i64().unwrap()));
+            batch = docs(&c.cmd(&["BUCKET.ADVANCE", "QUERY", &cursor.to_string()])).1;
+        }
+        out
+    };
+    assert_eq!(order(&mut c, &["BUCKET.QUERY", "s", "{}", "LIMIT", "2"]), [3, 1, 2, 5, 4]);
+    assert_eq!(
+        order(&mut c, &["BUCKET.QUERY", "s", "{}", "SORTBY", "_id", "DESC", "LIMIT", "2"]),
+        [4, 5, 2, 1, 3]
+    );
+    let (_, all) = docs(&c.cmd(&["BUCKET.QUERY", "s", "{}", "RESULTSORT", "score", "DESC"]));
+    let scores: Vec<i64> = all.iter().map(|d| d["score"].as_i64().unwrap()).collect();
+    assert_eq!(scores, [5, 4, 3, 2, 1]);
+}

@@ -381,7 +381,7 @@ impl Buckets {
         if !meta.removed {
             return Err(BucketError::NotRemoved(name.to_owned()));
         }
-        let docs = self.scan(tx, &meta, None, batch).await?;
+        let docs = self.scan(tx, &meta, None, batch, false).await?;
         for at in &docs {
             match volume_of(at.shard) {
                 Some(v) => self.delete(tx, &meta, &v, at).await?,
@@ -404,7 +404,8 @@ impl Buckets {
         Ok(false)
     }
 
-    /// Up to `limit` documents' locations in `_id` order, after `after` (exclusive) when given.
+    /// Up to `limit` documents' locations in `_id` order (descending when `reverse`), past `after`
+    /// (exclusive) when given.
     ///
     /// # Errors
     ///
@@ -415,17 +416,19 @@ impl Buckets {
         meta: &BucketMeta,
         after: Option<&ObjectId>,
         limit: usize,
+        reverse: bool,
     ) -> Result<Vec<Location>> {
-        let (begin, end) = self.s.subspace(&(INDEX, meta.name.as_str())).range();
-        let begin = match after {
-            Some(id) => {
-                let mut k = self.index_key(&meta.name, id);
-                k.push(0);
-                k
+        let (mut begin, mut end) = self.s.subspace(&(INDEX, meta.name.as_str())).range();
+        // `after` is the last id returned: the scan resumes past it, in either direction.
+        match (after, reverse) {
+            (Some(id), false) => {
+                begin = self.index_key(&meta.name, id);
+                begin.push(0);
             }
-            None => begin,
-        };
-        let opt = RangeOption::new(begin, end).limit(limit);
+            (Some(id), true) => end = self.index_key(&meta.name, id),
+            (None, _) => {}
+        }
+        let opt = RangeOption::new(begin, end).limit(limit).reverse(reverse);
         let kvs = tx.get_range(&opt, false).await?;
         let mut out = Vec::with_capacity(kvs.kvs.len());
         for kv in kvs.kvs {

@@ -61,13 +61,17 @@ async fn insert_scan_and_read_back() {
     assert!(matches!(buckets.get(&tx, "nope").await, Err(BucketError::NoSuchBucket(_))));
     assert_eq!(buckets.list(&tx).await.unwrap(), ["users"]);
 
-    let all = buckets.scan(&tx, &meta, None, 100).await.unwrap();
+    let all = buckets.scan(&tx, &meta, None, 100, false).await.unwrap();
     assert_eq!(all.len(), 2);
     assert!(all[0].id < all[1].id, "scans go in _id order");
     let first = buckets.read(&volume, &all[0]).unwrap();
     assert_eq!(first.get("_id"), Some(&Bson::ObjectId(all[0].id)));
     assert_eq!(first.keys().next().map(String::as_str), Some("_id"), "_id comes first");
-    let rest = buckets.scan(&tx, &meta, Some(&all[0].id), 100).await.unwrap();
+    let rest = buckets.scan(&tx, &meta, Some(&all[0].id), 100, false).await.unwrap();
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].id, all[1].id);
+    let back = buckets.scan(&tx, &meta, None, 100, true).await.unwrap();
+    assert_eq!(back.iter().map(|l| l.id).collect::<Vec<_>>(), [all[1].id, all[0].id]);
+    let back = buckets.scan(&tx, &meta, Some(&all[1].id), 100, true).await.unwrap();
+    assert_eq!(back.iter().map(|l| l.id).collect::<Vec<_>>(), [all[0].id]);
 }

@@ -16,17 +16,20 @@ pub fn matches(filter: &Filter, doc: &Document) -> bool {
         Filter::Or(any) => any.iter().any(|f| matches(f, doc)),
         Filter::Nor(any) => !any.iter().any(|f| matches(f, doc)),
         Filter::Not(f) => !matches(f, doc),
-        Filter::Field { path, pred } => {
-            let segments: Vec<&str> = path.split('.').collect();
-            let mut values = Vec::new();
-            for (k, v) in doc {
-                if k == segments[0] {
-                    resolve(v, &segments[1..], &mut values);
-                }
-            }
-            test(pred, &values)
+        Filter::Field { path, pred } => test(pred, &field_values(doc, path)),
+    }
+}
+
+/// The values at dot path `path` of `doc` (empty when missing), as predicates see them.
+pub fn field_values<'a>(doc: &'a Document, path: &str) -> Vec<&'a Bson> {
+    let segments: Vec<&str> = path.split('.').collect();
+    let mut values = Vec::new();
+    for (k, v) in doc {
+        if k == segments[0] {
+            resolve(v, &segments[1..], &mut values);
         }
     }
+    values
 }
 
 /// Collects the values at `path` under `v`: documents are descended; on an array a numeric

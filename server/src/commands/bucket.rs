@@ -14,8 +14,10 @@ use bson::oid::ObjectId;
 use bytes::Bytes;
 use kronotop_bucket::{BucketError, BucketMeta, Buckets};
 use kronotop_cluster::ShardKind;
+use kronotop_query::eval::field_values;
 use kronotop_query::projection::{Projection, parse_projection};
 use kronotop_query::update::{UpdateSpec, apply, parse_update_spec, upsert_seed};
+use kronotop_query::value::total_cmp;
 use kronotop_query::{Filter, ParseError, decode_document, matches};
 
 use super::args::Args;
@@ -86,6 +88,10 @@ pub struct BucketCursor {
     exhausted: bool,
     /// Whether any document matched so far (an upsert inserts when none did).
     matched: bool,
+    /// `SORTBY _id DESC`: the primary index backwards.
+    reverse: bool,
+    /// `RESULTSORT field`: each batch sorted in memory, descending when set.
+    resultsort: Option<(String, bool)>,
 }
 
 #[derive(Debug)]
@@ -93,9 +99,9 @@ pub enum BucketCmd {
     Create { bucket: String, shards: Vec<u32>, if_not_exists: bool },
     List,
     Insert { bucket: String, docs: Vec<Bytes> },
-    Query { bucket: String, filter: Bytes, limit: usize, projection: Option<Bytes> },
-    Delete { bucket: String, filter: Bytes, limit: usize },
-    Update { bucket: String, filter: Bytes, update: Bytes, limit: usize },
+    Query { bucket: String, filter: Bytes, opts: Opts },
+    Delete { bucket: String, filter: Bytes, opts: Opts },
+    Update { bucket: String, filter: Bytes, update: Bytes, opts: Opts },
     Advance(&'static str, u64),
     Close(&'static str, u64),
     Cursors(Option<String>),
@@ -154,55 +160,95 @@ pub fn parse_insert(args: &mut Args<'_>) -> Result<Command, CommandError> {
     Ok(cmd(BucketCmd::Insert { bucket, docs }))
 }
 
-/// The options after a filter: `LIMIT`, and `PROJECTION` where `projection_allowed`.
-fn options(
-    args: &mut Args<'_>,
-    projection_allowed: bool,
-) -> Result<(usize, Option<Bytes>), CommandError> {
-    let (mut limit, mut projection) = (0usize, None);
+/// Options after a filter.
+#[derive(Debug, Default)]
+pub struct Opts {
+    limit: usize,
+    projection: Option<Bytes>,
+    /// `SORTBY field` and whether descending.
+    sortby: Option<(String, bool)>,
+    resultsort: Option<(String, bool)>,
+}
+
+/// Which options a command takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Takes {
+    Query,
+    Update,
+    Delete,
+}
+
+fn sort_spec(args: &mut Args<'_>) -> Result<(String, bool), CommandError> {
+    let field = args.next_lossy()?;
+    let dir = args.next_lossy()?;
+    match dir.to_ascii_uppercase().as_str() {
+        "ASC" => Ok((field, false)),
+        "DESC" => Ok((field, true)),
+        _ => Err(CommandError::err_owned(format!("Invalid sort direction: {dir}"))),
+    }
+}
+
+/// Parses `LIMIT`, `PROJECTION`, `SORTBY` and `RESULTSORT`, in any order, as `takes` allows.
+fn options(args: &mut Args<'_>, takes: Takes) -> Result<Opts, CommandError> {
+    let mut o = Opts::default();
     while let Some(tok) = args.next_opt() {
         let upper = tok.to_ascii_uppercase();
+        let unsupported = || {
+            CommandError::err_owned(format!(
+                "'{}' is an unsupported argument",
+                String::from_utf8_lossy(&upper)
+            ))
+        };
         match upper.as_slice() {
             b"LIMIT" => {
                 let raw = args.next_opt().ok_or(CommandError::err(
                     "LIMIT argument must be followed by a positive integer",
                 ))?;
-                limit = kronotop_redis::number::parse_i64(raw)
+                o.limit = kronotop_redis::number::parse_i64(raw)
                     .and_then(|n| usize::try_from(n).ok())
                     .ok_or(CommandError::err("LIMIT argument must be a non-negative integer"))?;
             }
-            b"PROJECTION" if projection_allowed => projection = Some(args.next_bytes()?.clone()),
-            b"SORTBY" | b"RESULTSORT" | b"PROJECTION" if !projection_allowed => {
-                return Err(CommandError::err_owned(format!(
-                    "'{}' is an unsupported argument",
-                    String::from_utf8_lossy(&upper)
-                )));
+            b"PROJECTION" if takes == Takes::Query => {
+                o.projection = Some(args.next_bytes()?.clone())
             }
-            b"SORTBY" | b"RESULTSORT" => {
-                return Err(CommandError::err_owned(format!(
-                    "{} is not supported yet",
-                    String::from_utf8_lossy(&upper)
-                )));
-            }
+            b"SORTBY" if takes != Takes::Delete => o.sortby = Some(sort_spec(args)?),
+            b"RESULTSORT" if takes == Takes::Query => o.resultsort = Some(sort_spec(args)?),
+            b"PROJECTION" | b"SORTBY" | b"RESULTSORT" => return Err(unsupported()),
             b"COLLATION" => return Err(CommandError::err("collations are not supported")),
             _ => return Err(unknown(&upper)),
         }
     }
-    Ok((limit, projection))
+    if let (Some((a, _)), Some((b, _))) = (&o.sortby, &o.resultsort)
+        && a == b
+    {
+        return Err(CommandError::err_owned(format!(
+            "SORTBY and RESULTSORT cannot use the same field: '{a}'"
+        )));
+    }
+    // Without secondary indexes only the primary index gives a natural order: `_id`.
+    if let Some((f, _)) = &o.sortby
+        && f != "_id"
+    {
+        return Err(CommandError::err_owned(format!(
+            "query cannot be executed: SORTBY '{f}' requires an index that provides natural \
+             ordering. Hint: create an index on '{f}'"
+        )));
+    }
+    Ok(o)
 }
 
 pub fn parse_query(args: &mut Args<'_>) -> Result<Command, CommandError> {
     let bucket = args.next_lossy()?;
     let filter = args.next_bytes()?.clone();
-    let (limit, projection) = options(args, true)?;
-    Ok(cmd(BucketCmd::Query { bucket, filter, limit, projection }))
+    let opts = options(args, Takes::Query)?;
+    Ok(cmd(BucketCmd::Query { bucket, filter, opts }))
 }
 
 pub fn parse_delete(args: &mut Args<'_>) -> Result<Command, CommandError> {
     let bucket = args.next_lossy()?;
     let filter = args.next_bytes()?.clone();
-    let (limit, _) = options(args, false)?;
-    Ok(cmd(BucketCmd::Delete { bucket, filter, limit }))
+    let opts = options(args, Takes::Delete)?;
+    Ok(cmd(BucketCmd::Delete { bucket, filter, opts }))
 }
 
 pub fn parse_update(args: &mut Args<'_>) -> Result<Command, CommandError> {
@@ -212,8 +258,8 @@ pub fn parse_update(args: &mut Args<'_>) -> Result<Command, CommandError> {
     if update.is_empty() {
         return Err(CommandError::err("update parameter cannot be empty"));
     }
-    let (limit, _) = options(args, false)?;
-    Ok(cmd(BucketCmd::Update { bucket, filter, update, limit }))
+    let opts = options(args, Takes::Update)?;
+    Ok(cmd(BucketCmd::Update { bucket, filter, update, opts }))
 }
 
 pub fn parse_locate(args: &mut Args<'_>) -> Result<Command, CommandError> {
@@ -327,19 +373,19 @@ pub async fn execute(c: BucketCmd, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
             Ok(Reply::Array(names.iter().map(|n| Reply::bulk_str(n)).collect()))
         }
         BucketCmd::Insert { bucket, docs } => insert(ctx, &bucket, &docs).await,
-        BucketCmd::Query { bucket, filter, limit, projection } => {
-            let projection = match projection {
-                Some(p) => Some(parse_projection(&decode_document(&p)?)?),
+        BucketCmd::Query { bucket, filter, opts } => {
+            let projection = match &opts.projection {
+                Some(p) => Some(parse_projection(&decode_document(p)?)?),
                 None => None,
             };
-            open_cursor(ctx, bucket, &filter, limit, Action::Query(projection)).await
+            open_cursor(ctx, bucket, &filter, &opts, Action::Query(projection)).await
         }
-        BucketCmd::Delete { bucket, filter, limit } => {
-            open_cursor(ctx, bucket, &filter, limit, Action::Delete).await
+        BucketCmd::Delete { bucket, filter, opts } => {
+            open_cursor(ctx, bucket, &filter, &opts, Action::Delete).await
         }
-        BucketCmd::Update { bucket, filter, update, limit } => {
+        BucketCmd::Update { bucket, filter, update, opts } => {
             let spec = parse_update_spec(&update)?;
-            open_cursor(ctx, bucket, &filter, limit, Action::Update(Box::new(spec))).await
+            open_cursor(ctx, bucket, &filter, &opts, Action::Update(Box::new(spec))).await
         }
         BucketCmd::Advance(op, id) => {
             if ctx.session.bucket_cursors.get(&id).is_none_or(|c| c.action.name() != op) {
@@ -407,7 +453,7 @@ async fn open_cursor(
     ctx: &mut Ctx<'_>,
     bucket: String,
     filter: &[u8],
-    limit: usize,
+    opts: &Opts,
     action: Action,
 ) -> Result<Reply, CommandError> {
     let filter_text = match kronotop_query::is_bson(filter) {
@@ -418,7 +464,7 @@ async fn open_cursor(
         false => String::from_utf8_lossy(filter).into_owned(),
     };
     let parsed = kronotop_query::parse_filter(filter)?;
-    let limit = if limit == 0 { ctx.session.attributes.limit as usize } else { limit };
+    let limit = if opts.limit == 0 { ctx.session.attributes.limit as usize } else { opts.limit };
     let id = ctx.session.next_cursor_id;
     ctx.session.next_cursor_id += 1;
     let cursor = BucketCursor {
@@ -431,6 +477,8 @@ async fn open_cursor(
         after: None,
         exhausted: false,
         matched: false,
+        reverse: opts.sortby.as_ref().is_some_and(|(_, desc)| *desc),
+        resultsort: opts.resultsort.clone(),
     };
     ctx.session.bucket_cursors.insert(id, cursor);
     batch(ctx, id).await
@@ -547,20 +595,21 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
     if cursor.namespace != ctx.session.namespace {
         return Err(CommandError::err("the cursor belongs to another namespace"));
     }
-    let (bucket, limit, exhausted, mut after) =
-        (cursor.bucket.clone(), cursor.limit, cursor.exhausted, cursor.after);
+    let (bucket, limit, exhausted, mut after, reverse) =
+        (cursor.bucket.clone(), cursor.limit, cursor.exhausted, cursor.after, cursor.reverse);
     let b = buckets(ctx).await?;
     let (tx, auto) = transaction(ctx)?;
     let meta = b.get(&tx, &bucket).await?;
     let format = ctx.session.attributes.reply_type;
     let id_format = ctx.session.attributes.object_id_format;
     let mut entries = Vec::new();
+    let mut sort_keys: Vec<Option<bson::Bson>> = Vec::new();
     let mut scanned = 0usize;
     let mut done = exhausted;
     let mut matched = false;
     while !done && entries.len() < limit && scanned < SCAN_BUDGET {
         let want = READ_CHUNK.min(SCAN_BUDGET - scanned).max(limit - entries.len());
-        let locations = b.scan(&tx, &meta, after.as_ref(), want).await?;
+        let locations = b.scan(&tx, &meta, after.as_ref(), want, reverse).await?;
         done = locations.len() < want;
         for at in locations {
             scanned += 1;
@@ -584,10 +633,14 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
             matched = true;
             match &cursor.action {
                 Action::Query(projection) => {
+                    let key = cursor.resultsort.as_ref().map(|(f, _)| {
+                        field_values(&doc, f).first().map_or(bson::Bson::Null, |v| (*v).clone())
+                    });
                     let shown = match projection {
                         Some(p) => p.apply(&doc, &cursor.filter),
                         None => doc,
                     };
+                    sort_keys.push(key);
                     entries.push(document(&shown, format));
                 }
                 Action::Delete => {
@@ -627,6 +680,18 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
         entries.extend(ids.iter().map(|i| object_id(i, id_format)));
     }
     finish(tx, auto).await?;
+    // RESULTSORT: the batch in the total order of values (missing and null first ascending).
+    if let Some((_, desc)) = ctx.session.bucket_cursors.get(&id).and_then(|c| c.resultsort.clone())
+    {
+        let mut paired: Vec<(Option<bson::Bson>, Reply)> =
+            sort_keys.into_iter().zip(entries).collect();
+        paired.sort_by(|(a, _), (b, _)| {
+            let null = bson::Bson::Null;
+            let o = total_cmp(a.as_ref().unwrap_or(&null), b.as_ref().unwrap_or(&null));
+            if desc { o.reverse() } else { o }
+        });
+        entries = paired.into_iter().map(|(_, r)| r).collect();
+    }
     if let Some(c) = ctx.session.bucket_cursors.get_mut(&id) {
         c.after = after;
         c.exhausted = done;
