@@ -331,7 +331,8 @@ fn a_large_bucket_scans_through_cursors_exactly_once() {
     assert_eq!(found, [7, 4999]);
 }
 
-/// An insert on a member that hosts none of the bucket's shards is rejected to the owner.
+/// An insert on a member that hosts none of the bucket's shards is rejected to the owner; a query
+/// there reads the bodies from the owner.
 #[test]
 fn inserts_elsewhere_are_rejected_to_the_owner() {
     let s = Server::builder()
@@ -353,10 +354,17 @@ fn inserts_elsewhere_are_rejected_to_the_owner() {
     );
     let mut m1 = Raw::connect(s.clients[1]);
     let deadline = std::time::Instant::now() + support::PATIENCE;
-    while !m1.cmd_raw(&["BUCKET.INSERT", "far", "DOCS", "{}"]).starts_with("*1") {
+    while !m1.cmd_raw(&["BUCKET.INSERT", "far", "DOCS", "{n: 1}"]).starts_with("*1") {
         assert!(std::time::Instant::now() < deadline, "member 1 never accepted the insert");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // Reads work from any member: member 0 fetches the body from member 1.
+    let (_, found) = docs(&m0.cmd(&["BUCKET.QUERY", "far", "{n: 1}", "PROJECTION", "{_id: 0}"]));
+    assert_eq!(found, [serde_json::json!({"n": 1})]);
+    // Changes go through the shard's primary.
+    assert!(
+        m0.cmd_raw(&["BUCKET.DELETE", "far", "{}"]).contains("which this member does not host"),
+    );
 }
 
 /// Scenarios S16, S17, S18, S20 (the parts without secondary indexes) and S21 of reference 8.3.

@@ -20,6 +20,7 @@ pub mod error;
 pub mod launch;
 pub mod member;
 pub mod node;
+pub mod peers;
 pub mod protocol;
 pub mod redis_shards;
 pub mod server;

@@ -372,6 +372,8 @@ pub struct Node {
     pub volumes: Arc<crate::volumes::Volumes>,
     /// The REDIS shards: routing, and the shards loaded here.
     pub redis: Arc<crate::redis_shards::RedisShards>,
+    /// Connections to other members' admin ports.
+    pub peers: crate::peers::Peers,
     /// Round-robin counter for the shard of a `BUCKET.CREATE` without `SHARDS`.
     pub bucket_round_robin: AtomicUsize,
     /// ZMap subspaces by namespace, with the namespace version they were opened at.
@@ -424,6 +426,7 @@ impl Node {
             cluster,
             volumes,
             redis,
+            peers: crate::peers::Peers::default(),
             bucket_round_robin: AtomicUsize::new(0),
             zmaps: Mutex::default(),
             tick: Mutex::default(),

@@ -103,6 +103,8 @@ pub struct RedisShards {
     version: std::sync::atomic::AtomicU64,
     /// Client addresses of the members, as last read.
     addresses: RwLock<HashMap<String, Arc<str>>>,
+    /// Admin (internal) addresses of the members, as last read.
+    internal: RwLock<HashMap<String, String>>,
     /// Loaded shards. Held while shards load or stop, so one load at a time runs per shard.
     running: tokio::sync::Mutex<HashMap<u32, Running>>,
 }
@@ -122,6 +124,7 @@ impl RedisShards {
             durability,
             routing: RwLock::default(),
             addresses: RwLock::default(),
+            internal: RwLock::default(),
             version: std::sync::atomic::AtomicU64::new(1),
             running: tokio::sync::Mutex::default(),
         });
@@ -169,6 +172,11 @@ impl RedisShards {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(id)
             .map(|a| a.to_string())
+    }
+
+    /// The admin address (`host:port`) of member `id`, as last read.
+    pub fn member_internal_address(&self, id: &str) -> Option<String> {
+        self.internal.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).cloned()
     }
 
     /// The routing table's current version.
@@ -241,13 +249,22 @@ impl RedisShards {
             return;
         }
         let addresses: HashMap<String, Arc<str>> = match self.cluster.list_members().await {
-            Ok(members) => members
-                .into_iter()
-                .map(|m| {
-                    let addr = format!("{}:{}", m.record.external_host, m.record.external_port);
-                    (m.record.id, Arc::from(addr))
-                })
-                .collect(),
+            Ok(members) => {
+                *self.internal.write().unwrap_or_else(std::sync::PoisonError::into_inner) = members
+                    .iter()
+                    .map(|m| {
+                        let addr = format!("{}:{}", m.record.internal_host, m.record.internal_port);
+                        (m.record.id.clone(), addr)
+                    })
+                    .collect();
+                members
+                    .into_iter()
+                    .map(|m| {
+                        let addr = format!("{}:{}", m.record.external_host, m.record.external_port);
+                        (m.record.id, Arc::from(addr))
+                    })
+                    .collect()
+            }
             Err(err) => {
                 tracing::warn!(%err, "cannot read member addresses; keeping the routing table");
                 return;

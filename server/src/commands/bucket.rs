@@ -614,18 +614,11 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
         for at in locations {
             scanned += 1;
             after = Some(at.id);
-            let volume = ctx
-                .node
-                .volumes
-                .get(&ShardKind::Bucket.volume_name(at.shard))
-                .ok_or_else(|| {
-                    CommandError::err_owned(format!(
-                        "document {} lives on bucket shard {}, which this member does not host; \
-                         reading from another member is not supported yet",
-                        at.id, at.shard
-                    ))
-                })?;
-            let mut doc = b.read(&volume, &at)?;
+            let volume = ctx.node.volumes.get(&ShardKind::Bucket.volume_name(at.shard));
+            let mut doc = match &volume {
+                Some(v) => b.read(v, &at)?,
+                None => remote_body(ctx, &at).await?,
+            };
             let Some(cursor) = ctx.session.bucket_cursors.get(&id) else { break };
             if !matches(&cursor.filter, &doc) {
                 continue;
@@ -644,12 +637,14 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
                     entries.push(document(&shown, format));
                 }
                 Action::Delete => {
+                    let volume = owned_volume(volume, &at)?;
                     b.delete(&tx, &meta, &volume, &at).await?;
                     entries.push(object_id(&at.id, id_format));
                 }
                 Action::Update(spec) => {
                     // Only documents whose content changed are reported.
                     if apply(&mut doc, &spec.update, &cursor.filter, &spec.array_filters) {
+                        let volume = owned_volume(volume, &at)?;
                         b.replace(&ctx.node.meta, &tx, &meta, &volume, &at, &doc).await?;
                         entries.push(object_id(&at.id, id_format));
                     }
@@ -709,6 +704,48 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
         ]),
         Protocol::Resp2 => Reply::Array(vec![id, Reply::Array(entries)]),
     })
+}
+
+/// The Volume of a document to change, which must be hosted here: changes go to the shard's
+/// primary (reference 4.6.5).
+fn owned_volume(
+    volume: Option<std::sync::Arc<kronotop_volume::Volume>>,
+    at: &kronotop_bucket::Location,
+) -> Result<std::sync::Arc<kronotop_volume::Volume>, CommandError> {
+    volume.ok_or_else(|| {
+        CommandError::err_owned(format!(
+            "document {} lives on bucket shard {}, which this member does not host; change it \
+             through that shard's primary",
+            at.id, at.shard
+        ))
+    })
+}
+
+/// Reads a document's body from the member that is its shard's primary.
+async fn remote_body(
+    ctx: &Ctx<'_>,
+    at: &kronotop_bucket::Location,
+) -> Result<Document, CommandError> {
+    let topology = ctx.node.cluster.topology();
+    let primary = topology
+        .routes
+        .get(&(ShardKind::Bucket, at.shard))
+        .and_then(|r| r.primary.clone())
+        .ok_or_else(|| {
+            CommandError::err_owned(format!("shard id: {} not owned by any member yet", at.shard))
+        })?;
+    let addr =
+        ctx.node.redis.member_internal_address(&primary).ok_or_else(|| {
+            CommandError::err_owned(format!("no address known for member {primary}"))
+        })?;
+    let bytes = ctx
+        .node
+        .peers
+        .read_entry(&addr, &ShardKind::Bucket.volume_name(at.shard), &at.body)
+        .await
+        .map_err(|e| CommandError::err_owned(format!("reading document {}: {e}", at.id)))?;
+    Document::from_reader(&mut &bytes[..])
+        .map_err(|e| CommandError::err_owned(format!("document {}: {e}", at.id)))
 }
 
 /// The cursors of a session, by id.

@@ -25,6 +25,8 @@ pub enum VolumeCmd {
     CleanupOrphanFiles(String),
     PruneChangelog(String, Bytes),
     InspectCursor(String),
+    /// The verified bytes of one entry, by place: how members read bodies from each other.
+    InspectEntry(String, kronotop_volume::EntryMetadata),
     VacuumStart(String, Bytes),
     VacuumStop(String),
     VacuumDrop(String),
@@ -85,6 +87,17 @@ pub fn parse_inspect(args: &mut Args<'_>) -> Result<Command, CommandError> {
     let cmd = match (sub.to_ascii_uppercase().as_str(), rest) {
         ("CURSOR", [v]) => VolumeCmd::InspectCursor(text(v)),
         ("CURSOR", _) => return Err(params()),
+        ("ENTRY", [v, segment, position, length]) => {
+            let num =
+                |b: &Bytes| kronotop_redis::number::parse_i64(b).ok_or(CommandError::NotInteger);
+            let m = kronotop_volume::EntryMetadata {
+                segment: u64::try_from(num(segment)?).map_err(|_| CommandError::NotInteger)?,
+                position: u64::try_from(num(position)?).map_err(|_| CommandError::NotInteger)?,
+                length: u32::try_from(num(length)?).map_err(|_| CommandError::NotInteger)?,
+            };
+            VolumeCmd::InspectEntry(text(v), m)
+        }
+        ("ENTRY", _) => return Err(params()),
         ("REPLICATION", _) => VolumeCmd::NotSupported("VOLUME.INSPECT REPLICATION"),
         _ => return Err(CommandError::err_owned(format!("unknown subcommand: '{sub}'"))),
     };
@@ -210,6 +223,10 @@ pub async fn execute(cmd: VolumeCmd, ctx: &mut Ctx<'_>) -> Result<Reply, Command
             v.prune_changelog(&tx, cutoff);
             tx.commit().await?;
             Ok(Reply::ok())
+        }
+        VolumeCmd::InspectEntry(name, m) => {
+            let v = volume(ctx, &name)?;
+            Ok(Reply::Bulk(v.read(&m).map_err(volume_err)?))
         }
         VolumeCmd::InspectCursor(name) => {
             let v = volume(ctx, &name)?;

@@ -1,0 +1,130 @@
+//! Requests to other members over their admin ports: for now, reading a Volume entry's bytes,
+//! which is how a member serves a bucket query whose documents live on another member's shard.
+//!
+//! Connections are kept in a small pool per address and reused; every request has a deadline, so
+//! a silent member fails the request instead of hanging it. Replies are read with a minimal RESP2
+//! reader that accepts a bulk string or an error line, all this request expects.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long one request to another member may take. Reads of one entry are small; a member that
+/// takes longer is treated as unavailable for this request.
+const DEADLINE: Duration = Duration::from_secs(5);
+
+/// Idle connections kept per member address.
+const POOL_PER_ADDRESS: usize = 4;
+
+/// Connections to other members.
+#[derive(Debug, Default)]
+pub struct Peers {
+    idle: std::sync::Mutex<HashMap<String, Vec<TcpStream>>>,
+}
+
+fn request(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Reads one reply: a bulk string's bytes, or the text of an error line.
+async fn read_bulk(stream: &mut TcpStream) -> Result<Bytes, String> {
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
+            let line = &buf[..end];
+            match line.first() {
+                Some(b'-') => return Err(String::from_utf8_lossy(&line[1..]).into_owned()),
+                Some(b'$') => {
+                    let len: usize = std::str::from_utf8(&line[1..])
+                        .ok()
+                        .and_then(|l| l.parse().ok())
+                        .ok_or("malformed bulk length from a peer")?;
+                    let start = end + 2;
+                    while buf.len() < start + len + 2 {
+                        if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                            return Err("peer closed the connection".into());
+                        }
+                    }
+                    return Ok(Bytes::copy_from_slice(&buf[start..start + len]));
+                }
+                _ => return Err("unexpected reply from a peer".into()),
+            }
+        }
+        if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+            return Err("peer closed the connection".into());
+        }
+    }
+}
+
+impl Peers {
+    fn take(&self, addr: &str) -> Option<TcpStream> {
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_mut(addr)?.pop()
+    }
+
+    fn give_back(&self, addr: &str, stream: TcpStream) {
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pool = idle.entry(addr.to_owned()).or_default();
+        if pool.len() < POOL_PER_ADDRESS {
+            pool.push(stream);
+        }
+    }
+
+    /// Sends `args` to the member at `addr` (its admin address) and returns the bulk reply.
+    ///
+    /// # Errors
+    ///
+    /// The peer's error line, or why it could not be reached in time.
+    pub async fn call(&self, addr: &str, args: &[&[u8]]) -> Result<Bytes, String> {
+        let work = async {
+            let mut stream = match self.take(addr) {
+                Some(s) => s,
+                None => TcpStream::connect(addr).await.map_err(|e| format!("{addr}: {e}"))?,
+            };
+            stream.write_all(&request(args)).await.map_err(|e| e.to_string())?;
+            let reply = read_bulk(&mut stream).await;
+            // Only a connection whose reply was read whole can serve the next request.
+            if reply.is_ok() {
+                self.give_back(addr, stream);
+            }
+            reply
+        };
+        tokio::time::timeout(DEADLINE, work)
+            .await
+            .map_err(|_| format!("member at {addr} did not answer within {DEADLINE:?}"))?
+    }
+
+    /// The verified bytes of an entry of `volume` on the member at `addr`.
+    ///
+    /// # Errors
+    ///
+    /// As `call`.
+    pub async fn read_entry(
+        &self,
+        addr: &str,
+        volume: &str,
+        m: &kronotop_volume::EntryMetadata,
+    ) -> Result<Bytes, String> {
+        let (seg, pos, len) = (m.segment.to_string(), m.position.to_string(), m.length.to_string());
+        self.call(
+            addr,
+            &[
+                b"VOLUME.INSPECT",
+                b"ENTRY",
+                volume.as_bytes(),
+                seg.as_bytes(),
+                pos.as_bytes(),
+                len.as_bytes(),
+            ],
+        )
+        .await
+    }
+}
