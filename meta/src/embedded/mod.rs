@@ -125,6 +125,10 @@ struct CommitRequest {
     read_version: Option<(i64, Duration)>,
     reads: Vec<KeyRange>,
     writes: Vec<KeyRange>,
+    /// The ranges versionstamped keys may land in. They count against later transactions of the
+    /// same batch; the history keeps the keys actually written instead, so a busy appender does
+    /// not leave thousands of wide ranges for every later transaction to be checked against.
+    stamped: Vec<KeyRange>,
     ops: Vec<Op>,
     reply: oneshot::Sender<MetaResult<(i64, [u8; 10])>>,
 }
@@ -144,7 +148,8 @@ struct Watches {
 struct Shared {
     /// The newest durable snapshot; `None` once the database is closed.
     published: RwLock<Option<Arc<Snapshot>>>,
-    commits: Mutex<Option<mpsc::Sender<CommitRequest>>>,
+    /// Requests are boxed: they are large, and a channel moves each one twice.
+    commits: Mutex<Option<mpsc::Sender<Box<CommitRequest>>>>,
     watches: Mutex<Watches>,
     options: Options,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -259,7 +264,7 @@ fn wall_micros() -> i64 {
 /// The committer thread: batches commits, resolves conflicts, applies, syncs, publishes, answers.
 fn committer(
     db: redb::Database,
-    rx: mpsc::Receiver<CommitRequest>,
+    rx: mpsc::Receiver<Box<CommitRequest>>,
     shared: Arc<Shared>,
     mut last_version: i64,
 ) {
@@ -278,7 +283,7 @@ fn committer(
 
         // Resolve in arrival order; an accepted transaction's writes count against the later
         // ones of the same batch, since they all commit at `version`, after every read version.
-        let mut accepted: Vec<CommitRequest> = Vec::with_capacity(batch.len());
+        let mut accepted: Vec<Box<CommitRequest>> = Vec::with_capacity(batch.len());
         let mut batch_writes: Vec<KeyRange> = Vec::new();
         for req in batch {
             let verdict = match req.read_version {
@@ -299,6 +304,7 @@ fn committer(
             match verdict {
                 Ok(()) => {
                     batch_writes.extend(req.writes.iter().cloned());
+                    batch_writes.extend(req.stamped.iter().cloned());
                     accepted.push(req);
                 }
                 Err(e) => {
@@ -312,7 +318,12 @@ fn committer(
         match apply_batch(&db, version, &accepted) {
             Ok((snapshot, touched)) => {
                 last_version = version;
-                history.record(version, now, &batch_writes);
+                // The history gets the plain write ranges and, for versionstamped keys, the keys
+                // they became (every key written is in `touched`).
+                let mut recorded: Vec<KeyRange> =
+                    accepted.iter().flat_map(|r| r.writes.iter().cloned()).collect();
+                recorded.extend(touched.keys.iter().map(|k| (k.clone(), key_after(k))));
+                history.record(version, now, &recorded);
                 let snapshot = Arc::new(snapshot);
                 *shared.published.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
                     Some(Arc::clone(&snapshot));
@@ -354,7 +365,7 @@ struct Touched {
 fn apply_batch(
     db: &redb::Database,
     version: i64,
-    accepted: &[CommitRequest],
+    accepted: &[Box<CommitRequest>],
 ) -> MetaResult<(Snapshot, Touched)> {
     let mut touched = Touched::default();
     let w = db.begin_write().map_err(storage)?;
@@ -457,6 +468,8 @@ struct TxState {
     ops: Vec<Op>,
     reads: Vec<KeyRange>,
     write_ranges: Vec<KeyRange>,
+    /// Where this transaction's versionstamped keys may land (see `CommitRequest::stamped`).
+    stamped_ranges: Vec<KeyRange>,
     size: usize,
     /// An error from a mutation (FoundationDB reports them at commit).
     deferred: Option<MetaError>,
@@ -866,7 +879,11 @@ impl Transaction {
                 let high = atomic::place_versionstamp(key, &[0xff; 10]).unwrap_or_default();
                 st.size += key.len() + param.len();
                 st.ops.push(Op::Atomic(key.to_vec(), param.to_vec(), op));
-                st.add_write(low, key_after(&high));
+                let high = key_after(&high);
+                if low < high {
+                    st.size += low.len() + high.len();
+                    st.stamped_ranges.push((low, high));
+                }
             }
             MutationType::SetVersionstampedValue => {
                 if param_offset_ok(param).is_none() {
@@ -1012,13 +1029,14 @@ impl Transaction {
                 return Err(MetaError::TRANSACTION_TOO_OLD);
             }
             let (reply, rx) = oneshot::channel();
-            let request = CommitRequest {
+            let request = Box::new(CommitRequest {
                 read_version: st.read.as_ref().map(|(s, t)| (s.version, *t)),
                 reads: std::mem::take(&mut st.reads),
                 writes: std::mem::take(&mut st.write_ranges),
+                stamped: std::mem::take(&mut st.stamped_ranges),
                 ops: std::mem::take(&mut st.ops),
                 reply,
-            };
+            });
             (request, rx, watches, stamps)
         };
         let sent = lock(&self.shared.commits).as_ref().map(|c| c.send(request));

@@ -31,6 +31,11 @@ use crate::session::{DocumentFormat, ObjectIdFormat};
 /// keeps every call far inside the metadata store's 5-second transaction limit.
 const SCAN_BUDGET: usize = 50_000;
 
+/// How long one call may scan: the reference's ~4 s, under the metadata store's 5-second
+/// transaction limit, so no call fails with `transaction_too_old` however large the bucket (reading
+/// bodies from another member is what can make a call slow).
+const TIME_BUDGET: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// Index entries read per range read while scanning (the reference caps a read at 10,000).
 const READ_CHUNK: usize = 10_000;
 
@@ -607,11 +612,17 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
     let mut scanned = 0usize;
     let mut done = exhausted;
     let mut matched = false;
-    while !done && entries.len() < limit && scanned < SCAN_BUDGET {
+    let started = std::time::Instant::now();
+    'scan: while !done && entries.len() < limit && scanned < SCAN_BUDGET {
         let want = READ_CHUNK.min(SCAN_BUDGET - scanned).max(limit - entries.len());
         let locations = b.scan(&tx, &meta, after.as_ref(), want, reverse).await?;
         done = locations.len() < want;
         for at in locations {
+            if started.elapsed() > TIME_BUDGET {
+                // The rest of this read is scanned again by the next call.
+                done = false;
+                break 'scan;
+            }
             scanned += 1;
             after = Some(at.id);
             let volume = ctx.node.volumes.get(&ShardKind::Bucket.volume_name(at.shard));
