@@ -6,7 +6,9 @@
 //! `kronotop` and `redis-server`.
 //! `meta`: small transactions against the metadata store beside raw redb and the disk's sync rate.
 //! `redis`: strings and hashes beside redis-server in three durability settings, and memory.
+//! `bucket`: document inserts and a full-scan query beside PostgreSQL 15 `jsonb`.
 
+mod bucket;
 mod meta;
 mod redis;
 mod volume;
@@ -90,6 +92,15 @@ enum Workload {
         #[arg(long, default_value_t = 1)]
         rounds: usize,
     },
+    /// Bucket inserts (1 and 100 documents per command) and a full scan beside PostgreSQL 15.
+    Bucket {
+        /// The kronotop binary to measure.
+        #[arg(long, default_value = "target/release/kronotop")]
+        kronotop: PathBuf,
+        /// Single-document inserts per side.
+        #[arg(long, default_value_t = 50_000)]
+        requests: u64,
+    },
     /// Volume appends and reads beside the disk's raw synced-write rate and plain reads.
     Volume {
         #[command(flatten)]
@@ -114,6 +125,7 @@ fn main() -> Result<()> {
         Workload::Redis { kronotop, requests, always_requests, clients, rounds } => {
             ("redis", redis::run(&kronotop, requests, always_requests, clients, rounds)?)
         }
+        Workload::Bucket { kronotop, requests } => ("bucket", bucket::run(&kronotop, requests)?),
         Workload::Volume { disk } => ("volume", volume::run(disk.seconds, disk.dir)?),
         Workload::Meta { disk } => ("meta", meta::run(disk.seconds, disk.dir)?),
     };

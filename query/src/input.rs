@@ -29,8 +29,14 @@ pub fn decode_document(bytes: &[u8]) -> Result<Document, ParseError> {
             .map_err(|_| ParseError::new("Invalid BSON format"));
     }
     let text = std::str::from_utf8(bytes).map_err(|_| ParseError::new("Invalid BSON format"))?;
-    let json: serde_json::Value =
-        json5::from_str(text).map_err(|e| ParseError::new(format!("invalid JSON: {e}")))?;
+    // Strict JSON first: serde_json is many times faster than the JSON5 reader, which only the
+    // relaxed syntax (unquoted keys, single quotes, trailing commas) needs.
+    let json: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => {
+            json5::from_str(text).map_err(|e| ParseError::new(format!("invalid JSON: {e}")))?
+        }
+    };
     match Bson::try_from(json) {
         Ok(Bson::Document(d)) => Ok(d),
         Ok(_) => Err(ParseError::new("expected a document")),

@@ -613,6 +613,10 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
     let mut done = exhausted;
     let mut matched = false;
     let started = std::time::Instant::now();
+    let mut volumes: std::collections::HashMap<
+        u32,
+        Option<std::sync::Arc<kronotop_volume::Volume>>,
+    > = std::collections::HashMap::new();
     'scan: while !done && entries.len() < limit && scanned < SCAN_BUDGET {
         let want = READ_CHUNK.min(SCAN_BUDGET - scanned).max(limit - entries.len());
         let locations = b.scan(&tx, &meta, after.as_ref(), want, reverse).await?;
@@ -625,7 +629,11 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
             }
             scanned += 1;
             after = Some(at.id);
-            let volume = ctx.node.volumes.get(&ShardKind::Bucket.volume_name(at.shard));
+            // One lookup per shard and call, not per document.
+            let volume = volumes
+                .entry(at.shard)
+                .or_insert_with(|| ctx.node.volumes.get(&ShardKind::Bucket.volume_name(at.shard)))
+                .clone();
             let mut doc = match &volume {
                 Some(v) => b.read(v, &at)?,
                 None => remote_body(ctx, &at).await?,

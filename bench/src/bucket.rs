@@ -1,0 +1,278 @@
+//! `bucket`: document inserts and a full-scan query beside PostgreSQL 15 with a `jsonb` column, in
+//! the same run (issue #8). Both sides are durable per statement: kronotop syncs the Volume and
+//! commits the metadata before it answers an insert; PostgreSQL runs with its defaults
+//! (`fsync = on`, `synchronous_commit = on`).
+//!
+//! Inserts: 1 KiB JSON documents, 50 clients, one document per command (`BUCKET.INSERT b DOCS d`
+//! with redis-benchmark; one `INSERT … VALUES (…)` per transaction with pgbench) and 100 per
+//! command (100 documents in one `BUCKET.INSERT`; a 100-row `INSERT`). Query: a filter that
+//! matches nothing over a bucket (table) of `SCAN_DOCS` documents, so both read everything:
+//! `BUCKET.QUERY b "{k: '-1'}"` and `SELECT … WHERE body->>'k' = '-1'` (no index), 4 clients.
+//!
+//! PostgreSQL is started with `initdb`/`pg_ctl` from Debian's `postgresql-15` as the `postgres`
+//! user (initdb refuses root) in a temporary directory, listening on a Unix socket only.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{Proc, Sample, free_port, run_redis_benchmark, wait_for_port};
+
+/// Documents in the bucket (table) the full-scan query reads. 20,000 keeps one query inside the
+/// kronotop scan budget (50,000 entries per call), so a call is one whole scan.
+const SCAN_DOCS: usize = 20_000;
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A 1 KiB JSON document; `__rand_int__` is replaced by redis-benchmark (zero-padded, so it goes
+/// in a string), `:r` by pgbench.
+fn doc(rand: &str) -> String {
+    let pad = "x".repeat(1024 - 60);
+    format!(r#"{{"k": "{rand}", "name": "user-{rand}", "pad": "{pad}"}}"#)
+}
+
+fn as_postgres(args: &[&str]) -> Command {
+    let mut c = Command::new("runuser");
+    c.args(["-u", "postgres", "--"]).args(args);
+    c
+}
+
+struct Postgres {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Postgres {
+    fn start(root: &Path) -> Result<Postgres> {
+        let dir = root.join("pg");
+        std::fs::create_dir_all(&dir)?;
+        let chown = Command::new("chown").args(["-R", "postgres:postgres"]).arg(root).status()?;
+        if !chown.success() {
+            bail!("cannot give {} to the postgres user", root.display());
+        }
+        let data = dir.join("data");
+        let initdb = format!("{PG_BIN}/initdb");
+        let ok = as_postgres(&[
+            &initdb,
+            "-D",
+            &data.display().to_string(),
+            "-U",
+            "postgres",
+            "--auth=trust",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .context("running initdb (Debian package postgresql-15)")?;
+        if !ok.success() {
+            bail!("initdb failed");
+        }
+        let port = free_port()?;
+        let opts =
+            format!("-p {port} -k {} -c listen_addresses='' -c max_connections=200", dir.display());
+        let pg_ctl = format!("{PG_BIN}/pg_ctl");
+        let log = dir.join("log").display().to_string();
+        let ok = as_postgres(&[
+            &pg_ctl,
+            "-D",
+            &data.display().to_string(),
+            "-o",
+            &opts,
+            "-l",
+            &log,
+            "-w",
+            "start",
+        ])
+        .stdout(Stdio::null())
+        .status()?;
+        if !ok.success() {
+            bail!("pg_ctl start failed; see {log}");
+        }
+        let pg = Postgres { dir, port };
+        pg.sql("CREATE TABLE docs (id bigserial PRIMARY KEY, body jsonb NOT NULL)")?;
+        Ok(pg)
+    }
+
+    fn sql(&self, sql: &str) -> Result<()> {
+        let ok = Command::new("psql")
+            .args(["-h", &self.dir.display().to_string(), "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-q", "-c", sql])
+            .stdout(Stdio::null())
+            .status()?;
+        if !ok.success() {
+            bail!("psql failed: {sql}");
+        }
+        Ok(())
+    }
+
+    /// Runs a pgbench script; returns transactions per second and the mean latency in ms.
+    fn pgbench(&self, script: &str, clients: u32, transactions: u64) -> Result<(f64, f64)> {
+        let file = self.dir.join("script.sql");
+        std::fs::write(&file, script)?;
+        let per_client = (transactions / u64::from(clients)).max(1);
+        let out = Command::new("pgbench")
+            .args([
+                "-h",
+                &self.dir.display().to_string(),
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args([
+                "-n",
+                "-c",
+                &clients.to_string(),
+                "-j",
+                "2",
+                "-t",
+                &per_client.to_string(),
+                "-f",
+            ])
+            .arg(&file)
+            .arg("postgres")
+            .output()
+            .context("running pgbench (Debian package postgresql-client)")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |prefix: &str| -> Option<f64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        };
+        match (field("tps = "), field("latency average = ")) {
+            (Some(tps), Some(lat)) => Ok((tps, lat)),
+            _ => bail!("unexpected pgbench output: {text}{}", String::from_utf8_lossy(&out.stderr)),
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let pg_ctl = format!("{PG_BIN}/pg_ctl");
+        let data = self.dir.join("data").display().to_string();
+        let _ = as_postgres(&[&pg_ctl, "-D", &data, "-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+fn kronotop(bin: &Path, root: &Path) -> Result<(Proc, u16)> {
+    let port = free_port()?;
+    let child = Command::new(bin)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--admin-port",
+            "0",
+            "--log-level",
+            "warn",
+            "--bootstrap",
+        ])
+        .arg("--data-dir")
+        .arg(root.join("kronotop"))
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting kronotop")?;
+    let p = Proc(child);
+    wait_for_port(port)?;
+    Ok((p, port))
+}
+
+fn call(port: u16, args: &[&str]) -> Result<String> {
+    let out = Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn run(bin: &Path, requests: u64) -> Result<String> {
+    let root = std::env::temp_dir().join(format!("kronotop-bbench-{}", std::process::id()));
+    std::fs::create_dir_all(&root)?;
+    let (_k, port) = kronotop(bin, &root)?;
+    // The bucket shards open their volumes right after the bootstrap; wait for an insert to work.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let _ = call(port, &["BUCKET.CREATE", "bench", "IF-NOT-EXISTS"])?;
+        if !call(port, &["BUCKET.INSERT", "bench", "DOCS", "{}"])?.starts_with("ERR") {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("kronotop never accepted a bucket insert");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pg = Postgres::start(&root)?;
+    let d = doc("__rand_int__");
+    let one = ["BUCKET.INSERT", "bench", "DOCS", &d];
+    let k1: Sample = run_redis_benchmark(port, 1, requests, 50, &one, "\"BUCKET.INSERT")?;
+    let pg_doc = doc(":r").replace('\'', "''");
+    let p1 = pg.pgbench(
+        &format!(
+            "\\set r random(1, 100000)\nINSERT INTO docs (body) VALUES ('{pg_doc}'::jsonb);\n"
+        ),
+        50,
+        requests,
+    )?;
+    let mut hundred = vec!["BUCKET.INSERT".to_owned(), "bench".to_owned(), "DOCS".to_owned()];
+    hundred.extend((0..100).map(|_| d.clone()));
+    let refs: Vec<&str> = hundred.iter().map(String::as_str).collect();
+    let batches = (requests / 100).max(100);
+    let k100 = run_redis_benchmark(port, 1, batches, 50, &refs, "\"BUCKET.INSERT")?;
+    let rows: Vec<String> = (0..100).map(|_| format!("('{pg_doc}'::jsonb)")).collect();
+    let p100 = pg.pgbench(
+        &format!(
+            "\\set r random(1, 100000)\nINSERT INTO docs (body) VALUES {};\n",
+            rows.join(", ")
+        ),
+        50,
+        batches,
+    )?;
+    // The scan: a fresh bucket and table of SCAN_DOCS documents.
+    call(port, &["BUCKET.CREATE", "scan"])?;
+    pg.sql("CREATE TABLE scan (id bigserial PRIMARY KEY, body jsonb NOT NULL)")?;
+    for chunk in 0..(SCAN_DOCS / 100) {
+        let docs: Vec<String> = (0..100).map(|i| doc(&(chunk * 100 + i).to_string())).collect();
+        let mut args = vec!["BUCKET.INSERT", "scan", "DOCS"];
+        args.extend(docs.iter().map(String::as_str));
+        call(port, &args)?;
+    }
+    pg.sql(&format!(
+        "INSERT INTO scan (body) SELECT jsonb_build_object('k', g::text, 'name', 'user-' || g, 'pad', repeat('x', 964)) FROM generate_series(1, {SCAN_DOCS}) g"
+    ))?;
+    pg.sql("VACUUM ANALYZE scan")?;
+    let scans = 200;
+    let kq = run_redis_benchmark(
+        port,
+        1,
+        scans,
+        4,
+        &["BUCKET.QUERY", "scan", "{k: '-1'}"],
+        "\"BUCKET.QUERY",
+    )?;
+    let pq = pg.pgbench("SELECT id FROM scan WHERE body->>'k' = '-1';\n", 4, scans)?;
+    drop(pg);
+    let _ = std::fs::remove_dir_all(&root);
+
+    let mut t = format!(
+        "50 clients for inserts ({requests} single-document commands or statements, {batches} of 100 \
+         documents), 4 for the scan ({scans} queries over {SCAN_DOCS} documents, no match, no index); \
+         1 KiB JSON documents; one sample per row. kronotop figures from redis-benchmark (p99 in ms), \
+         PostgreSQL 15 figures from pgbench (mean latency in ms, pgbench gives no p99).\n\n\
+         | workload | kronotop per s | kronotop p50 ms | kronotop p99 ms | PostgreSQL per s | PostgreSQL mean ms | ratio |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n"
+    );
+    for (name, k, (ptps, plat), per) in [
+        ("insert, 1 document per command", k1, p1, 1.0),
+        ("insert, 100 documents per command", k100, p100, 100.0),
+        ("full scan query", kq, pq, 1.0),
+    ] {
+        t.push_str(&format!(
+            "| {name} (documents or queries) | {:.0} | {:.3} | {:.3} | {:.0} | {:.3} | {:.2}x |\n",
+            k.rps * per,
+            k.p50_ms,
+            k.p99_ms,
+            ptps * per,
+            plat,
+            k.rps / ptps
+        ));
+    }
+    Ok(t)
+}
