@@ -124,11 +124,9 @@ enum Entry {
 struct CommitRequest {
     read_version: Option<(i64, Duration)>,
     reads: Vec<KeyRange>,
+    /// Write-conflict ranges, versionstamped keys aside: the committer adds those once it knows
+    /// the keys they become (their version and position in the batch), so they conflict exactly.
     writes: Vec<KeyRange>,
-    /// The ranges versionstamped keys may land in. They count against later transactions of the
-    /// same batch; the history keeps the keys actually written instead, so a busy appender does
-    /// not leave thousands of wide ranges for every later transaction to be checked against.
-    stamped: Vec<KeyRange>,
     ops: Vec<Op>,
     reply: oneshot::Sender<MetaResult<(i64, [u8; 10])>>,
 }
@@ -284,7 +282,7 @@ fn committer(
         // Resolve in arrival order; an accepted transaction's writes count against the later
         // ones of the same batch, since they all commit at `version`, after every read version.
         let mut accepted: Vec<Box<CommitRequest>> = Vec::with_capacity(batch.len());
-        let mut batch_writes: Vec<KeyRange> = Vec::new();
+        let mut batch_writes = BatchWrites::default();
         for req in batch {
             let verdict = match req.read_version {
                 Some((rv, started))
@@ -294,8 +292,7 @@ fn committer(
                     Err(MetaError::TRANSACTION_TOO_OLD)
                 }
                 Some((rv, _))
-                    if history.conflicts(rv, &req.reads)
-                        || intersects(&batch_writes, &req.reads) =>
+                    if history.conflicts(rv, &req.reads) || batch_writes.intersects(&req.reads) =>
                 {
                     Err(MetaError::NOT_COMMITTED)
                 }
@@ -303,8 +300,17 @@ fn committer(
             };
             match verdict {
                 Ok(()) => {
-                    batch_writes.extend(req.writes.iter().cloned());
-                    batch_writes.extend(req.stamped.iter().cloned());
+                    // Its versionstamped keys are known now: it commits at `version`, at this
+                    // position of the batch.
+                    let stamp = stamp(version, accepted.len());
+                    batch_writes.add(&req.writes);
+                    for op in &req.ops {
+                        if let Op::Atomic(k, _, MutationType::SetVersionstampedKey) = op
+                            && let Some(key) = atomic::place_versionstamp(k, &stamp)
+                        {
+                            batch_writes.points.insert(key);
+                        }
+                    }
                     accepted.push(req);
                 }
                 Err(e) => {
@@ -343,8 +349,40 @@ fn committer(
     }
 }
 
-fn intersects(writes: &[KeyRange], reads: &[KeyRange]) -> bool {
-    reads.iter().any(|(rb, re)| writes.iter().any(|(wb, we)| rb < we && wb < re))
+/// The writes of the transactions accepted so far in one batch: single keys in a sorted set,
+/// so checking a later transaction's reads costs a lookup per read rather than a pass over every
+/// write (a batch of large inserts writes tens of thousands of keys).
+#[derive(Default)]
+struct BatchWrites {
+    points: std::collections::BTreeSet<Vec<u8>>,
+    ranges: Vec<KeyRange>,
+}
+
+impl BatchWrites {
+    fn add(&mut self, writes: &[KeyRange]) {
+        for (b, e) in writes {
+            if resolver::is_point(b, e) {
+                self.points.insert(b.clone());
+            } else {
+                self.ranges.push((b.clone(), e.clone()));
+            }
+        }
+    }
+
+    fn intersects(&self, reads: &[KeyRange]) -> bool {
+        reads.iter().any(|(rb, re)| {
+            rb < re
+                && (self
+                    .points
+                    .range::<[u8], _>((
+                        std::ops::Bound::Included(&rb[..]),
+                        std::ops::Bound::Excluded(&re[..]),
+                    ))
+                    .next()
+                    .is_some()
+                    || self.ranges.iter().any(|(wb, we)| rb < we && wb < re))
+        })
+    }
 }
 
 /// The 10-byte versionstamp of the `order`-th transaction of the batch at `version`.
@@ -468,8 +506,6 @@ struct TxState {
     ops: Vec<Op>,
     reads: Vec<KeyRange>,
     write_ranges: Vec<KeyRange>,
-    /// Where this transaction's versionstamped keys may land (see `CommitRequest::stamped`).
-    stamped_ranges: Vec<KeyRange>,
     size: usize,
     /// An error from a mutation (FoundationDB reports them at commit).
     deferred: Option<MetaError>,
@@ -879,11 +915,8 @@ impl Transaction {
                 let high = atomic::place_versionstamp(key, &[0xff; 10]).unwrap_or_default();
                 st.size += key.len() + param.len();
                 st.ops.push(Op::Atomic(key.to_vec(), param.to_vec(), op));
-                let high = key_after(&high);
-                if low < high {
-                    st.size += low.len() + high.len();
-                    st.stamped_ranges.push((low, high));
-                }
+                // The key's conflict range is added at commit, once the key is known.
+                st.size += low.len() + high.len();
             }
             MutationType::SetVersionstampedValue => {
                 if param_offset_ok(param).is_none() {
@@ -1033,7 +1066,6 @@ impl Transaction {
                 read_version: st.read.as_ref().map(|(s, t)| (s.version, *t)),
                 reads: std::mem::take(&mut st.reads),
                 writes: std::mem::take(&mut st.write_ranges),
-                stamped: std::mem::take(&mut st.stamped_ranges),
                 ops: std::mem::take(&mut st.ops),
                 reply,
             });

@@ -13,7 +13,7 @@ use std::time::Duration;
 /// A key range `[begin, end)`.
 pub type KeyRange = (Vec<u8>, Vec<u8>);
 
-fn is_point(begin: &[u8], end: &[u8]) -> bool {
+pub(super) fn is_point(begin: &[u8], end: &[u8]) -> bool {
     end.len() == begin.len() + 1 && end.ends_with(&[0]) && end.starts_with(begin)
 }
 
