@@ -25,14 +25,19 @@ fn server() -> Server {
     s
 }
 
-/// The documents of a RESP2 query reply `[cursor, [doc, ...]]`, as JSON values.
-fn docs(frame: &OwnedFrame) -> (i64, Vec<serde_json::Value>) {
+/// The cursor id and the items of a RESP2 cursor reply `[cursor, [item, ...]]`.
+fn cursor_reply(frame: &OwnedFrame) -> (i64, &[OwnedFrame]) {
     let OwnedFrame::Array { data, .. } = frame else { panic!("not an array: {frame:?}") };
     assert_eq!(data.len(), 2, "{frame:?}");
     let OwnedFrame::Number { data: cursor, .. } = &data[0] else { panic!("no cursor: {frame:?}") };
-    let OwnedFrame::Array { data: entries, .. } = &data[1] else { panic!("no entries") };
-    let docs = entries.iter().map(|e| serde_json::from_str(&support::text(e)).unwrap()).collect();
-    (*cursor, docs)
+    let OwnedFrame::Array { data: items, .. } = &data[1] else { panic!("no items: {frame:?}") };
+    (*cursor, items)
+}
+
+/// The documents of a RESP2 query reply, as JSON values.
+fn docs(frame: &OwnedFrame) -> (i64, Vec<serde_json::Value>) {
+    let (cursor, items) = cursor_reply(frame);
+    (cursor, items.iter().map(|e| serde_json::from_str(&support::text(e)).unwrap()).collect())
 }
 
 #[test]
@@ -185,13 +190,10 @@ fn bson_in_and_out_and_transactions() {
     assert_eq!(committed.len(), 1);
 }
 
-/// The ids of a RESP2 update or delete reply `[cursor, [id, ...]]`.
+/// The ids of a RESP2 update or delete reply.
 fn ids(frame: &OwnedFrame) -> (i64, Vec<String>) {
-    let OwnedFrame::Array { data, .. } = frame else { panic!("not an array: {frame:?}") };
-    assert_eq!(data.len(), 2, "{frame:?}");
-    let OwnedFrame::Number { data: cursor, .. } = &data[0] else { panic!("no cursor: {frame:?}") };
-    let OwnedFrame::Array { data: items, .. } = &data[1] else { panic!("no ids") };
-    (*cursor, items.iter().map(support::text).collect())
+    let (cursor, items) = cursor_reply(frame);
+    (cursor, items.iter().map(support::text).collect())
 }
 
 #[test]
