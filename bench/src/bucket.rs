@@ -5,7 +5,7 @@
 //!
 //! Inserts: 1 KiB JSON documents, 50 clients, one document per command (`BUCKET.INSERT b DOCS d`
 //! with redis-benchmark; one `INSERT … VALUES (…)` per transaction with pgbench) and 100 per
-//! command (100 documents in one `BUCKET.INSERT`; a 100-row `INSERT`). Query: a filter that
+//! command (100 documents in one `BUCKET.INSERT`; 100 single-row `INSERT`s in one transaction). Query: a filter that
 //! matches nothing over a bucket (table) of `SCAN_DOCS` documents, so both read everything:
 //! `BUCKET.QUERY b "{k: '-1'}"` and `SELECT … WHERE body->>'k' = '-1'` (no index), 4 clients.
 //!
@@ -216,15 +216,13 @@ pub fn run(bin: &Path, requests: u64) -> Result<String> {
     let refs: Vec<&str> = hundred.iter().map(String::as_str).collect();
     let batches = (requests / 100).max(100);
     let k100 = run_redis_benchmark(port, 1, batches, 50, &refs, "\"BUCKET.INSERT")?;
-    let rows: Vec<String> = (0..100).map(|_| format!("('{pg_doc}'::jsonb)")).collect();
-    let p100 = pg.pgbench(
-        &format!(
-            "\\set r random(1, 100000)\nINSERT INTO docs (body) VALUES {};\n",
-            rows.join(", ")
-        ),
-        50,
-        batches,
-    )?;
+    // PostgreSQL inserts one row per INSERT (issue #8): 100 of them in one transaction.
+    let mut script = String::from("\\set r random(1, 100000)\nBEGIN;\n");
+    for _ in 0..100 {
+        script.push_str(&format!("INSERT INTO docs (body) VALUES ('{pg_doc}'::jsonb);\n"));
+    }
+    script.push_str("COMMIT;\n");
+    let p100 = pg.pgbench(&script, 50, batches)?;
     // The scan: a fresh bucket and table of SCAN_DOCS documents.
     call(port, &["BUCKET.CREATE", "scan"])?;
     pg.sql("CREATE TABLE scan (id bigserial PRIMARY KEY, body jsonb NOT NULL)")?;

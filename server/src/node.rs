@@ -376,6 +376,9 @@ pub struct Node {
     pub peers: crate::peers::Peers,
     /// Round-robin counter for the shard of a `BUCKET.CREATE` without `SHARDS`.
     pub bucket_round_robin: AtomicUsize,
+    /// Bucket-leaf subspaces by namespace, with the namespace version they were opened at.
+    pub bucket_leaves:
+        Mutex<std::collections::HashMap<String, (i64, kronotop_meta::tuple::Subspace)>>,
     /// ZMap subspaces by namespace, with the namespace version they were opened at.
     pub zmaps: Mutex<std::collections::HashMap<String, (i64, kronotop_zmap::ZMap)>>,
     /// `TICK CACHED`: a read version and when it was taken.
@@ -428,6 +431,7 @@ impl Node {
             redis,
             peers: crate::peers::Peers::default(),
             bucket_round_robin: AtomicUsize::new(0),
+            bucket_leaves: Mutex::default(),
             zmaps: Mutex::default(),
             tick: Mutex::default(),
             zwatches: Mutex::default(),

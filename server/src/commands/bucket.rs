@@ -322,8 +322,27 @@ pub fn parse_cursors(args: &mut Args<'_>) -> Result<Command, CommandError> {
     Ok(cmd(BucketCmd::Cursors(op)))
 }
 
+/// The buckets of the session's namespace, from the node's cache while the namespace version has
+/// not changed (opening the leaf reads the directory layer: several metadata reads per command).
 async fn buckets(ctx: &Ctx<'_>) -> Result<Buckets, CommandError> {
-    Ok(Buckets::new(namespace_leaf(ctx, "bucket").await?))
+    let name = &ctx.session.namespace;
+    let version = ctx.node.cluster.namespace_version();
+    {
+        let cache =
+            ctx.node.bucket_leaves.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((v, s)) = cache.get(name)
+            && *v == version
+        {
+            return Ok(Buckets::new(s.clone()));
+        }
+    }
+    let subspace = namespace_leaf(ctx, "bucket").await?;
+    ctx.node
+        .bucket_leaves
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(name.clone(), (version, subspace.clone()));
+    Ok(Buckets::new(subspace))
 }
 
 /// Commits an auto-commit transaction; a session transaction waits for `COMMIT`.
