@@ -210,8 +210,8 @@ impl Keyspace {
         self.cleared || !self.dirty.is_empty() || !self.parts.is_empty()
     }
 
-    fn map(&self, key: &[u8]) -> Option<&SlotMap> {
-        Some(&self.slots[usize::from(slot(key))])
+    fn map(&self, key: &[u8]) -> &SlotMap {
+        &self.slots[usize::from(slot(key))]
     }
 
     fn map_mut(&mut self, key: &[u8]) -> &mut SlotMap {
@@ -483,7 +483,7 @@ impl Keyspace {
 
     /// The entry of `key`, expired or not, for the persister.
     pub fn raw(&self, key: &[u8]) -> Option<&Entry> {
-        self.map(key).and_then(|m| m.get(key))
+        self.map(key).get(key)
     }
 
     /// The entry of `key`, expired or not, for the persister to take its dirty bit.

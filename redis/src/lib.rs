@@ -17,7 +17,7 @@ pub mod key;
 pub mod keyspace;
 pub mod number;
 pub mod out;
-mod rand;
+pub mod rand;
 pub mod record;
 pub mod shard;
 pub mod slots;

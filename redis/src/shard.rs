@@ -18,10 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use handles::CancelOnDrop;
 use kronotop_meta::Database;
 use kronotop_volume::{MAX_ENTRY_LEN, Volume};
 use tokio::sync::{Notify, watch};
-use tokio_util_free::CancelOnDrop;
 
 use crate::keyspace::{Changes, Keyspace, Value};
 use crate::record;
@@ -105,7 +105,7 @@ pub struct Shard {
     /// commit in the other order and leave the older state last in the log.
     flushing: tokio::sync::Mutex<()>,
     /// Asks the persister to stop between flushes.
-    stop: tokio_util_free::Flag,
+    stop: handles::Flag,
 }
 
 /// Unix time in milliseconds.
@@ -115,7 +115,7 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-mod tokio_util_free {
+mod handles {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     /// Aborts a spawned task when dropped, so a shard's persister ends with the shard.
@@ -223,7 +223,7 @@ impl Shard {
             volume,
             db,
             flushing: tokio::sync::Mutex::new(()),
-            stop: tokio_util_free::Flag::default(),
+            stop: handles::Flag::default(),
         });
         let log_bytes = shard.replay().await?;
         shard.stats.log_bytes.store(log_bytes, Ordering::Relaxed);

@@ -35,10 +35,30 @@ pub enum Target {
 pub struct Routing {
     /// Shard of every slot; empty before the cluster is initialised.
     pub slot_shard: Vec<u32>,
+    /// For every slot, the first slot after it that belongs to another shard (or `SLOTS`):
+    /// where the run of same-shard slots it is in ends. `SCAN` walks runs.
+    run_ends: Vec<u16>,
     pub targets: Vec<Target>,
 }
 
 impl Routing {
+    fn new(slot_shard: Vec<u32>, targets: Vec<Target>) -> Routing {
+        let mut run_ends = vec![slots::SLOTS; slot_shard.len()];
+        for i in (0..slot_shard.len().saturating_sub(1)).rev() {
+            run_ends[i] = if slot_shard[i] == slot_shard[i + 1] {
+                run_ends[i + 1]
+            } else {
+                u16::try_from(i + 1).unwrap_or(slots::SLOTS)
+            };
+        }
+        Routing { slot_shard, run_ends, targets }
+    }
+
+    /// Where the run of same-shard slots containing `slot` ends (exclusive).
+    pub fn run_end(&self, slot: u16) -> u16 {
+        self.run_ends.get(usize::from(slot)).copied().unwrap_or(slots::SLOTS)
+    }
+
     /// The shard serving `slot`, and where it is.
     pub fn target(&self, slot: u16) -> Option<(u32, &Target)> {
         let shard = *self.slot_shard.get(usize::from(slot))?;
@@ -291,9 +311,7 @@ impl RedisShards {
                 }
             })
             .collect();
-        let routing = Routing { slot_shard: slots::table(count), targets };
-        *self.routing.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Arc::new(routing);
+        self.set_routing(Routing::new(slots::table(count), targets));
     }
 
     /// Flushes every loaded shard (at shutdown).

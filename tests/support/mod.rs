@@ -441,9 +441,10 @@ pub fn wait_redis(addr: SocketAddr, shards: usize) {
     }
 }
 
-/// A Python interpreter with redis-py 5 or newer, if there is one: `KRONOTOP_PYTHON`, else
-/// `python3`. CI installs redis-py; elsewhere the tests that need it say so and stop.
-pub fn python_with_redis() -> Option<String> {
+/// A Python interpreter with redis-py 5 or newer: `KRONOTOP_PYTHON`, else `python3`. The tests
+/// that need it fail without it rather than pass without checking anything; `.ci/run` installs
+/// it (`python3 -m pip install "redis>=5,<6"`).
+pub fn python_with_redis() -> String {
     let python = std::env::var("KRONOTOP_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     // Run from a neutral directory: the repository's `redis/` folder would shadow the package.
     let ok = Command::new(&python)
@@ -456,7 +457,8 @@ pub fn python_with_redis() -> Option<String> {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    ok.then_some(python)
+    assert!(ok, "{python} lacks redis-py 5: install it with python3 -m pip install 'redis>=5,<6'");
+    python
 }
 
 /// Runs a Python script from `tests/py/` with `args`; panics with its output unless it succeeds.

@@ -243,9 +243,7 @@ pub fn parse_getkeysinslot(args: &mut Args<'_>) -> Result<Command, CommandError>
 fn shard_of_slot(ctx: &Ctx<'_>, slot: u16) -> Option<Arc<Shard>> {
     let routing = ctx.node.redis.routing();
     match routing.target(slot) {
-        Some((_, super::super::redis_shards::Target::Local { shard, .. })) => {
-            Some(Arc::clone(shard))
-        }
+        Some((_, crate::redis_shards::Target::Local { shard, .. })) => Some(Arc::clone(shard)),
         _ => None,
     }
 }
@@ -272,8 +270,10 @@ pub fn execute(cmd: KeysCmd, ctx: &mut Ctx<'_>) -> Result<Reply, CommandError> {
             if shards.is_empty() {
                 return Ok(Reply::Null);
             }
-            let shard = shards[usize::from(random_u16()) % shards.len()];
-            let key = shard.lock().random_key(random_u16(), usize::from(random_u16()), now);
+            let shard = shards[kronotop_redis::rand::below(shards.len())];
+            let start =
+                u16::try_from(kronotop_redis::rand::below(usize::from(slots::SLOTS))).unwrap_or(0);
+            let key = shard.lock().random_key(start, kronotop_redis::rand::below(usize::MAX), now);
             Ok(key.map_or(Reply::Null, |k| Reply::Bulk(Bytes::from(k.into_vec()))))
         }
         KeysCmd::Scan { cursor, opts } => Ok(scan(ctx, cursor, &opts, now)),
@@ -319,14 +319,6 @@ pub fn execute(cmd: KeysCmd, ctx: &mut Ctx<'_>) -> Result<Reply, CommandError> {
     }
 }
 
-fn random_u16() -> u16 {
-    let mut b = [0u8; 2];
-    if getrandom::fill(&mut b).is_err() {
-        return 0;
-    }
-    u16::from_le_bytes(b)
-}
-
 /// `SCAN`: the cursor is the next slot to visit; each call returns whole slots of the shards
 /// loaded here until it has at least COUNT keys, so a key present for the whole scan is returned
 /// exactly once.
@@ -336,18 +328,13 @@ fn scan(ctx: &Ctx<'_>, cursor: u64, opts: &kronotop_redis::cmd::ScanOpts, now: u
     let mut visited = 0usize;
     let mut found: Vec<Reply> = Vec::new();
     while slot < slots::SLOTS && visited < opts.count {
-        let Some((_, super::super::redis_shards::Target::Local { shard, .. })) =
-            routing.target(slot)
+        let Some((_, crate::redis_shards::Target::Local { shard, .. })) = routing.target(slot)
         else {
             slot += 1;
             continue;
         };
-        // The run of slots from here that this shard serves; only its keys are looked at.
-        let run_end = (slot..slots::SLOTS)
-            .find(|s| {
-                routing.slot_shard.get(usize::from(*s)) != routing.slot_shard.get(usize::from(slot))
-            })
-            .unwrap_or(slots::SLOTS);
+        // Only this shard's keys in its run of slots from here are looked at.
+        let run_end = routing.run_end(slot);
         let ks = shard.lock();
         match ks.next_nonempty_slot(slot).filter(|n| *n < run_end) {
             Some(next) => {
