@@ -542,3 +542,56 @@ fn sortby_id_and_resultsort() {
     let scores: Vec<i64> = all.iter().map(|d| d["score"].as_i64().unwrap()).collect();
     assert_eq!(scores, [5, 4, 3, 2, 1]);
 }
+
+/// The live entries of a bucket shard's Volume, from `VOLUME.STATS`.
+fn live_entries(s: &Server, shard: u32) -> i64 {
+    let mut a = s.connect_admin();
+    let stats = a.cmd_raw(&["VOLUME.STATS", &format!("bucket-shard-{shard}")]);
+    let label = "total_cardinality\r\n:";
+    let at = stats.find(label).expect("total_cardinality") + label.len();
+    stats[at..].split("\r\n").next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn documents_change_in_the_transaction_that_inserted_them() {
+    let s = server();
+    let mut c = s.connect();
+    assert_eq!(c.cmd_raw(&["BUCKET.CREATE", "tx", "SHARDS", "1"]), "+OK\r\n");
+    let before = live_entries(&s, 1);
+    assert_eq!(c.cmd_raw(&["BEGIN"]), "+OK\r\n");
+    let ins = c.cmd_raw(&[
+        "BUCKET.INSERT",
+        "tx",
+        "DOCS",
+        r#"{_id: "00000000000000000000000a", n: 1}"#,
+        r#"{_id: "00000000000000000000000b", n: 2}"#,
+    ]);
+    assert!(ins.starts_with("*2\r\n"), "{ins}");
+    // Updated twice and deleted before COMMIT: each change sees the previous one.
+    for update in ["{$set: {n: 11}}", "{$set: {m: 'x'}}"] {
+        let (_, changed) =
+            ids(&c.cmd(&["BUCKET.UPDATE", "tx", "{_id: '00000000000000000000000a'}", update]));
+        assert_eq!(changed, ["00000000000000000000000a"]);
+    }
+    let (_, gone) = ids(&c.cmd(&["BUCKET.DELETE", "tx", "{n: 2}"]));
+    assert_eq!(gone, ["00000000000000000000000b"]);
+    let (_, inside) = docs(&c.cmd(&["BUCKET.QUERY", "tx", "{}", "PROJECTION", "{_id: 0}"]));
+    assert_eq!(inside, [serde_json::json!({"n": 11, "m": "x"})]);
+    assert_eq!(c.cmd_raw(&["COMMIT"]), "+OK\r\n");
+    let mut other = s.connect();
+    let (_, after) = docs(&other.cmd(&["BUCKET.QUERY", "tx", "{}", "PROJECTION", "{_id: 0}"]));
+    assert_eq!(after, [serde_json::json!({"n": 11, "m": "x"})]);
+    // Four bodies were appended; the three replaced or deleted ones left the Volume after COMMIT.
+    assert_eq!(live_entries(&s, 1) - before, 1);
+    // A committed document changed twice in one transaction, then rolled back: unchanged.
+    assert_eq!(c.cmd_raw(&["BEGIN"]), "+OK\r\n");
+    for n in ["98", "99"] {
+        let (_, changed) =
+            ids(&c.cmd(&["BUCKET.UPDATE", "tx", "{}", &format!("{{$set: {{n: {n}}}}}")]));
+        assert_eq!(changed.len(), 1);
+    }
+    assert_eq!(c.cmd_raw(&["ROLLBACK"]), "+OK\r\n");
+    let (_, after) = docs(&other.cmd(&["BUCKET.QUERY", "tx", "{}", "PROJECTION", "{_id: 0}"]));
+    assert_eq!(after, [serde_json::json!({"n": 11, "m": "x"})]);
+    assert_eq!(live_entries(&s, 1) - before, 1);
+}

@@ -11,10 +11,9 @@
 
 use bson::oid::ObjectId;
 use bson::{Bson, Document};
-use kronotop_meta::tuple::Versionstamp;
 use kronotop_meta::tuple::{Bytes as TupleBytes, Subspace};
-use kronotop_meta::{MetaError, MutationType, RangeOption, Transaction};
-use kronotop_volume::{EntryMetadata, Volume, VolumeError};
+use kronotop_meta::{MetaError, RangeOption, Transaction};
+use kronotop_volume::{Deletion, EntryMetadata, Volume, VolumeError};
 
 /// Errors of bucket operations, with the reference's prefixes and texts.
 #[derive(Debug, thiserror::Error)]
@@ -34,10 +33,6 @@ pub enum BucketError {
     BeingRemoved(String),
     #[error("Bucket '{0}' is not removed")]
     NotRemoved(String),
-    #[error(
-        "a document inserted or changed in this transaction cannot be changed again before COMMIT"
-    )]
-    ChangedInThisTransaction,
     #[error("bucket metadata is damaged: {0}")]
     BadMetadata(String),
     #[error(transparent)]
@@ -74,13 +69,10 @@ pub struct BucketMeta {
 }
 
 const META: &str = "m";
+/// The primary index: `_id` to shard and body location. Nothing else is kept per document: the
+/// Volume's segment index leads from a body's location to its entry (what deleting needs), and
+/// the body holds its `_id` (what repointing the index after a vacuum move needs).
 const INDEX: &str = "i";
-/// Back references from a body's Volume entry (its versionstamp) to its `_id`, for repointing the
-/// index when vacuum moves bodies (not done yet: vacuum refuses bucket volumes meanwhile).
-const BACKREF: &str = "v";
-/// A document's Volume entry id (versionstamp), by `_id`: what deleting the body needs. Written
-/// with a versionstamped value, so it is readable once the insert has committed.
-const ENTRY: &str = "e";
 
 /// Where one document lives: its shard and the place of its body in that shard's Volume, known
 /// before the insert commits, so a transaction reads its own inserts.
@@ -88,6 +80,15 @@ const ENTRY: &str = "e";
 pub struct Location {
     pub id: ObjectId,
     pub shard: u32,
+    pub body: EntryMetadata,
+}
+
+/// The body of a document deleted (or replaced) by the transaction that inserted it: its Volume
+/// entry is deleted after that transaction commits (`Buckets::delete_body`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingBody {
+    pub shard: u32,
+    pub prefix: [u8; 8],
     pub body: EntryMetadata,
 }
 
@@ -104,10 +105,6 @@ impl Buckets {
 
     fn meta_key(&self, name: &str) -> Vec<u8> {
         self.s.pack(&(META, name))
-    }
-
-    fn entry_key(&self, name: &str, id: &ObjectId) -> Vec<u8> {
-        self.s.pack(&(ENTRY, name, TupleBytes::from(&id.bytes()[..])))
     }
 
     fn index_key(&self, name: &str, id: &ObjectId) -> Vec<u8> {
@@ -170,21 +167,22 @@ impl Buckets {
             .get(&self.meta_key(name), false)
             .await?
             .ok_or_else(|| BucketError::NoSuchBucket(name.to_owned()))?;
-        let v: serde_json::Value =
+        // Read into a typed record: every insert reads it, and a generic JSON tree costs several
+        // allocations per field.
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            prefix: String,
+            #[serde(default)]
+            shards: Vec<u32>,
+            #[serde(default)]
+            removed: bool,
+        }
+        let v: Stored =
             serde_json::from_slice(&raw).map_err(|e| BucketError::BadMetadata(e.to_string()))?;
-        let prefix = v["prefix"]
-            .as_str()
-            .and_then(|p| hex::decode(p).ok())
-            .and_then(|p| <[u8; 8]>::try_from(p).ok())
-            .ok_or_else(|| BucketError::BadMetadata("prefix".into()))?;
-        let shards = v["shards"]
-            .as_array()
-            .map(|a| {
-                a.iter().filter_map(|s| s.as_u64()).filter_map(|s| u32::try_from(s).ok()).collect()
-            })
-            .unwrap_or_default();
-        let removed = v["removed"].as_bool().unwrap_or(false);
-        Ok(BucketMeta { name: name.to_owned(), prefix, shards, removed })
+        let mut prefix = [0u8; 8];
+        hex::decode_to_slice(&v.prefix, &mut prefix)
+            .map_err(|_| BucketError::BadMetadata("prefix".into()))?;
+        Ok(BucketMeta { name: name.to_owned(), prefix, shards: v.shards, removed: v.removed })
     }
 
     /// Names of the buckets, in order.
@@ -274,57 +272,45 @@ impl Buckets {
         let mut value = shard.to_be_bytes().to_vec();
         value.extend_from_slice(&a.metadata.encode());
         tx.set(&self.index_key(&meta.name, id), &value);
-        let back = self.s.pack_with_versionstamp(&(
-            BACKREF,
-            meta.name.as_str(),
-            Versionstamp::incomplete(a.user_version),
-        ));
-        tx.atomic_op(&back, &id.bytes(), MutationType::SetVersionstampedKey);
-        let mut entry = vec![0u8; 10];
-        entry.extend_from_slice(&a.user_version.to_be_bytes());
-        entry.extend_from_slice(&0u32.to_le_bytes());
-        tx.atomic_op(&self.entry_key(&meta.name, id), &entry, MutationType::SetVersionstampedValue);
     }
 
-    /// The Volume entry id of document `id`'s body.
-    async fn entry_id(
-        &self,
-        tx: &Transaction,
-        meta: &BucketMeta,
-        id: &ObjectId,
-    ) -> Result<[u8; 12]> {
-        match tx.get(&self.entry_key(&meta.name, id), false).await {
-            Ok(Some(v)) => <[u8; 12]>::try_from(&v[..])
-                .map_err(|_| BucketError::BadMetadata("entry id".into())),
-            Ok(None) => Err(BucketError::BadMetadata(format!("document {id} has no entry id"))),
-            Err(e) if e == MetaError::ACCESSED_UNREADABLE => {
-                Err(BucketError::ChangedInThisTransaction)
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Deletes the document at `at`: its index entries and its body's Volume entry.
+    /// Deletes the document at `at`: its index entry and its body's Volume entry. Returns the
+    /// body when `tx` itself appended it: its Volume entry can only be found once `tx` has
+    /// committed, so the caller deletes it then with `delete_body` (until then the index entry is
+    /// gone, so nothing sees the document).
     ///
     /// # Errors
     ///
-    /// `ChangedInThisTransaction`; Volume and metadata errors.
+    /// Volume and metadata errors.
     pub async fn delete(
         &self,
         tx: &Transaction,
         meta: &BucketMeta,
         volume: &Volume,
         at: &Location,
-    ) -> Result<()> {
-        let entry = self.entry_id(tx, meta, &at.id).await?;
-        volume.delete(tx, meta.prefix, &entry).await?;
+    ) -> Result<Option<PendingBody>> {
         tx.clear(&self.index_key(&meta.name, &at.id));
-        tx.clear(&self.entry_key(&meta.name, &at.id));
-        tx.clear(&self.s.pack(&(BACKREF, meta.name.as_str(), Versionstamp::from(entry))));
+        Ok(match volume.delete_at(tx, meta.prefix, &at.body).await? {
+            Deletion::AppendedHere => {
+                Some(PendingBody { shard: at.shard, prefix: meta.prefix, body: at.body })
+            }
+            Deletion::Deleted | Deletion::Missing => None,
+        })
+    }
+
+    /// Deletes the Volume entry of a body `delete` reported, once the transaction that appended
+    /// it has committed. Run in a transaction of its own.
+    ///
+    /// # Errors
+    ///
+    /// Volume and metadata errors.
+    pub async fn delete_body(tx: &Transaction, volume: &Volume, p: &PendingBody) -> Result<()> {
+        volume.delete_at(tx, p.prefix, &p.body).await?;
         Ok(())
     }
 
-    /// Replaces the document at `at` with `doc` (same `_id`): a new body, the old one deleted.
+    /// Replaces the document at `at` with `doc` (same `_id`): a new body, the old one deleted
+    /// (returned when `tx` appended it, as `delete` does).
     ///
     /// # Errors
     ///
@@ -337,15 +323,15 @@ impl Buckets {
         volume: &Volume,
         at: &Location,
         doc: &Document,
-    ) -> Result<()> {
+    ) -> Result<Option<PendingBody>> {
         let mut body = Vec::new();
         doc.to_writer(&mut body).map_err(|e| BucketError::BadMetadata(e.to_string()))?;
-        self.delete(tx, meta, volume, at).await?;
+        let pending = self.delete(tx, meta, volume, at).await?;
         let appended = volume.append(db, tx, meta.prefix, &[&body]).await?;
         if let Some(a) = appended.first() {
             self.point(tx, meta, &at.id, at.shard, a);
         }
-        Ok(())
+        Ok(pending)
     }
 
     /// `BUCKET.REMOVE`: marks the bucket removed.
@@ -384,20 +370,18 @@ impl Buckets {
         let docs = self.scan(tx, &meta, None, batch, false).await?;
         for at in &docs {
             match volume_of(at.shard) {
-                Some(v) => self.delete(tx, &meta, &v, at).await?,
-                // A shard not hosted here: drop the index entries; the body is garbage for that
-                // volume's vacuum.
-                None => {
-                    tx.clear(&self.index_key(&meta.name, &at.id));
-                    tx.clear(&self.entry_key(&meta.name, &at.id));
+                // The bucket was removed in an earlier transaction, so no body is pending here.
+                Some(v) => {
+                    self.delete(tx, &meta, &v, at).await?;
                 }
+                // A shard not hosted here: drop the index entry; the body is garbage for that
+                // volume's vacuum.
+                None => tx.clear(&self.index_key(&meta.name, &at.id)),
             }
         }
         if docs.len() < batch {
-            for sub in [INDEX, ENTRY, BACKREF] {
-                let (b, e) = self.s.subspace(&(sub, name)).range();
-                tx.clear_range(&b, &e);
-            }
+            let (b, e) = self.s.subspace(&(INDEX, name)).range();
+            tx.clear_range(&b, &e);
             tx.clear(&self.meta_key(name));
             return Ok(true);
         }

@@ -236,7 +236,8 @@ pub struct Cluster {
     keys: RwLock<Keys>,
     config: ClusterConfig,
     me: RwLock<MemberRecord>,
-    topology: RwLock<Topology>,
+    /// Shared, not copied, by readers: the routing checks of every bucket command read it.
+    topology: RwLock<Arc<Topology>>,
     initialized: AtomicBool,
     views: Mutex<HashMap<String, View>>,
     /// This member's own heartbeat counter, as last written.
@@ -292,7 +293,7 @@ impl Cluster {
             keys: RwLock::new(keys),
             config,
             me: RwLock::new(me),
-            topology: RwLock::new(Topology::default()),
+            topology: RwLock::new(Arc::new(Topology::default())),
             initialized: AtomicBool::new(false),
             views: Mutex::new(HashMap::new()),
             my_heartbeat: Mutex::new(0),
@@ -329,8 +330,8 @@ impl Cluster {
     }
 
     /// The routing table as last loaded.
-    pub fn topology(&self) -> Topology {
-        read(&self.topology).clone()
+    pub fn topology(&self) -> Arc<Topology> {
+        Arc::clone(&read(&self.topology))
     }
 
     /// Role changes of this member, as topology reloads find them.
@@ -721,8 +722,8 @@ impl Cluster {
             counts.insert(kind, u32::try_from(n).unwrap_or(0));
         }
         let routes = self.read_routes(&tx, &keys, &counts, true).await?;
-        let new = Topology { initialized, version, shard_counts: counts, routes };
-        let old = std::mem::replace(&mut *write(&self.topology), new.clone());
+        let new = Arc::new(Topology { initialized, version, shard_counts: counts, routes });
+        let old = std::mem::replace(&mut *write(&self.topology), Arc::clone(&new));
         self.initialized.store(initialized, Ordering::Release);
         if old.routes != new.routes
             || old.shard_counts != new.shard_counts

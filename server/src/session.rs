@@ -147,6 +147,9 @@ pub struct Session {
     /// This connection's copy of the REDIS routing table and its version: reading it costs no
     /// shared atomic operation, which the keyed commands' hot path would otherwise pay.
     pub routing: Option<(u64, Arc<crate::redis_shards::Routing>)>,
+    /// Document bodies inserted and then deleted or replaced by the open transaction: their
+    /// Volume entries are deleted once it commits (their ids exist only then).
+    pub pending_bodies: Vec<kronotop_bucket::PendingBody>,
     /// Open `BUCKET.QUERY` cursors.
     pub bucket_cursors: crate::commands::bucket::Cursors,
     /// Next cursor id handed out by queries; ids start at 1 per session.
@@ -198,6 +201,7 @@ impl Session {
             durable_waits: Vec::new(),
             routing: None,
             bucket_cursors: Default::default(),
+            pending_bodies: Vec::new(),
             next_cursor_id: 1,
             close_after_reply: false,
         }

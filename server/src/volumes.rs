@@ -78,7 +78,7 @@ impl Volumes {
         // Subscribe before reading the routes, so no change falls between the two.
         let mut events = cluster.subscribe();
         let me = cluster.me().id;
-        for ((kind, shard), route) in cluster.topology().routes {
+        for (&(kind, shard), route) in &cluster.topology().routes {
             if route.primary.as_deref() == Some(me.as_str()) || route.standbys.contains(&me) {
                 volumes.open_volume(kind, shard).await;
             }

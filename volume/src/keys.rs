@@ -176,6 +176,30 @@ impl Keys {
         tx.atomic_op(&self.changelog(user_version), &record, MutationType::SetVersionstampedKey);
     }
 
+    /// The id and prefix of the entry whose bytes are at `segment`/`position`, from the segment
+    /// index. `accessed_unreadable` when `tx` itself appended that entry (its id is a
+    /// versionstamp known only at commit).
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors.
+    pub async fn entry_at(
+        &self,
+        tx: &Transaction,
+        segment: u64,
+        position: u64,
+    ) -> Result<Option<([u8; 12], [u8; 8])>, MetaError> {
+        let Some(v) = tx.get(&self.segment_index(segment, position), false).await? else {
+            return Ok(None);
+        };
+        Ok(match (v.get(..12), v.get(12..20)) {
+            (Some(id), Some(prefix)) => {
+                <[u8; 12]>::try_from(id).ok().zip(<[u8; 8]>::try_from(prefix).ok())
+            }
+            _ => None,
+        })
+    }
+
     /// A deleted entry: metadata cleared, stats down, changelog record.
     pub fn delete_entry(
         &self,

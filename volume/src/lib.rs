@@ -63,6 +63,17 @@ impl From<RunError> for VolumeError {
 
 pub(crate) type Result<T, E = VolumeError> = std::result::Result<T, E>;
 
+/// What `Volume::delete_at` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    Deleted,
+    /// No entry under that prefix is at that place.
+    Missing,
+    /// The entry was appended by this same transaction: its id is a versionstamp that exists only
+    /// once the transaction commits, so the caller deletes it with a later transaction.
+    AppendedHere,
+}
+
 /// A volume's settings.
 #[derive(Debug, Clone)]
 pub struct VolumeConfig {
@@ -510,6 +521,30 @@ impl Volume {
         self.keys.delete_entry(tx, &prefix, id, &m, user_version);
         self.counters.deletes.fetch_add(1, Ordering::Relaxed);
         Ok(true)
+    }
+
+    /// Deletes the entry under `prefix` whose bytes `m` locates (what a caller that keeps
+    /// locations rather than ids has), in `tx`.
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors.
+    pub async fn delete_at(
+        &self,
+        tx: &Transaction,
+        prefix: [u8; 8],
+        m: &EntryMetadata,
+    ) -> Result<Deletion> {
+        let id = match self.keys.entry_at(tx, m.segment, m.position).await {
+            Ok(Some((id, p))) if p == prefix => id,
+            Ok(_) => return Ok(Deletion::Missing),
+            Err(e) if e == MetaError::ACCESSED_UNREADABLE => return Ok(Deletion::AppendedHere),
+            Err(e) => return Err(e.into()),
+        };
+        let user_version = tx.next_user_version()?;
+        self.keys.delete_entry(tx, &prefix, &id, m, user_version);
+        self.counters.deletes.fetch_add(1, Ordering::Relaxed);
+        Ok(Deletion::Deleted)
     }
 
     /// Replaces entry `id`'s bytes: appends the new ones and repoints the entry in `tx`.

@@ -281,38 +281,11 @@ fn committer(
 
         // Resolve in arrival order; an accepted transaction's writes count against the later
         // ones of the same batch, since they all commit at `version`, after every read version.
+        let verdicts = resolve_batch(&history, &batch, now, version);
         let mut accepted: Vec<Box<CommitRequest>> = Vec::with_capacity(batch.len());
-        let mut batch_writes = BatchWrites::default();
-        for req in batch {
-            let verdict = match req.read_version {
-                Some((rv, started))
-                    if history.too_old(rv)
-                        || now.saturating_sub(started) > limits::TRANSACTION_LIFETIME =>
-                {
-                    Err(MetaError::TRANSACTION_TOO_OLD)
-                }
-                Some((rv, _))
-                    if history.conflicts(rv, &req.reads) || batch_writes.intersects(&req.reads) =>
-                {
-                    Err(MetaError::NOT_COMMITTED)
-                }
-                _ => Ok(()),
-            };
+        for (req, verdict) in batch.into_iter().zip(verdicts) {
             match verdict {
-                Ok(()) => {
-                    // Its versionstamped keys are known now: it commits at `version`, at this
-                    // position of the batch.
-                    let stamp = stamp(version, accepted.len());
-                    batch_writes.add(&req.writes);
-                    for op in &req.ops {
-                        if let Op::Atomic(k, _, MutationType::SetVersionstampedKey) = op
-                            && let Some(key) = atomic::place_versionstamp(k, &stamp)
-                        {
-                            batch_writes.points.insert(key);
-                        }
-                    }
-                    accepted.push(req);
-                }
+                Ok(()) => accepted.push(req),
                 Err(e) => {
                     let _ = req.reply.send(Err(e));
                 }
@@ -321,19 +294,26 @@ fn committer(
         if accepted.is_empty() {
             continue;
         }
-        match apply_batch(&db, version, &accepted) {
-            Ok((snapshot, touched)) => {
+        match apply_batch(&db, version, &mut accepted) {
+            Ok((snapshot, written)) => {
                 last_version = version;
-                // The history gets the plain write ranges and, for versionstamped keys, the keys
-                // they became (every key written is in `touched`).
-                let mut recorded: Vec<KeyRange> =
-                    accepted.iter().flat_map(|r| r.writes.iter().cloned()).collect();
-                recorded.extend(touched.keys.iter().map(|k| (k.clone(), key_after(k))));
-                history.record(version, now, &recorded);
+                // The history gets every key written (versionstamped ones as the keys they
+                // became) and the write ranges that are not single keys already among them.
+                let mut ranges = Vec::new();
+                for req in &mut accepted {
+                    for (b, e) in std::mem::take(&mut req.writes) {
+                        if !(resolver::is_point(&b, &e) && written.keys.contains_key(&b)) {
+                            ranges.push((b, e));
+                        }
+                    }
+                }
                 let snapshot = Arc::new(snapshot);
                 *shared.published.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
                     Some(Arc::clone(&snapshot));
-                fire_watches(&shared, &snapshot, &touched);
+                // After publishing: a watch registered meanwhile saw the new snapshot or is in
+                // the table now.
+                fire_watches(&shared, &snapshot, &written);
+                history.record(version, now, written.keys.into_keys(), ranges);
                 for (order, req) in accepted.into_iter().enumerate() {
                     let _ = req.reply.send(Ok((version, stamp(version, order))));
                 }
@@ -349,22 +329,69 @@ fn committer(
     }
 }
 
-/// The writes of the transactions accepted so far in one batch: single keys in a sorted set,
-/// so checking a later transaction's reads costs a lookup per read rather than a pass over every
-/// write (a batch of large inserts writes tens of thousands of keys).
-#[derive(Default)]
-struct BatchWrites {
-    points: std::collections::BTreeSet<Vec<u8>>,
-    ranges: Vec<KeyRange>,
+/// The verdict on each transaction of a batch committing at `version`, in arrival order: too
+/// old, conflicting with the history or with a transaction accepted before it in the batch, or
+/// accepted.
+fn resolve_batch(
+    history: &History,
+    batch: &[Box<CommitRequest>],
+    now: Duration,
+    version: i64,
+) -> Vec<MetaResult<()>> {
+    let mut verdicts = Vec::with_capacity(batch.len());
+    let mut batch_writes = BatchWrites::default();
+    let mut accepted = 0usize;
+    for req in batch {
+        let verdict = match req.read_version {
+            Some((rv, started))
+                if history.too_old(rv)
+                    || now.saturating_sub(started) > limits::TRANSACTION_LIFETIME =>
+            {
+                Err(MetaError::TRANSACTION_TOO_OLD)
+            }
+            Some((rv, _))
+                if history.conflicts(rv, &req.reads) || batch_writes.intersects(&req.reads) =>
+            {
+                Err(MetaError::NOT_COMMITTED)
+            }
+            _ => Ok(()),
+        };
+        if verdict.is_ok() {
+            // Its versionstamped keys are known now: it commits at `version`, at this position
+            // of the batch.
+            let stamp = stamp(version, accepted);
+            accepted += 1;
+            batch_writes.add(&req.writes);
+            for op in &req.ops {
+                if let Op::Atomic(k, _, MutationType::SetVersionstampedKey) = op
+                    && let Some(key) = atomic::place_versionstamp(k, &stamp)
+                {
+                    batch_writes.points.insert(std::borrow::Cow::Owned(key));
+                }
+            }
+        }
+        verdicts.push(verdict);
+    }
+    verdicts
 }
 
-impl BatchWrites {
-    fn add(&mut self, writes: &[KeyRange]) {
-        for (b, e) in writes {
+/// The writes of the transactions accepted so far in one batch: single keys in a sorted set,
+/// so checking a later transaction's reads costs a lookup per read rather than a pass over every
+/// write (a batch of large inserts writes tens of thousands of keys). Keys are borrowed from the
+/// requests, not copied.
+#[derive(Default)]
+struct BatchWrites<'a> {
+    points: std::collections::BTreeSet<std::borrow::Cow<'a, [u8]>>,
+    ranges: Vec<&'a KeyRange>,
+}
+
+impl<'a> BatchWrites<'a> {
+    fn add(&mut self, writes: &'a [KeyRange]) {
+        for r @ (b, e) in writes {
             if resolver::is_point(b, e) {
-                self.points.insert(b.clone());
+                self.points.insert(std::borrow::Cow::Borrowed(b.as_slice()));
             } else {
-                self.ranges.push((b.clone(), e.clone()));
+                self.ranges.push(r);
             }
         }
     }
@@ -393,80 +420,95 @@ fn stamp(version: i64, order: usize) -> [u8; 10] {
     s
 }
 
-/// Keys and ranges a batch changed, for watches.
+/// What a batch wrote: every key with its final value (`None`: removed), in key order, and the
+/// ranges it cleared.
 #[derive(Default)]
-struct Touched {
-    keys: Vec<Vec<u8>>,
+struct Written {
+    keys: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     ranges: Vec<KeyRange>,
 }
 
+/// Applies a batch in one redb write transaction. The mutations are first folded into an
+/// in-memory overlay, so a key written by many transactions of the batch (a counter every insert
+/// adds to) is written to the B-tree once, and keys reach the B-tree in order, which touches each
+/// page once. Range clears go to the B-tree at once and clear the overlay's keys in the range, so
+/// the overlay stays the final word on every key it holds.
 fn apply_batch(
     db: &redb::Database,
     version: i64,
-    accepted: &[Box<CommitRequest>],
-) -> MetaResult<(Snapshot, Touched)> {
-    let mut touched = Touched::default();
+    accepted: &mut [Box<CommitRequest>],
+) -> MetaResult<(Snapshot, Written)> {
+    let mut written = Written::default();
     let w = db.begin_write().map_err(storage)?;
     {
         let mut kv = w.open_table(KV).map_err(storage)?;
-        for (order, req) in accepted.iter().enumerate() {
+        for (order, req) in accepted.iter_mut().enumerate() {
             let stamp = stamp(version, order);
-            for op in &req.ops {
+            for op in std::mem::take(&mut req.ops) {
                 match op {
                     Op::Set(k, v) => {
-                        kv.insert(k.as_slice(), v.as_slice()).map_err(storage)?;
-                        touched.keys.push(k.clone());
+                        written.keys.insert(k, Some(v));
                     }
                     Op::Clear(k) => {
-                        kv.remove(k.as_slice()).map_err(storage)?;
-                        touched.keys.push(k.clone());
+                        written.keys.insert(k, None);
                     }
                     Op::ClearRange(b, e) => {
                         kv.retain_in::<&[u8], _>(b.as_slice()..e.as_slice(), |_, _| false)
                             .map_err(storage)?;
-                        touched.ranges.push((b.clone(), e.clone()));
+                        for (_, v) in written.keys.range_mut::<[u8], _>((
+                            std::ops::Bound::Included(&b[..]),
+                            std::ops::Bound::Excluded(&e[..]),
+                        )) {
+                            *v = None;
+                        }
+                        written.ranges.push((b, e));
                     }
                     Op::Atomic(k, p, MutationType::SetVersionstampedKey) => {
                         // Validated when buffered; a bad offset cannot reach here.
-                        if let Some(key) = atomic::place_versionstamp(k, &stamp) {
-                            kv.insert(key.as_slice(), p.as_slice()).map_err(storage)?;
-                            touched.keys.push(key);
+                        if let Some(key) = atomic::place_versionstamp(&k, &stamp) {
+                            written.keys.insert(key, Some(p));
                         }
                     }
                     Op::Atomic(k, p, MutationType::SetVersionstampedValue) => {
-                        if let Some(value) = atomic::place_versionstamp(p, &stamp) {
-                            kv.insert(k.as_slice(), value.as_slice()).map_err(storage)?;
-                            touched.keys.push(k.clone());
+                        if let Some(value) = atomic::place_versionstamp(&p, &stamp) {
+                            written.keys.insert(k, Some(value));
                         }
                     }
                     Op::Atomic(k, p, op) => {
-                        let existing =
-                            kv.get(k.as_slice()).map_err(storage)?.map(|v| v.value().to_vec());
-                        match atomic::apply(*op, existing.as_deref(), p) {
-                            Some(v) => kv.insert(k.as_slice(), v.as_slice()).map_err(storage)?,
-                            None => kv.remove(k.as_slice()).map_err(storage)?,
+                        let existing = match written.keys.get(&k) {
+                            Some(v) => v.clone(),
+                            None => {
+                                kv.get(k.as_slice()).map_err(storage)?.map(|v| v.value().to_vec())
+                            }
                         };
-                        touched.keys.push(k.clone());
+                        let next = atomic::apply(op, existing.as_deref(), &p);
+                        written.keys.insert(k, next);
                     }
                 }
             }
+        }
+        for (k, v) in &written.keys {
+            match v {
+                Some(v) => kv.insert(k.as_slice(), v.as_slice()).map_err(storage)?,
+                None => kv.remove(k.as_slice()).map_err(storage)?,
+            };
         }
         let mut state = w.open_table(STATE).map_err(storage)?;
         state.insert(LAST_VERSION, version).map_err(storage)?;
     }
     // Durability::Immediate (redb's default): the commit returns once the data is synced.
     w.commit().map_err(storage)?;
-    Ok((open_snapshot(db, version)?, touched))
+    Ok((open_snapshot(db, version)?, written))
 }
 
-fn fire_watches(shared: &Shared, snapshot: &Snapshot, touched: &Touched) {
+fn fire_watches(shared: &Shared, snapshot: &Snapshot, written: &Written) {
     let mut watches = lock(&shared.watches);
     if watches.by_key.is_empty() {
         return;
     }
     let mut keys: Vec<Vec<u8>> =
-        touched.keys.iter().filter(|k| watches.by_key.contains_key(*k)).cloned().collect();
-    for (b, e) in &touched.ranges {
+        watches.by_key.keys().filter(|k| written.keys.contains_key(*k)).cloned().collect();
+    for (b, e) in &written.ranges {
         keys.extend(
             watches
                 .by_key

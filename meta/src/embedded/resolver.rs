@@ -8,6 +8,7 @@
 //! forgotten can no longer be checked: it fails with `transaction_too_old`, as in FoundationDB.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
 use std::time::Duration;
 
 /// A key range `[begin, end)`.
@@ -17,14 +18,17 @@ pub(super) fn is_point(begin: &[u8], end: &[u8]) -> bool {
     end.len() == begin.len() + 1 && end.ends_with(&[0]) && end.starts_with(begin)
 }
 
+/// One committed batch, for expiry: its version, its commit time, the keys it wrote.
+type Batch = (i64, Duration, Vec<Rc<[u8]>>);
+
 #[derive(Debug, Default)]
 pub struct History {
     /// Newest write version of every point written within the window.
-    points: BTreeMap<Vec<u8>, i64>,
+    points: BTreeMap<Rc<[u8]>, i64>,
     /// Non-point write ranges within the window, oldest first.
     ranges: VecDeque<(i64, KeyRange)>,
     /// Batches in commit order, for expiry: version, commit time, the points they wrote.
-    log: VecDeque<(i64, Duration, Vec<Vec<u8>>)>,
+    log: VecDeque<Batch>,
     /// Writes at or below this version have been forgotten.
     forgotten_through: i64,
 }
@@ -51,15 +55,29 @@ impl History {
         })
     }
 
-    /// Records the write ranges of a batch committed at `version` at time `now`.
-    pub fn record(&mut self, version: i64, now: Duration, writes: &[KeyRange]) {
+    /// Records the writes of a batch committed at `version` at time `now`: the single keys it
+    /// wrote and its other write ranges. Each key is stored once, shared by the ordered map and the
+    /// expiry log.
+    pub fn record(
+        &mut self,
+        version: i64,
+        now: Duration,
+        keys: impl IntoIterator<Item = Vec<u8>>,
+        ranges: Vec<KeyRange>,
+    ) {
         let mut points = Vec::new();
-        for (b, e) in writes {
-            if is_point(b, e) {
-                self.points.insert(b.clone(), version);
-                points.push(b.clone());
+        let mut add = |k: Rc<[u8]>| {
+            self.points.insert(Rc::clone(&k), version);
+            points.push(k);
+        };
+        for k in keys {
+            add(Rc::from(k));
+        }
+        for (b, e) in ranges {
+            if is_point(&b, &e) {
+                add(Rc::from(b));
             } else {
-                self.ranges.push_back((version, (b.clone(), e.clone())));
+                self.ranges.push_back((version, (b, e)));
             }
         }
         self.log.push_back((version, now, points));
@@ -98,7 +116,7 @@ mod tests {
     #[test]
     fn points_and_ranges_conflict_only_after_the_read_version() {
         let mut h = History::default();
-        h.record(10, Duration::ZERO, &[r(b"a", b"a\0"), r(b"m", b"p")]);
+        h.record(10, Duration::ZERO, [b"a".to_vec()], vec![r(b"m", b"p")]);
         assert!(h.conflicts(9, &[r(b"a", b"b")]));
         assert!(!h.conflicts(10, &[r(b"a", b"b")]));
         assert!(h.conflicts(5, &[r(b"n", b"n\0")]), "a point read inside a cleared range");
@@ -109,8 +127,8 @@ mod tests {
     #[test]
     fn expiry_forgets_and_marks_old_readers() {
         let mut h = History::default();
-        h.record(10, Duration::from_secs(0), &[r(b"a", b"a\0")]);
-        h.record(20, Duration::from_secs(3), &[r(b"b", b"b\0")]);
+        h.record(10, Duration::from_secs(0), [], vec![r(b"a", b"a\0")]);
+        h.record(20, Duration::from_secs(3), [b"b".to_vec()], vec![]);
         h.expire(Duration::from_secs(6), Duration::from_secs(5));
         assert!(!h.conflicts(0, &[r(b"a", b"a\0")]));
         assert!(h.conflicts(15, &[r(b"b", b"b\0")]));

@@ -353,6 +353,36 @@ async fn finish(tx: kronotop_meta::Transaction, auto: bool) -> Result<(), Comman
     Ok(())
 }
 
+/// Deletes the Volume entries of bodies a transaction inserted and then deleted or replaced,
+/// now that it has committed and their ids exist. Each in a transaction of its own, retried on
+/// conflicts. A failure is logged, not reported: the client's change has committed, and the body
+/// is only unreferenced bytes that stay on disk.
+pub(super) async fn delete_pending_bodies(
+    ctx: &Ctx<'_>,
+    pending: Vec<kronotop_bucket::PendingBody>,
+) {
+    for p in pending {
+        let Some(volume) = ctx.node.volumes.get(&ShardKind::Bucket.volume_name(p.shard)) else {
+            continue;
+        };
+        let result = ctx
+            .node
+            .meta
+            .run(|tx, _| {
+                let volume = std::sync::Arc::clone(&volume);
+                async move {
+                    Buckets::delete_body(&tx, &volume, &p)
+                        .await
+                        .map_err(|e| kronotop_meta::RunError::Custom(Box::new(e)))
+                }
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(shard = p.shard, error = %e, "could not delete a replaced document body");
+        }
+    }
+}
+
 fn object_id(id: &ObjectId, format: ObjectIdFormat) -> Reply {
     match format {
         ObjectIdFormat::Hex => Reply::bulk_str(&id.to_hex()),
@@ -632,6 +662,7 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
     let mut done = exhausted;
     let mut matched = false;
     let started = std::time::Instant::now();
+    let mut pending = Vec::new();
     let mut volumes: std::collections::HashMap<
         u32,
         Option<std::sync::Arc<kronotop_volume::Volume>>,
@@ -676,14 +707,16 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
                 }
                 Action::Delete => {
                     let volume = owned_volume(volume, &at)?;
-                    b.delete(&tx, &meta, &volume, &at).await?;
+                    pending.extend(b.delete(&tx, &meta, &volume, &at).await?);
                     entries.push(object_id(&at.id, id_format));
                 }
                 Action::Update(spec) => {
                     // Only documents whose content changed are reported.
                     if apply(&mut doc, &spec.update, &cursor.filter, &spec.array_filters) {
                         let volume = owned_volume(volume, &at)?;
-                        b.replace(&ctx.node.meta, &tx, &meta, &volume, &at, &doc).await?;
+                        pending.extend(
+                            b.replace(&ctx.node.meta, &tx, &meta, &volume, &at, &doc).await?,
+                        );
                         entries.push(object_id(&at.id, id_format));
                     }
                 }
@@ -713,6 +746,11 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
         entries.extend(ids.iter().map(|i| object_id(i, id_format)));
     }
     finish(tx, auto).await?;
+    if auto {
+        delete_pending_bodies(ctx, pending).await;
+    } else {
+        ctx.session.pending_bodies.extend(pending);
+    }
     // RESULTSORT: the batch in the total order of values (missing and null first ascending).
     if let Some((_, desc)) = ctx.session.bucket_cursors.get(&id).and_then(|c| c.resultsort.clone())
     {

@@ -145,11 +145,13 @@ pub async fn execute_tx(cmd: TxCmd, ctx: &mut Ctx<'_>) -> Result<Reply, CommandE
                 return Err(transaction_error("there is already a transaction in progress."));
             }
             ctx.session.transaction = Some(ctx.node.meta.create_trx()?);
+            ctx.session.pending_bodies.clear();
             Ok(Reply::ok())
         }
         TxCmd::Rollback => {
             let tx = ctx.session.transaction.take().ok_or_else(no_transaction)?;
             tx.cancel();
+            ctx.session.pending_bodies.clear();
             Ok(Reply::ok())
         }
         TxCmd::Commit(returning) => {
@@ -157,7 +159,9 @@ pub async fn execute_tx(cmd: TxCmd, ctx: &mut Ctx<'_>) -> Result<Reply, CommandE
             let tx = ctx.session.transaction.take().ok_or_else(no_transaction)?;
             let stamp =
                 matches!(returning, Some(Returning::Versionstamp)).then(|| tx.get_versionstamp());
+            let pending = std::mem::take(&mut ctx.session.pending_bodies);
             let version = tx.commit().await?;
+            super::bucket::delete_pending_bodies(ctx, pending).await;
             match (returning, stamp) {
                 (Some(Returning::CommittedVersion), _) => Ok(Reply::Integer(version)),
                 (Some(Returning::Versionstamp), Some(stamp)) => match stamp.await {
