@@ -341,13 +341,34 @@ fn a_large_bucket_scans_through_cursors_exactly_once() {
 /// there reads the bodies from the owner.
 #[test]
 fn inserts_elsewhere_are_rejected_to_the_owner() {
-    let s = Server::builder()
+    elsewhere(None);
+}
+
+/// The same where every port requires a password: members read each other's bodies with
+/// `auth.masterauth`.
+#[test]
+fn reads_from_other_members_authenticate() {
+    elsewhere(Some("s3cret"));
+}
+
+fn elsewhere(password: Option<&str>) {
+    let mut b = Server::builder()
         .members(2)
         .arg("--bootstrap")
         .set("bucket.shards", "2")
-        .set("redis.shards", "1")
-        .start();
-    let mut m0 = Raw::connect(s.clients[0]);
+        .set("redis.shards", "1");
+    if let Some(p) = password {
+        b = b.set("auth.requirepass", p).set("auth.masterauth", p);
+    }
+    let s = b.start();
+    let connect = |addr| {
+        let mut c = Raw::connect(addr);
+        if let Some(p) = password {
+            assert_eq!(c.cmd_raw(&["AUTH", p]), "+OK\r\n");
+        }
+        c
+    };
+    let mut m0 = connect(s.clients[0]);
     // Shard 1 is member 1's (round-robin).
     let deadline = std::time::Instant::now() + support::PATIENCE;
     while m0.cmd_raw(&["BUCKET.CREATE", "far", "SHARDS", "1"]) != "+OK\r\n" {
@@ -358,7 +379,7 @@ fn inserts_elsewhere_are_rejected_to_the_owner() {
         m0.cmd_raw(&["BUCKET.INSERT", "far", "DOCS", "{}"]),
         format!("-REJECT 1 {}\r\n", s.clients[1])
     );
-    let mut m1 = Raw::connect(s.clients[1]);
+    let mut m1 = connect(s.clients[1]);
     let deadline = std::time::Instant::now() + support::PATIENCE;
     while !m1.cmd_raw(&["BUCKET.INSERT", "far", "DOCS", "{n: 1}"]).starts_with("*1") {
         assert!(std::time::Instant::now() < deadline, "member 1 never accepted the insert");

@@ -1,13 +1,13 @@
 //! Buckets: collections of BSON documents whose bodies live in a bucket shard's Volume and whose
-//! metadata and primary index (`_id` to shard and Volume entry) live in the metadata store,
+//! metadata and primary index (`_id` to shard and body location) live in the metadata store,
 //! written in the same transaction as the bodies' entries.
 //!
-//! So far: create, list, insert (with `_id` generation, validation and uniqueness), and reading
-//! in `_id` order from a position (the primary-index scan queries and cursors are built on).
-//! Invariant: an index entry is committed in the transaction that appends its body, after the
-//! body's bytes are synced (the Volume's own invariant), so an index entry never points at
-//! missing bytes. It depends on `kronotop-query`, `kronotop-volume` and `kronotop-meta`; never on
-//! the server.
+//! It owns bucket metadata, the primary index, and the document operations queries, cursors,
+//! updates and deletes are built on: insert (with `_id` generation, validation and uniqueness),
+//! reading in `_id` order from a position, delete, replace, remove and purge. Invariant: an index
+//! entry is committed in the transaction that appends its body, after the body's bytes are synced
+//! (the Volume's own invariant), so an index entry never points at missing bytes. It depends on
+//! `kronotop-query`, `kronotop-volume` and `kronotop-meta`; never on the server.
 
 use bson::oid::ObjectId;
 use bson::{Bson, Document};

@@ -235,6 +235,10 @@ pub struct AuthConfig {
     pub requirepass: Option<String>,
     /// Named users and their passwords. Kept only as salted hashes once loaded.
     pub users: BTreeMap<String, String>,
+    /// The password this member gives other members' admin ports when they require one (as
+    /// Redis's `masterauth`): reading a bucket document whose shard lives elsewhere connects
+    /// there. Usually every member's `requirepass`.
+    pub masterauth: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -445,7 +449,7 @@ fn set_path(
         Some(_) => toml::Value::String(raw.to_owned()),
         None => {
             // Keys with no default value: optional strings and the entries of string maps.
-            let optional = matches!(path, [a, b] if a == "auth" && b == "requirepass")
+            let optional = matches!(path, [a, b] if a == "auth" && (b == "requirepass" || b == "masterauth"))
                 || matches!(path, [a, b, _] if a == "auth" && b == "users");
             if !optional {
                 return Err(format!("unknown configuration key '{dotted}'"));

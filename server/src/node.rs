@@ -405,6 +405,7 @@ impl Node {
     ) -> Result<Node, getrandom::Error> {
         let member_id = cluster.me().id;
         let auth = Auth::from_config(&mut config)?;
+        let masterauth = config.auth.masterauth.take();
         let settings = Settings {
             maxclients: AtomicUsize::new(config.server.maxclients),
             protected_mode: AtomicBool::new(config.server.protected_mode),
@@ -429,7 +430,7 @@ impl Node {
             cluster,
             volumes,
             redis,
-            peers: crate::peers::Peers::default(),
+            peers: crate::peers::Peers::new(masterauth),
             bucket_round_robin: AtomicUsize::new(0),
             bucket_leaves: Mutex::default(),
             zmaps: Mutex::default(),

@@ -23,6 +23,9 @@ const POOL_PER_ADDRESS: usize = 4;
 #[derive(Debug, Default)]
 pub struct Peers {
     idle: std::sync::Mutex<HashMap<String, Vec<TcpStream>>>,
+    /// The password new connections authenticate with as `default` (`auth.masterauth`), for
+    /// members whose admin ports require one.
+    password: Option<String>,
 }
 
 fn request(args: &[&[u8]]) -> Vec<u8> {
@@ -65,7 +68,36 @@ async fn read_bulk(stream: &mut TcpStream) -> Result<Bytes, String> {
     }
 }
 
+/// Authenticates a new connection with `HELLO 2 AUTH default <password>` and reads the whole
+/// reply (a map, not the bulk string `read_bulk` reads), so nothing of it is left for the next
+/// request.
+async fn authenticate(stream: &mut TcpStream, password: &str) -> Result<(), String> {
+    stream
+        .write_all(&request(&[b"HELLO", b"2", b"AUTH", b"default", password.as_bytes()]))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = BytesMut::with_capacity(512);
+    loop {
+        if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+            return Err("peer closed the connection".into());
+        }
+        match redis_protocol::resp2::decode::decode(&buf) {
+            Ok(Some((redis_protocol::resp2::types::OwnedFrame::Error(e), _))) => {
+                return Err(format!("authenticating to a peer: {e}"));
+            }
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => {}
+            Err(e) => return Err(format!("malformed reply from a peer: {e:?}")),
+        }
+    }
+}
+
 impl Peers {
+    /// Connections that authenticate with `password` when it is set.
+    pub fn new(password: Option<String>) -> Peers {
+        Peers { idle: std::sync::Mutex::default(), password }
+    }
+
     fn take(&self, addr: &str) -> Option<TcpStream> {
         self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_mut(addr)?.pop()
     }
@@ -87,7 +119,14 @@ impl Peers {
         let work = async {
             let mut stream = match self.take(addr) {
                 Some(s) => s,
-                None => TcpStream::connect(addr).await.map_err(|e| format!("{addr}: {e}"))?,
+                None => {
+                    let mut s =
+                        TcpStream::connect(addr).await.map_err(|e| format!("{addr}: {e}"))?;
+                    if let Some(password) = &self.password {
+                        authenticate(&mut s, password).await?;
+                    }
+                    s
+                }
             };
             stream.write_all(&request(args)).await.map_err(|e| e.to_string())?;
             let reply = read_bulk(&mut stream).await;
