@@ -15,6 +15,12 @@ use kronotop_meta::tuple::{Bytes as TupleBytes, Subspace};
 use kronotop_meta::{MetaError, RangeOption, Transaction};
 use kronotop_volume::{Deletion, EntryMetadata, Volume, VolumeError};
 
+pub mod index;
+pub mod plan;
+
+pub use index::{IndexDef, PRIMARY};
+pub use plan::{Scan, Shape};
+
 /// Errors of bucket operations, with the reference's prefixes and texts.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -33,6 +39,22 @@ pub enum BucketError {
     BeingRemoved(String),
     #[error("Bucket '{0}' is not removed")]
     NotRemoved(String),
+    /// An index schema or definition error, with the reference's text.
+    #[error("{0}")]
+    Schema(String),
+    #[error("No such index: '{0}'")]
+    NoSuchIndex(String),
+    #[error(
+        "Index type mismatch: index '{index}' expects '{expected}', but selector '{selector}' matched a value of type '{actual}'"
+    )]
+    IndexTypeMismatch {
+        index: String,
+        expected: &'static str,
+        selector: String,
+        actual: &'static str,
+    },
+    #[error("Duplicate key: '{selector}' {value}")]
+    UniqueViolation { selector: String, value: String },
     #[error("bucket metadata is damaged: {0}")]
     BadMetadata(String),
     #[error(transparent)]
@@ -47,7 +69,9 @@ impl BucketError {
         match self {
             BucketError::NoSuchBucket(_) => "NOSUCHBUCKET",
             BucketError::AlreadyExists(_) => "BUCKETALREADYEXISTS",
-            BucketError::DuplicateKey(_) => "DUPLICATEKEY",
+            BucketError::DuplicateKey(_) | BucketError::UniqueViolation { .. } => "DUPLICATEKEY",
+            BucketError::NoSuchIndex(_) => "NOSUCHINDEX",
+            BucketError::IndexTypeMismatch { .. } => "INDEXTYPE_MISMATCH",
             BucketError::BeingRemoved(_) => "BUCKETBEINGREMOVED",
             _ => "ERR",
         }
@@ -66,13 +90,52 @@ pub struct BucketMeta {
     pub shards: Vec<u32>,
     /// `BUCKET.REMOVE` ran: every access but `PURGE` fails.
     pub removed: bool,
+    /// Secondary indexes, whatever their status: writes maintain them all.
+    pub indexes: Vec<IndexDef>,
+    /// The id the next index gets.
+    pub next_index: u64,
 }
+
+/// How bucket metadata is stored: one JSON value.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    prefix: String,
+    #[serde(default)]
+    shards: Vec<u32>,
+    #[serde(default)]
+    removed: bool,
+    #[serde(default)]
+    indexes: Vec<IndexDef>,
+    #[serde(default)]
+    next_index: u64,
+}
+
+/// The build state of a secondary index (reference 5.6: WAITING, BUILDING, READY, FAILED).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IndexState {
+    pub status: String,
+    /// The last `_id` the build has indexed.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+pub const BUILDING: &str = "BUILDING";
+pub const READY: &str = "READY";
+pub const FAILED: &str = "FAILED";
 
 const META: &str = "m";
 /// The primary index: `_id` to shard and body location. Nothing else is kept per document: the
 /// Volume's segment index leads from a body's location to its entry (what deleting needs), and
 /// the body holds its `_id` (what repointing the index after a vacuum move needs).
 const INDEX: &str = "i";
+/// Secondary index entries: `("x", bucket, index id) + value elements + _id` → shard, body
+/// location and `_id` (so a scan needs no other read).
+const SECONDARY: &str = "x";
+/// Secondary index build states: `("s", bucket, index id)` → JSON `IndexState`. Apart from the
+/// bucket's metadata, which every write reads, so a build's progress does not conflict with writes.
+const STATUS: &str = "s";
 
 /// Where one document lives: its shard and the place of its body in that shard's Volume, known
 /// before the insert commits, so a transaction reads its own inserts.
@@ -95,7 +158,7 @@ pub struct PendingBody {
 /// The buckets of one namespace, in that namespace's bucket subspace.
 #[derive(Debug, Clone)]
 pub struct Buckets {
-    s: Subspace,
+    pub(crate) s: Subspace,
 }
 
 impl Buckets {
@@ -139,9 +202,32 @@ impl Buckets {
         }
         let mut prefix = [0u8; 8];
         getrandom::fill(&mut prefix).map_err(|e| BucketError::BadMetadata(e.to_string()))?;
-        let meta = serde_json::json!({ "prefix": hex::encode(prefix), "shards": shards });
-        tx.set(&self.meta_key(name), meta.to_string().as_bytes());
+        self.put_meta(
+            tx,
+            &BucketMeta {
+                name: name.to_owned(),
+                prefix,
+                shards: shards.to_vec(),
+                removed: false,
+                indexes: Vec::new(),
+                next_index: 1,
+            },
+        )?;
         Ok(true)
+    }
+
+    fn put_meta(&self, tx: &Transaction, m: &BucketMeta) -> Result<()> {
+        let stored = Stored {
+            prefix: hex::encode(m.prefix),
+            shards: m.shards.clone(),
+            removed: m.removed,
+            indexes: m.indexes.clone(),
+            next_index: m.next_index,
+        };
+        let raw =
+            serde_json::to_vec(&stored).map_err(|e| BucketError::BadMetadata(e.to_string()))?;
+        tx.set(&self.meta_key(&m.name), &raw);
+        Ok(())
     }
 
     /// The bucket's metadata, refusing a removed bucket.
@@ -169,20 +255,19 @@ impl Buckets {
             .ok_or_else(|| BucketError::NoSuchBucket(name.to_owned()))?;
         // Read into a typed record: every insert reads it, and a generic JSON tree costs several
         // allocations per field.
-        #[derive(serde::Deserialize)]
-        struct Stored {
-            prefix: String,
-            #[serde(default)]
-            shards: Vec<u32>,
-            #[serde(default)]
-            removed: bool,
-        }
         let v: Stored =
             serde_json::from_slice(&raw).map_err(|e| BucketError::BadMetadata(e.to_string()))?;
         let mut prefix = [0u8; 8];
         hex::decode_to_slice(&v.prefix, &mut prefix)
             .map_err(|_| BucketError::BadMetadata("prefix".into()))?;
-        Ok(BucketMeta { name: name.to_owned(), prefix, shards: v.shards, removed: v.removed })
+        Ok(BucketMeta {
+            name: name.to_owned(),
+            prefix,
+            shards: v.shards,
+            removed: v.removed,
+            indexes: v.indexes,
+            next_index: v.next_index.max(1),
+        })
     }
 
     /// Names of the buckets, in order.
@@ -223,6 +308,8 @@ impl Buckets {
         }
         let mut ids = Vec::with_capacity(docs.len());
         let mut bodies = Vec::with_capacity(docs.len());
+        let mut prepared = Vec::with_capacity(docs.len());
+        let mut unique_seen = std::collections::HashSet::new();
         for mut d in docs {
             let id = match d.get("_id") {
                 None => {
@@ -247,6 +334,7 @@ impl Buckets {
             {
                 return Err(BucketError::DuplicateKey(id.to_hex()));
             }
+            prepared.push(self.prepare_entries(tx, meta, &d, &id, &mut unique_seen).await?);
             let mut body = Vec::new();
             d.to_writer(&mut body).map_err(|e| BucketError::BadMetadata(e.to_string()))?;
             ids.push(id);
@@ -254,8 +342,9 @@ impl Buckets {
         }
         let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
         let appended = volume.append(db, tx, meta.prefix, &refs).await?;
-        for (id, a) in ids.iter().zip(appended) {
+        for ((id, a), entries) in ids.iter().zip(appended).zip(&prepared) {
             self.point(tx, meta, id, shard, &a);
+            self.write_entries(tx, meta, entries, id, shard, &a.metadata);
         }
         Ok(ids)
     }
@@ -288,6 +377,20 @@ impl Buckets {
         meta: &BucketMeta,
         volume: &Volume,
         at: &Location,
+        doc: &Document,
+    ) -> Result<Option<PendingBody>> {
+        self.clear_entries(tx, meta, doc, &at.id);
+        self.remove_at(tx, meta, volume, at).await
+    }
+
+    /// Removes the document at `at` from the primary index and its body from the Volume, as
+    /// `delete` does, leaving secondary index entries to the caller.
+    async fn remove_at(
+        &self,
+        tx: &Transaction,
+        meta: &BucketMeta,
+        volume: &Volume,
+        at: &Location,
     ) -> Result<Option<PendingBody>> {
         tx.clear(&self.index_key(&meta.name, &at.id));
         Ok(match volume.delete_at(tx, meta.prefix, &at.body).await? {
@@ -309,8 +412,9 @@ impl Buckets {
         Ok(())
     }
 
-    /// Replaces the document at `at` with `doc` (same `_id`): a new body, the old one deleted
-    /// (returned when `tx` appended it, as `delete` does).
+    /// Replaces the document at `at`, stored as `old`, with `doc` (same `_id`): a new body, the
+    /// old one deleted (returned when `tx` appended it, as `delete` does), and the secondary index
+    /// entries moved from the old values to the new ones.
     ///
     /// # Errors
     ///
@@ -322,14 +426,19 @@ impl Buckets {
         meta: &BucketMeta,
         volume: &Volume,
         at: &Location,
-        doc: &Document,
+        (old, doc): (&Document, &Document),
     ) -> Result<Option<PendingBody>> {
         let mut body = Vec::new();
         doc.to_writer(&mut body).map_err(|e| BucketError::BadMetadata(e.to_string()))?;
-        let pending = self.delete(tx, meta, volume, at).await?;
+        self.clear_entries(tx, meta, old, &at.id);
+        let prepared = self
+            .prepare_entries(tx, meta, doc, &at.id, &mut std::collections::HashSet::new())
+            .await?;
+        let pending = self.remove_at(tx, meta, volume, at).await?;
         let appended = volume.append(db, tx, meta.prefix, &[&body]).await?;
         if let Some(a) = appended.first() {
             self.point(tx, meta, &at.id, at.shard, a);
+            self.write_entries(tx, meta, &prepared, &at.id, at.shard, &a.metadata);
         }
         Ok(pending)
     }
@@ -340,14 +449,9 @@ impl Buckets {
     ///
     /// `NoSuchBucket`, `BeingRemoved`; metadata errors.
     pub async fn remove(&self, tx: &Transaction, name: &str) -> Result<()> {
-        let meta = self.get(tx, name).await?;
-        let v = serde_json::json!({
-            "prefix": hex::encode(meta.prefix),
-            "shards": meta.shards,
-            "removed": true,
-        });
-        tx.set(&self.meta_key(name), v.to_string().as_bytes());
-        Ok(())
+        let mut meta = self.get(tx, name).await?;
+        meta.removed = true;
+        self.put_meta(tx, &meta)
     }
 
     /// `BUCKET.PURGE`, one step: deletes up to `batch` documents of a removed bucket (bodies in the
@@ -372,7 +476,7 @@ impl Buckets {
             match volume_of(at.shard) {
                 // The bucket was removed in an earlier transaction, so no body is pending here.
                 Some(v) => {
-                    self.delete(tx, &meta, &v, at).await?;
+                    self.remove_at(tx, &meta, &v, at).await?;
                 }
                 // A shard not hosted here: drop the index entry; the body is garbage for that
                 // volume's vacuum.
@@ -380,8 +484,10 @@ impl Buckets {
             }
         }
         if docs.len() < batch {
-            let (b, e) = self.s.subspace(&(INDEX, name)).range();
-            tx.clear_range(&b, &e);
+            for sub in [INDEX, SECONDARY, STATUS] {
+                let (b, e) = self.s.subspace(&(sub, name)).range();
+                tx.clear_range(&b, &e);
+            }
             tx.clear(&self.meta_key(name));
             return Ok(true);
         }
@@ -416,21 +522,25 @@ impl Buckets {
         let kvs = tx.get_range(&opt, false).await?;
         let mut out = Vec::with_capacity(kvs.kvs.len());
         for kv in kvs.kvs {
-            let (_, _, id): (String, String, TupleBytes<'_>) =
-                self.s.unpack(&kv.key).map_err(|e| BucketError::BadMetadata(e.to_string()))?;
-            let id = <[u8; 12]>::try_from(id.as_ref())
-                .map(ObjectId::from_bytes)
-                .map_err(|_| BucketError::BadMetadata("index key".into()))?;
-            let v = &kv.value;
-            let (Some(shard), Some(body)) = (
-                v.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
-                v.get(4..).and_then(EntryMetadata::decode),
-            ) else {
-                return Err(BucketError::BadMetadata("index entry".into()));
-            };
-            out.push(Location { id, shard, body });
+            out.push(self.primary_location(&kv.key, &kv.value)?);
         }
         Ok(out)
+    }
+
+    /// Decodes a primary index entry.
+    fn primary_location(&self, key: &[u8], v: &[u8]) -> Result<Location> {
+        let (_, _, id): (String, String, TupleBytes<'_>) =
+            self.s.unpack(key).map_err(|e| BucketError::BadMetadata(e.to_string()))?;
+        let id = <[u8; 12]>::try_from(id.as_ref())
+            .map(ObjectId::from_bytes)
+            .map_err(|_| BucketError::BadMetadata("index key".into()))?;
+        let (Some(shard), Some(body)) = (
+            v.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+            v.get(4..).and_then(EntryMetadata::decode),
+        ) else {
+            return Err(BucketError::BadMetadata("index entry".into()));
+        };
+        Ok(Location { id, shard, body })
     }
 
     /// Reads a document's body.
@@ -441,5 +551,365 @@ impl Buckets {
     pub fn read(&self, volume: &Volume, at: &Location) -> Result<Document> {
         let bytes = volume.read(&at.body)?;
         Document::from_reader(&mut &bytes[..]).map_err(|e| BucketError::BadMetadata(e.to_string()))
+    }
+}
+
+/// One secondary index entry a write is about to make: the index and the encoded value.
+pub type Prepared = Vec<(u64, Vec<u8>)>;
+
+/// Secondary indexes.
+impl Buckets {
+    /// The key prefix of index `id`'s entries.
+    pub fn secondary_prefix(&self, bucket: &str, id: u64) -> Vec<u8> {
+        self.s.pack(&(SECONDARY, bucket, i64::try_from(id).unwrap_or(i64::MAX)))
+    }
+
+    fn status_key(&self, bucket: &str, id: u64) -> Vec<u8> {
+        self.s.pack(&(STATUS, bucket, i64::try_from(id).unwrap_or(i64::MAX)))
+    }
+
+    fn secondary_key(&self, bucket: &str, index: u64, value: &[u8], id: &ObjectId) -> Vec<u8> {
+        let mut k = self.secondary_prefix(bucket, index);
+        k.extend_from_slice(value);
+        k.extend_from_slice(&kronotop_meta::tuple::pack(&TupleBytes::from(&id.bytes()[..])));
+        k
+    }
+
+    /// Computes the secondary index entries of document `id` and checks unique indexes against
+    /// the stored entries and `seen` (the values earlier documents of the same write take).
+    ///
+    /// # Errors
+    ///
+    /// `IndexTypeMismatch`, `UniqueViolation`; metadata errors.
+    pub async fn prepare_entries(
+        &self,
+        tx: &Transaction,
+        meta: &BucketMeta,
+        doc: &Document,
+        id: &ObjectId,
+        seen: &mut std::collections::HashSet<(u64, Vec<u8>)>,
+    ) -> Result<Prepared> {
+        let mut out = Vec::new();
+        for def in &meta.indexes {
+            for value in index::entries(def, doc)? {
+                if def.unique {
+                    let duplicate = !seen.insert((def.id, value.clone()))
+                        || self.holds_other(tx, meta, def.id, &value, id).await?;
+                    if duplicate {
+                        let shown: Vec<serde_json::Value> = def
+                            .fields
+                            .iter()
+                            .map(|f| {
+                                let v = kronotop_query::eval::field_values(doc, &f.selector)
+                                    .first()
+                                    .map_or(Bson::Null, |v| (*v).clone());
+                                v.into_relaxed_extjson()
+                            })
+                            .collect();
+                        let value = match shown.as_slice() {
+                            [one] => one.to_string(),
+                            many => serde_json::Value::Array(many.to_vec()).to_string(),
+                        };
+                        return Err(BucketError::UniqueViolation {
+                            selector: def.selectors(),
+                            value,
+                        });
+                    }
+                }
+                out.push((def.id, value));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether index `index` has an entry with `value` for a document other than `id`.
+    async fn holds_other(
+        &self,
+        tx: &Transaction,
+        meta: &BucketMeta,
+        index: u64,
+        value: &[u8],
+        id: &ObjectId,
+    ) -> Result<bool> {
+        let mut begin = self.secondary_prefix(&meta.name, index);
+        begin.extend_from_slice(value);
+        let mut end = begin.clone();
+        end.push(0xff);
+        let kvs = tx.get_range(&RangeOption::new(begin, end).limit(2), false).await?;
+        Ok(kvs.kvs.iter().any(|kv| kv.value.get(24..36) != Some(&id.bytes()[..])))
+    }
+
+    /// Writes prepared entries of document `id` whose body is at `body` on `shard`.
+    pub fn write_entries(
+        &self,
+        tx: &Transaction,
+        meta: &BucketMeta,
+        prepared: &Prepared,
+        id: &ObjectId,
+        shard: u32,
+        body: &EntryMetadata,
+    ) {
+        if prepared.is_empty() {
+            return;
+        }
+        let mut value = shard.to_be_bytes().to_vec();
+        value.extend_from_slice(&body.encode());
+        value.extend_from_slice(&id.bytes());
+        for (index, v) in prepared {
+            tx.set(&self.secondary_key(&meta.name, *index, v, id), &value);
+        }
+    }
+
+    /// Clears the secondary index entries `doc` (document `id` as stored) gave. A value that no
+    /// longer fits its index's type had no entry; it is skipped.
+    pub fn clear_entries(
+        &self,
+        tx: &Transaction,
+        meta: &BucketMeta,
+        doc: &Document,
+        id: &ObjectId,
+    ) {
+        for def in &meta.indexes {
+            if let Ok(values) = index::entries(def, doc) {
+                for v in values {
+                    tx.clear(&self.secondary_key(&meta.name, def.id, &v, id));
+                }
+            }
+        }
+    }
+
+    /// Adds indexes to bucket `name`. Each starts `READY` when the bucket holds no document, and
+    /// `BUILDING` otherwise. Returns them with their ids.
+    ///
+    /// # Errors
+    ///
+    /// `Schema` when a name or field is taken; `NoSuchBucket`, `BeingRemoved`; metadata errors.
+    pub async fn create_indexes(
+        &self,
+        tx: &Transaction,
+        name: &str,
+        defs: Vec<IndexDef>,
+    ) -> Result<Vec<(IndexDef, IndexState)>> {
+        let mut meta = self.get(tx, name).await?;
+        let empty = self.scan(tx, &meta, None, 1, false).await?.is_empty();
+        let mut out = Vec::new();
+        for mut def in defs {
+            let selectors = def.selectors();
+            if def.name == PRIMARY || meta.indexes.iter().any(|d| d.name == def.name) {
+                return Err(BucketError::Schema(format!(
+                    "An index named '{}' already exists",
+                    def.name
+                )));
+            }
+            let taken = selectors == "_id"
+                || meta
+                    .indexes
+                    .iter()
+                    .any(|d| d.compound == def.compound && d.selectors() == selectors);
+            if taken {
+                return Err(BucketError::Schema(format!(
+                    "An index on field '{selectors}' already exists"
+                )));
+            }
+            def.id = meta.next_index;
+            meta.next_index += 1;
+            let state = IndexState {
+                status: if empty { READY } else { BUILDING }.to_owned(),
+                cursor: None,
+                error: None,
+            };
+            self.set_index_state(tx, name, def.id, &state)?;
+            meta.indexes.push(def.clone());
+            out.push((def, state));
+        }
+        self.put_meta(tx, &meta)?;
+        Ok(out)
+    }
+
+    /// Drops index `index` of bucket `name`: its definition and all its entries.
+    ///
+    /// # Errors
+    ///
+    /// `Schema` for the primary index; `NoSuchIndex`; metadata errors.
+    pub async fn drop_index(&self, tx: &Transaction, name: &str, index: &str) -> Result<()> {
+        if index == PRIMARY {
+            return Err(BucketError::Schema("Cannot drop the primary index".into()));
+        }
+        let mut meta = self.get(tx, name).await?;
+        let Some(pos) = meta.indexes.iter().position(|d| d.name == index) else {
+            return Err(BucketError::NoSuchIndex(index.to_owned()));
+        };
+        let def = meta.indexes.remove(pos);
+        self.put_meta(tx, &meta)?;
+        // One range clear, whatever the index's size: FoundationDB clears ranges without reading
+        // them, so dropping needs no background task.
+        let (b, e) =
+            kronotop_meta::tuple::Subspace::from_bytes(self.secondary_prefix(name, def.id)).range();
+        tx.clear_range(&b, &e);
+        tx.clear(&self.status_key(name, def.id));
+        Ok(())
+    }
+
+    /// The build state of index `id`; `snapshot` reads add no conflict (what query planning
+    /// wants: a build finishing does not abort a query).
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors; `BadMetadata`.
+    pub async fn index_state(
+        &self,
+        tx: &Transaction,
+        bucket: &str,
+        id: u64,
+        snapshot: bool,
+    ) -> Result<IndexState> {
+        match tx.get(&self.status_key(bucket, id), snapshot).await? {
+            Some(raw) => {
+                serde_json::from_slice(&raw).map_err(|e| BucketError::BadMetadata(e.to_string()))
+            }
+            None => Ok(IndexState { status: READY.into(), cursor: None, error: None }),
+        }
+    }
+
+    /// Records index `id`'s build state.
+    ///
+    /// # Errors
+    ///
+    /// `BadMetadata` when it cannot be encoded.
+    pub fn set_index_state(
+        &self,
+        tx: &Transaction,
+        bucket: &str,
+        id: u64,
+        state: &IndexState,
+    ) -> Result<()> {
+        let raw = serde_json::to_vec(state).map_err(|e| BucketError::BadMetadata(e.to_string()))?;
+        tx.set(&self.status_key(bucket, id), &raw);
+        Ok(())
+    }
+
+    /// Up to `limit` entries of a secondary index in `[begin, end)` (whole keys), in key order
+    /// (reversed when `reverse`): each key with the document's location.
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors; `BadMetadata` for a malformed entry.
+    pub async fn scan_secondary(
+        &self,
+        tx: &Transaction,
+        begin: Vec<u8>,
+        end: Vec<u8>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(Vec<u8>, Location)>> {
+        let opt = RangeOption::new(begin, end).limit(limit).reverse(reverse);
+        let kvs = tx.get_range(&opt, false).await?;
+        let mut out = Vec::with_capacity(kvs.kvs.len());
+        for kv in kvs.kvs {
+            let v = &kv.value;
+            let (Some(shard), Some(body), Some(id)) = (
+                v.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+                v.get(4..24).and_then(EntryMetadata::decode),
+                v.get(24..36).and_then(|b| <[u8; 12]>::try_from(b).ok()),
+            ) else {
+                return Err(BucketError::BadMetadata("secondary index entry".into()));
+            };
+            out.push((kv.key.to_vec(), Location { id: ObjectId::from_bytes(id), shard, body }));
+        }
+        Ok(out)
+    }
+
+    /// Secondary index entries a build writes for the document at `at`: like an insert's, and
+    /// harmless when a write has made them already.
+    ///
+    /// # Errors
+    ///
+    /// As `prepare_entries`, for this one index.
+    pub async fn build_entries(
+        &self,
+        tx: &Transaction,
+        meta: &BucketMeta,
+        def: &IndexDef,
+        doc: &Document,
+        at: &Location,
+    ) -> Result<()> {
+        let only = BucketMeta { indexes: vec![def.clone()], ..meta.clone() };
+        let prepared = self
+            .prepare_entries(tx, &only, doc, &at.id, &mut std::collections::HashSet::new())
+            .await?;
+        self.write_entries(tx, meta, &prepared, &at.id, at.shard, &at.body);
+        Ok(())
+    }
+}
+
+/// Walking a plan.
+impl Buckets {
+    /// Up to `limit` entries of `scan`'s index in `[begin, end)`, each key with its document's
+    /// location.
+    async fn scan_keys(
+        &self,
+        tx: &Transaction,
+        scan: &Scan,
+        begin: Vec<u8>,
+        end: Vec<u8>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Location)>> {
+        if scan.index.is_some() {
+            return self.scan_secondary(tx, begin, end, limit, scan.reverse).await;
+        }
+        let opt = RangeOption::new(begin, end).limit(limit).reverse(scan.reverse);
+        let kvs = tx.get_range(&opt, false).await?;
+        let mut out = Vec::with_capacity(kvs.kvs.len());
+        for kv in kvs.kvs {
+            let at = self.primary_location(&kv.key, &kv.value)?;
+            out.push((kv.key.to_vec(), at));
+        }
+        Ok(out)
+    }
+
+    /// The next up to `want` entries of `scan` past `position` (the key of the last entry an
+    /// earlier call returned), and whether the scan is exhausted.
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors; `BadMetadata` for malformed entries.
+    pub async fn next_chunk(
+        &self,
+        tx: &Transaction,
+        scan: &Scan,
+        position: Option<&[u8]>,
+        want: usize,
+    ) -> Result<(Vec<(Vec<u8>, Location)>, bool)> {
+        let mut out = Vec::new();
+        let ranges: Vec<&(Vec<u8>, Vec<u8>)> = if scan.reverse {
+            scan.ranges.iter().rev().collect()
+        } else {
+            scan.ranges.iter().collect()
+        };
+        for (b, e) in ranges {
+            let (mut b, mut e) = (b.clone(), e.clone());
+            if let Some(p) = position {
+                if scan.reverse {
+                    if p < e.as_slice() {
+                        e = p.to_vec();
+                    }
+                } else {
+                    let mut next = p.to_vec();
+                    next.push(0);
+                    if next > b {
+                        b = next;
+                    }
+                }
+            }
+            if b >= e {
+                continue;
+            }
+            let got = self.scan_keys(tx, scan, b, e, want - out.len()).await?;
+            out.extend(got);
+            if out.len() >= want {
+                return Ok((out, false));
+            }
+        }
+        Ok((out, true))
     }
 }

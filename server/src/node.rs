@@ -380,6 +380,8 @@ pub struct Node {
     pub bucket_leaves:
         Mutex<std::collections::HashMap<String, (i64, kronotop_meta::tuple::Subspace)>>,
     /// ZMap subspaces by namespace, with the namespace version they were opened at.
+    /// Index builds this process runs (`commands::bucket::spawn_builder`).
+    pub index_builders: crate::commands::bucket::Builders,
     pub zmaps: Mutex<std::collections::HashMap<String, (i64, kronotop_zmap::ZMap)>>,
     /// `TICK CACHED`: a read version and when it was taken.
     pub tick: Mutex<Option<(Instant, i64)>>,
@@ -433,6 +435,7 @@ impl Node {
             peers: crate::peers::Peers::new(masterauth),
             bucket_round_robin: AtomicUsize::new(0),
             bucket_leaves: Mutex::default(),
+            index_builders: Mutex::default(),
             zmaps: Mutex::default(),
             tick: Mutex::default(),
             zwatches: Mutex::default(),

@@ -475,3 +475,35 @@ pub fn run_python(python: &str, script: &str, args: &[String]) -> String {
     assert!(out.status.success(), "{script} failed:\n{text}");
     text
 }
+
+/// A bootstrapped single member with `shards` bucket shards, once inserts work (bucket shards open
+/// their volumes when their routes appear).
+#[allow(dead_code)]
+pub fn bucket_server(shards: u32) -> Server {
+    let s = Server::builder().arg("--bootstrap").set("bucket.shards", &shards.to_string()).start();
+    let mut c = s.connect();
+    assert_eq!(c.cmd_raw(&["BUCKET.CREATE", "probe"]), "+OK\r\n");
+    let deadline = Instant::now() + PATIENCE;
+    while c.cmd_raw(&["BUCKET.INSERT", "probe", "DOCS", "{}"]).starts_with('-') {
+        assert!(Instant::now() < deadline, "bucket shards never became usable");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s
+}
+
+/// The cursor id and the items of a RESP2 cursor reply `[cursor, [item, ...]]`.
+#[allow(dead_code)]
+pub fn cursor_reply(frame: &OwnedFrame) -> (i64, &[OwnedFrame]) {
+    let OwnedFrame::Array { data, .. } = frame else { panic!("not an array: {frame:?}") };
+    assert_eq!(data.len(), 2, "{frame:?}");
+    let OwnedFrame::Number { data: cursor, .. } = &data[0] else { panic!("no cursor: {frame:?}") };
+    let OwnedFrame::Array { data: items, .. } = &data[1] else { panic!("no items: {frame:?}") };
+    (*cursor, items)
+}
+
+/// The documents of a RESP2 query reply, as JSON values.
+#[allow(dead_code)]
+pub fn cursor_docs(frame: &OwnedFrame) -> (i64, Vec<serde_json::Value>) {
+    let (cursor, items) = cursor_reply(frame);
+    (cursor, items.iter().map(|e| serde_json::from_str(&text(e)).unwrap()).collect())
+}

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use bson::Document;
 use bson::oid::ObjectId;
 use bytes::Bytes;
-use kronotop_bucket::{BucketError, BucketMeta, Buckets};
+use kronotop_bucket::index::parse_schema;
+use kronotop_bucket::{BucketError, BucketMeta, Buckets, Scan};
 use kronotop_cluster::ShardKind;
 use kronotop_query::eval::field_values;
 use kronotop_query::projection::{Projection, parse_projection};
@@ -88,20 +89,30 @@ pub struct BucketCursor {
     filter_text: String,
     action: Action,
     limit: usize,
-    /// The last `_id` scanned; the next call continues after it.
-    after: Option<ObjectId>,
+    /// What the cursor walks: ranges of the primary index or of a secondary index.
+    scan: Scan,
+    /// The key of the last index entry scanned; the next call continues after it.
+    position: Option<Vec<u8>>,
+    /// Documents already met, where the scan could meet one again: a multi-key index or several
+    /// `$in` values, and updates through a secondary index (a changed value moves the entry ahead
+    /// of the scan).
+    seen: Option<std::collections::HashSet<ObjectId>>,
     exhausted: bool,
     /// Whether any document matched so far (an upsert inserts when none did).
     matched: bool,
-    /// `SORTBY _id DESC`: the primary index backwards.
-    reverse: bool,
     /// `RESULTSORT field`: each batch sorted in memory, descending when set.
     resultsort: Option<(String, bool)>,
 }
 
 #[derive(Debug)]
 pub enum BucketCmd {
-    Create { bucket: String, shards: Vec<u32>, if_not_exists: bool },
+    Create { bucket: String, shards: Vec<u32>, if_not_exists: bool, indexes: Option<Bytes> },
+    Explain { bucket: String, filter: Bytes, opts: Opts },
+    IndexCreate { bucket: String, schema: Bytes },
+    IndexList(String),
+    IndexDescribe { bucket: String, index: String },
+    IndexDrop { bucket: String, index: String },
+    IndexTasks { bucket: String, index: String },
     List,
     Insert { bucket: String, docs: Vec<Bytes> },
     Query { bucket: String, filter: Bytes, opts: Opts },
@@ -126,6 +137,7 @@ fn unknown(tok: &[u8]) -> CommandError {
 pub fn parse_create(args: &mut Args<'_>) -> Result<Command, CommandError> {
     let bucket = args.next_lossy()?;
     let (mut shards, mut if_not_exists, mut in_shards) = (Vec::new(), false, false);
+    let mut indexes = None;
     while let Some(tok) = args.next_opt() {
         let upper = tok.to_ascii_uppercase();
         match upper.as_slice() {
@@ -134,7 +146,10 @@ pub fn parse_create(args: &mut Args<'_>) -> Result<Command, CommandError> {
                 if_not_exists = true;
                 in_shards = false;
             }
-            b"INDEXES" => return Err(CommandError::err("INDEXES is not supported yet")),
+            b"INDEXES" => {
+                indexes = Some(args.next_bytes()?.clone());
+                in_shards = false;
+            }
             b"COLLATION" => return Err(CommandError::err("collations are not supported")),
             _ if in_shards => {
                 let id = kronotop_redis::number::parse_i64(tok)
@@ -145,7 +160,7 @@ pub fn parse_create(args: &mut Args<'_>) -> Result<Command, CommandError> {
             _ => return Err(unknown(tok)),
         }
     }
-    Ok(cmd(BucketCmd::Create { bucket, shards, if_not_exists }))
+    Ok(cmd(BucketCmd::Create { bucket, shards, if_not_exists, indexes }))
 }
 
 pub fn parse_list(args: &mut Args<'_>) -> Result<Command, CommandError> {
@@ -230,15 +245,6 @@ fn options(args: &mut Args<'_>, takes: Takes) -> Result<Opts, CommandError> {
             "SORTBY and RESULTSORT cannot use the same field: '{a}'"
         )));
     }
-    // Without secondary indexes only the primary index gives a natural order: `_id`.
-    if let Some((f, _)) = &o.sortby
-        && f != "_id"
-    {
-        return Err(CommandError::err_owned(format!(
-            "query cannot be executed: SORTBY '{f}' requires an index that provides natural \
-             ordering. Hint: create an index on '{f}'"
-        )));
-    }
     Ok(o)
 }
 
@@ -247,6 +253,47 @@ pub fn parse_query(args: &mut Args<'_>) -> Result<Command, CommandError> {
     let filter = args.next_bytes()?.clone();
     let opts = options(args, Takes::Query)?;
     Ok(cmd(BucketCmd::Query { bucket, filter, opts }))
+}
+
+/// `BUCKET.EXPLAIN <bucket> <filter> [SORTBY f ASC|DESC] [LIMIT n]`
+pub fn parse_explain(args: &mut Args<'_>) -> Result<Command, CommandError> {
+    let bucket = args.next_lossy()?;
+    let filter = args.next_bytes()?.clone();
+    let opts = options(args, Takes::Update)?;
+    Ok(cmd(BucketCmd::Explain { bucket, filter, opts }))
+}
+
+/// `BUCKET.INDEX CREATE|LIST|DESCRIBE|DROP|TASKS …`
+pub fn parse_index(args: &mut Args<'_>) -> Result<Command, CommandError> {
+    let sub = args.next_lossy()?.to_ascii_uppercase();
+    let wrong = || CommandError::err("wrong number of parameters");
+    let raw = args.rest();
+    let rest: Vec<String> = raw.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    Ok(cmd(match (sub.as_str(), rest.as_slice()) {
+        ("CREATE", [bucket, _]) => {
+            let schema = raw[1].clone();
+            BucketCmd::IndexCreate { bucket: bucket.clone(), schema }
+        }
+        ("LIST", [bucket]) => BucketCmd::IndexList(bucket.clone()),
+        ("DESCRIBE", [bucket, index]) => {
+            BucketCmd::IndexDescribe { bucket: bucket.clone(), index: index.clone() }
+        }
+        ("DROP", [bucket, index]) => {
+            BucketCmd::IndexDrop { bucket: bucket.clone(), index: index.clone() }
+        }
+        ("TASKS", [bucket, index]) => {
+            BucketCmd::IndexTasks { bucket: bucket.clone(), index: index.clone() }
+        }
+        ("CREATE" | "LIST" | "DESCRIBE" | "DROP" | "TASKS", _) => return Err(wrong()),
+        ("ANALYZE", _) => {
+            return Err(CommandError::err(
+                "BUCKET.INDEX ANALYZE is not supported: the planner chooses indexes by rules",
+            ));
+        }
+        (other, _) => {
+            return Err(CommandError::err_owned(format!("Unknown subcommand: {other}")));
+        }
+    }))
 }
 
 pub fn parse_delete(args: &mut Args<'_>) -> Result<Command, CommandError> {
@@ -416,8 +463,57 @@ fn document(doc: &Document, format: DocumentFormat) -> Reply {
 
 pub async fn execute(c: BucketCmd, ctx: &mut Ctx<'_>) -> Result<Reply, CommandError> {
     match c {
-        BucketCmd::Create { bucket, shards, if_not_exists } => {
-            create(ctx, &bucket, shards, if_not_exists).await
+        BucketCmd::Create { bucket, shards, if_not_exists, indexes } => {
+            create(ctx, &bucket, shards, if_not_exists, indexes.as_deref()).await
+        }
+        BucketCmd::Explain { bucket, filter, opts } => explain(ctx, &bucket, &filter, &opts).await,
+        BucketCmd::IndexCreate { bucket, schema } => index_create(ctx, &bucket, &schema).await,
+        BucketCmd::IndexList(bucket) => {
+            let b = buckets(ctx).await?;
+            let (tx, auto) = transaction(ctx)?;
+            let meta = b.get(&tx, &bucket).await?;
+            finish(tx, auto).await?;
+            let mut names = vec![Reply::bulk_str(kronotop_bucket::PRIMARY)];
+            names.extend(meta.indexes.iter().map(|d| Reply::bulk_str(&d.name)));
+            Ok(Reply::Array(names))
+        }
+        BucketCmd::IndexDescribe { bucket, index } => index_describe(ctx, &bucket, &index).await,
+        BucketCmd::IndexDrop { bucket, index } => {
+            let b = buckets(ctx).await?;
+            let tx = ctx.node.meta.create_trx()?;
+            b.drop_index(&tx, &bucket, &index).await?;
+            tx.commit().await?;
+            Ok(Reply::ok())
+        }
+        BucketCmd::IndexTasks { bucket, index } => {
+            let b = buckets(ctx).await?;
+            let (tx, auto) = transaction(ctx)?;
+            let meta = b.get(&tx, &bucket).await?;
+            if index == kronotop_bucket::PRIMARY {
+                finish(tx, auto).await?;
+                return Ok(Reply::Map(Vec::new()));
+            }
+            let def = meta
+                .indexes
+                .iter()
+                .find(|d| d.name == index)
+                .ok_or_else(|| BucketError::NoSuchIndex(index.clone()))?;
+            let state = b.index_state(&tx, &bucket, def.id, true).await?;
+            finish(tx, auto).await?;
+            let null = || Reply::Null;
+            let task = Reply::Map(vec![
+                (Reply::bulk_str("kind"), Reply::bulk_str("BUILD")),
+                (
+                    Reply::bulk_str("cursor"),
+                    state.cursor.as_deref().map_or_else(null, Reply::bulk_str),
+                ),
+                (Reply::bulk_str("status"), Reply::bulk_str(&state.status)),
+                (
+                    Reply::bulk_str("error"),
+                    state.error.as_deref().map_or_else(null, Reply::bulk_str),
+                ),
+            ]);
+            Ok(Reply::Map(vec![(Reply::bulk_str(&format!("build-{}", def.id)), task)]))
         }
         BucketCmd::List => {
             let b = buckets(ctx).await?;
@@ -519,6 +615,14 @@ async fn open_cursor(
     };
     let parsed = kronotop_query::parse_filter(filter)?;
     let limit = if opts.limit == 0 { ctx.session.attributes.limit as usize } else { opts.limit };
+    let b = buckets(ctx).await?;
+    let (tx, auto) = transaction(ctx)?;
+    let meta = b.get(&tx, &bucket).await?;
+    let sort = opts.sortby.as_ref().map(|(f, desc)| (f.as_str(), *desc));
+    let scan = plan(ctx, &b, &tx, &meta, &parsed, sort).await?;
+    finish(tx, auto).await?;
+    let seen = (scan.repeats || (scan.index.is_some() && matches!(action, Action::Update(_))))
+        .then(std::collections::HashSet::new);
     let id = ctx.session.next_cursor_id;
     ctx.session.next_cursor_id += 1;
     let cursor = BucketCursor {
@@ -528,10 +632,11 @@ async fn open_cursor(
         filter_text,
         action,
         limit,
-        after: None,
+        scan,
+        position: None,
+        seen,
         exhausted: false,
         matched: false,
-        reverse: opts.sortby.as_ref().is_some_and(|(_, desc)| *desc),
         resultsort: opts.resultsort.clone(),
     };
     ctx.session.bucket_cursors.insert(id, cursor);
@@ -564,7 +669,13 @@ async fn create(
     bucket: &str,
     shards: Vec<u32>,
     if_not_exists: bool,
+    indexes: Option<&[u8]>,
 ) -> Result<Reply, CommandError> {
+    // The schema is checked before anything is created.
+    let defs = match indexes {
+        Some(raw) => parse_schema(&decode_document(raw)?)?,
+        None => Vec::new(),
+    };
     let topology = ctx.node.cluster.topology();
     let count = topology.shard_counts.get(&ShardKind::Bucket).copied().unwrap_or(0);
     let routed = |id: u32| {
@@ -597,9 +708,302 @@ async fn create(
     let b = buckets(ctx).await?;
     // Its own transaction, never the session's (reference 4.6.1).
     let tx = ctx.node.meta.create_trx()?;
-    b.create(&tx, bucket, &shards, if_not_exists).await?;
+    // A new bucket is empty: its indexes start READY.
+    if b.create(&tx, bucket, &shards, if_not_exists).await? && !defs.is_empty() {
+        b.create_indexes(&tx, bucket, defs).await?;
+    }
     tx.commit().await?;
     Ok(Reply::ok())
+}
+
+/// `BUCKET.INDEX CREATE`: adds the indexes in a transaction of its own; those of a bucket that
+/// holds documents are built in the background.
+async fn index_create(ctx: &Ctx<'_>, bucket: &str, schema: &[u8]) -> Result<Reply, CommandError> {
+    let defs = parse_schema(&decode_document(schema)?)?;
+    let b = buckets(ctx).await?;
+    let tx = ctx.node.meta.create_trx()?;
+    let created = b.create_indexes(&tx, bucket, defs).await?;
+    tx.commit().await?;
+    for (def, state) in created {
+        if state.status == kronotop_bucket::BUILDING {
+            spawn_builder(ctx, &b, bucket, def.id);
+        }
+    }
+    Ok(Reply::ok())
+}
+
+/// Plans a query: the READY indexes may serve it. An index left BUILDING by an earlier process
+/// gets its builder back here.
+async fn plan(
+    ctx: &Ctx<'_>,
+    b: &Buckets,
+    tx: &kronotop_meta::Transaction,
+    meta: &BucketMeta,
+    filter: &Filter,
+    sort: Option<(&str, bool)>,
+) -> Result<Scan, CommandError> {
+    let mut ready = std::collections::HashSet::new();
+    for def in &meta.indexes {
+        let state = b.index_state(tx, &meta.name, def.id, true).await?;
+        match state.status.as_str() {
+            kronotop_bucket::READY => {
+                ready.insert(def.id);
+            }
+            kronotop_bucket::BUILDING => spawn_builder(ctx, b, &meta.name, def.id),
+            _ => {}
+        }
+    }
+    Ok(b.plan(meta, filter, sort, &|id| ready.contains(&id))?)
+}
+
+/// `BUCKET.EXPLAIN`: the plan a query would run, as node maps (reference 4.6.7).
+async fn explain(
+    ctx: &Ctx<'_>,
+    bucket: &str,
+    filter: &[u8],
+    opts: &Opts,
+) -> Result<Reply, CommandError> {
+    let parsed = kronotop_query::parse_filter(filter)?;
+    let b = buckets(ctx).await?;
+    let (tx, auto) = transaction(ctx)?;
+    let meta = b.get(&tx, bucket).await?;
+    let sort = opts.sortby.as_ref().map(|(f, desc)| (f.as_str(), *desc));
+    let scan = plan(ctx, &b, &tx, &meta, &parsed, sort).await?;
+    finish(tx, auto).await?;
+    Ok(Reply::Map(vec![
+        (Reply::bulk_str("is_cached"), Reply::Bool(false)),
+        (Reply::bulk_str("plan"), super::explain::plan_node(&scan, &parsed)),
+    ]))
+}
+
+/// `BUCKET.INDEX DESCRIBE` (reference 4.6.8).
+async fn index_describe(ctx: &Ctx<'_>, bucket: &str, index: &str) -> Result<Reply, CommandError> {
+    let b = buckets(ctx).await?;
+    let tx = ctx.node.meta.create_trx()?;
+    let meta = b.get(&tx, bucket).await?;
+    let (def, status) = if index == kronotop_bucket::PRIMARY {
+        (None, kronotop_bucket::READY.to_owned())
+    } else {
+        let def = meta
+            .indexes
+            .iter()
+            .find(|d| d.name == index)
+            .ok_or_else(|| BucketError::NoSuchIndex(index.to_owned()))?;
+        (Some(def.clone()), b.index_state(&tx, bucket, def.id, true).await?.status)
+    };
+    drop(tx);
+    let (begin, end) = match &def {
+        Some(d) => {
+            kronotop_meta::tuple::Subspace::from_bytes(b.secondary_prefix(bucket, d.id)).range()
+        }
+        None => b.primary_range(bucket),
+    };
+    let cardinality = count_keys(ctx, begin, end).await?;
+    let collation = Reply::Map(
+        [
+            "locale",
+            "strength",
+            "case_level",
+            "case_first",
+            "numeric_ordering",
+            "alternate",
+            "backwards",
+            "normalization",
+            "max_variable",
+        ]
+        .iter()
+        .map(|k| (Reply::bulk_str(k), Reply::Null))
+        .collect(),
+    );
+    let mut out = Vec::new();
+    let kv = |k: &str, v: Reply| (Reply::bulk_str(k), v);
+    match &def {
+        Some(d) if d.compound => {
+            out.push(kv("index_type", Reply::bulk_str("compound")));
+            out.push(kv("id", Reply::Integer(i64::try_from(d.id).unwrap_or(i64::MAX))));
+            out.push(kv(
+                "fields",
+                Reply::Array(
+                    d.fields
+                        .iter()
+                        .map(|f| {
+                            Reply::Map(vec![
+                                kv("selector", Reply::bulk_str(&f.selector)),
+                                kv("bson_type", Reply::bulk_str(f.bson_type.name())),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ));
+        }
+        Some(d) => {
+            out.push(kv("index_type", Reply::bulk_str("single_field")));
+            out.push(kv("id", Reply::Integer(i64::try_from(d.id).unwrap_or(i64::MAX))));
+            out.push(kv("selector", Reply::bulk_str(&d.fields[0].selector)));
+            out.push(kv("bson_type", Reply::bulk_str(d.fields[0].bson_type.name())));
+        }
+        None => {
+            out.push(kv("index_type", Reply::bulk_str("single_field")));
+            out.push(kv("id", Reply::Integer(0)));
+            out.push(kv("selector", Reply::bulk_str("_id")));
+            out.push(kv("bson_type", Reply::bulk_str("OBJECT_ID")));
+        }
+    }
+    out.push(kv("status", Reply::bulk_str(&status)));
+    out.push(kv("unique", Reply::Bool(def.as_ref().is_none_or(|d| d.unique))));
+    if let Some(d) = &def
+        && !d.compound
+    {
+        out.push(kv("multi_key", Reply::Bool(d.fields[0].multi_key)));
+    }
+    out.push(kv("collation", collation));
+    out.push(kv(
+        "statistics",
+        Reply::Map(vec![kv(
+            "cardinality",
+            Reply::Integer(i64::try_from(cardinality).unwrap_or(i64::MAX)),
+        )]),
+    ));
+    Ok(Reply::Map(out))
+}
+
+/// Counts the keys of `[begin, end)` in snapshot reads of `READ_CHUNK` keys, a new transaction
+/// every `SCAN_BUDGET` keys, so a large index stays inside the transaction time limit.
+async fn count_keys(ctx: &Ctx<'_>, mut begin: Vec<u8>, end: Vec<u8>) -> Result<u64, CommandError> {
+    let mut total = 0u64;
+    loop {
+        let tx = ctx.node.meta.create_trx()?;
+        let mut in_tx = 0usize;
+        while in_tx < SCAN_BUDGET {
+            let opt = kronotop_meta::RangeOption::new(begin.clone(), end.clone()).limit(READ_CHUNK);
+            let kvs = tx.get_range(&opt, true).await?;
+            let n = kvs.kvs.len();
+            total += n as u64;
+            in_tx += n;
+            match kvs.kvs.last() {
+                Some(last) if n == READ_CHUNK => {
+                    begin = last.key.to_vec();
+                    begin.push(0);
+                }
+                _ => return Ok(total),
+            }
+        }
+    }
+}
+
+/// Keys of the running index builders: namespace, bucket, index id.
+pub type Builders = std::sync::Mutex<std::collections::HashSet<(String, String, u64)>>;
+
+/// Documents an index build indexes per transaction: each costs a body read and a few writes, so
+/// 500 keep a transaction far inside the 5-second and 10 MB limits.
+const BUILD_BATCH: usize = 500;
+
+/// Starts the background build of index `id` of `bucket` in the session's namespace, unless this
+/// process already runs it.
+fn spawn_builder(ctx: &Ctx<'_>, b: &Buckets, bucket: &str, id: u64) {
+    let key = (ctx.session.namespace.clone(), bucket.to_owned(), id);
+    {
+        let mut running =
+            ctx.node.index_builders.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !running.insert(key.clone()) {
+            return;
+        }
+    }
+    let node = std::sync::Arc::clone(ctx.node);
+    let b = b.clone();
+    tokio::spawn(async move {
+        if let Err(e) = build(&node, &b, &key.1, id).await {
+            tracing::warn!(bucket = %key.1, index = id, error = %e, "index build stopped; it resumes with the next query");
+        }
+        node.index_builders.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+    });
+}
+
+/// Builds index `id` in batches, each one transaction that indexes the next documents in `_id`
+/// order and records how far it got, until none is left (READY) or a document cannot be indexed
+/// (FAILED, with the reason). Writes meanwhile maintain the index themselves, and writing an entry
+/// twice changes nothing, so no document is missed or indexed twice; a batch that conflicts with
+/// a write is run again.
+async fn build(
+    node: &std::sync::Arc<crate::node::Node>,
+    b: &Buckets,
+    bucket: &str,
+    id: u64,
+) -> Result<(), CommandError> {
+    loop {
+        if node.shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let tx = node.meta.create_trx()?;
+        let meta = match b.get(&tx, bucket).await {
+            Ok(m) => m,
+            Err(BucketError::NoSuchBucket(_) | BucketError::BeingRemoved(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(def) = meta.indexes.iter().find(|d| d.id == id).cloned() else { return Ok(()) };
+        let mut state = b.index_state(&tx, bucket, id, false).await?;
+        if state.status != kronotop_bucket::BUILDING {
+            return Ok(());
+        }
+        let after = state.cursor.as_deref().and_then(|h| ObjectId::parse_str(h).ok());
+        let docs = b.scan(&tx, &meta, after.as_ref(), BUILD_BATCH, false).await?;
+        let mut failed = None;
+        for at in &docs {
+            let doc = read_body(node, b, at).await?;
+            match b.build_entries(&tx, &meta, &def, &doc, at).await {
+                Ok(()) => {}
+                Err(
+                    e @ (BucketError::IndexTypeMismatch { .. }
+                    | BucketError::UniqueViolation { .. }),
+                ) => {
+                    failed = Some(e.to_string());
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match failed {
+            Some(error) => {
+                tx.cancel();
+                let tx = node.meta.create_trx()?;
+                let state = kronotop_bucket::IndexState {
+                    status: kronotop_bucket::FAILED.into(),
+                    cursor: state.cursor,
+                    error: Some(error),
+                };
+                b.set_index_state(&tx, bucket, id, &state)?;
+                tx.commit().await?;
+                return Ok(());
+            }
+            None => {
+                if let Some(last) = docs.last() {
+                    state.cursor = Some(last.id.to_hex());
+                }
+                if docs.len() < BUILD_BATCH {
+                    state.status = kronotop_bucket::READY.into();
+                }
+                b.set_index_state(&tx, bucket, id, &state)?;
+                if let Err(e) = tx.commit().await {
+                    if !e.is_retryable() {
+                        return Err(e.into());
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+}
+
+/// A document's body: from this member's Volume of its shard, else from the shard's primary.
+async fn read_body(
+    node: &crate::node::Node,
+    b: &Buckets,
+    at: &kronotop_bucket::Location,
+) -> Result<Document, CommandError> {
+    match node.volumes.get(&ShardKind::Bucket.volume_name(at.shard)) {
+        Some(v) => Ok(b.read(&v, at)?),
+        None => remote_body(node, at).await,
+    }
 }
 
 /// The first of the bucket's shards this member is primary of, and its Volume; or `REJECT` to
@@ -627,17 +1031,34 @@ fn local_shard(
     Err(CommandError::Prefixed { prefix: "REJECT", message: format!("{first} {addr}") })
 }
 
+/// Times an auto-commit insert is run when its commit conflicts: a conflict means another write
+/// changed what this one read (a unique index's value, the bucket's metadata), and running it
+/// again gives the client the real outcome (`DUPLICATEKEY`, or success) rather than the conflict.
+const INSERT_ATTEMPTS: usize = 5;
+
 async fn insert(ctx: &mut Ctx<'_>, bucket: &str, docs: &[Bytes]) -> Result<Reply, CommandError> {
-    let decoded: Vec<Document> =
-        docs.iter().map(|d| decode_document(d)).collect::<Result<_, _>>()?;
+    let decode = || docs.iter().map(|d| decode_document(d)).collect::<Result<Vec<_>, _>>();
+    let mut decoded = decode()?;
     let b = buckets(ctx).await?;
-    let (tx, auto) = transaction(ctx)?;
-    let meta = b.get(&tx, bucket).await?;
-    let (shard, volume) = local_shard(ctx, &meta)?;
-    let ids = b.insert(&ctx.node.meta, &tx, &meta, shard, &volume, decoded).await?;
-    finish(tx, auto).await?;
-    let format = ctx.session.attributes.object_id_format;
-    Ok(Reply::Array(ids.iter().map(|id| object_id(id, format)).collect()))
+    let mut attempt = 1;
+    loop {
+        let (tx, auto) = transaction(ctx)?;
+        let meta = b.get(&tx, bucket).await?;
+        let (shard, volume) = local_shard(ctx, &meta)?;
+        let ids = b.insert(&ctx.node.meta, &tx, &meta, shard, &volume, decoded).await?;
+        match finish(tx, auto).await {
+            Ok(()) => {
+                let format = ctx.session.attributes.object_id_format;
+                return Ok(Reply::Array(ids.iter().map(|id| object_id(id, format)).collect()));
+            }
+            Err(CommandError::Meta(e)) if auto && e.is_retryable() && attempt < INSERT_ATTEMPTS => {
+                // The bodies the failed attempt appended are unreferenced bytes now.
+                attempt += 1;
+                decoded = decode()?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Runs the next batch of cursor `id`: scans on from where it stopped, and queries, deletes or
@@ -649,8 +1070,13 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
     if cursor.namespace != ctx.session.namespace {
         return Err(CommandError::err("the cursor belongs to another namespace"));
     }
-    let (bucket, limit, exhausted, mut after, reverse) =
-        (cursor.bucket.clone(), cursor.limit, cursor.exhausted, cursor.after, cursor.reverse);
+    let (bucket, limit, exhausted, mut position, scan) = (
+        cursor.bucket.clone(),
+        cursor.limit,
+        cursor.exhausted,
+        cursor.position.clone(),
+        cursor.scan.clone(),
+    );
     let b = buckets(ctx).await?;
     let (tx, auto) = transaction(ctx)?;
     let meta = b.get(&tx, &bucket).await?;
@@ -669,16 +1095,22 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
     > = std::collections::HashMap::new();
     'scan: while !done && entries.len() < limit && scanned < SCAN_BUDGET {
         let want = READ_CHUNK.min(SCAN_BUDGET - scanned).max(limit - entries.len());
-        let locations = b.scan(&tx, &meta, after.as_ref(), want, reverse).await?;
-        done = locations.len() < want;
-        for at in locations {
+        let (chunk, end) = b.next_chunk(&tx, &scan, position.as_deref(), want).await?;
+        done = end;
+        for (key, at) in chunk {
             if started.elapsed() > TIME_BUDGET {
                 // The rest of this read is scanned again by the next call.
                 done = false;
                 break 'scan;
             }
             scanned += 1;
-            after = Some(at.id);
+            position = Some(key);
+            if let Some(seen) =
+                ctx.session.bucket_cursors.get_mut(&id).and_then(|c| c.seen.as_mut())
+                && !seen.insert(at.id)
+            {
+                continue;
+            }
             // One lookup per shard and call, not per document.
             let volume = volumes
                 .entry(at.shard)
@@ -686,7 +1118,7 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
                 .clone();
             let mut doc = match &volume {
                 Some(v) => b.read(v, &at)?,
-                None => remote_body(ctx, &at).await?,
+                None => remote_body(ctx.node, &at).await?,
             };
             let Some(cursor) = ctx.session.bucket_cursors.get(&id) else { break };
             if !matches(&cursor.filter, &doc) {
@@ -707,15 +1139,17 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
                 }
                 Action::Delete => {
                     let volume = owned_volume(volume, &at)?;
-                    pending.extend(b.delete(&tx, &meta, &volume, &at).await?);
+                    pending.extend(b.delete(&tx, &meta, &volume, &at, &doc).await?);
                     entries.push(object_id(&at.id, id_format));
                 }
                 Action::Update(spec) => {
                     // Only documents whose content changed are reported.
+                    let old = doc.clone();
                     if apply(&mut doc, &spec.update, &cursor.filter, &spec.array_filters) {
                         let volume = owned_volume(volume, &at)?;
                         pending.extend(
-                            b.replace(&ctx.node.meta, &tx, &meta, &volume, &at, &doc).await?,
+                            b.replace(&ctx.node.meta, &tx, &meta, &volume, &at, (&old, &doc))
+                                .await?,
                         );
                         entries.push(object_id(&at.id, id_format));
                     }
@@ -764,7 +1198,7 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
         entries = paired.into_iter().map(|(_, r)| r).collect();
     }
     if let Some(c) = ctx.session.bucket_cursors.get_mut(&id) {
-        c.after = after;
+        c.position = position;
         c.exhausted = done;
         c.matched |= matched;
     }
@@ -799,10 +1233,10 @@ fn owned_volume(
 
 /// Reads a document's body from the member that is its shard's primary.
 async fn remote_body(
-    ctx: &Ctx<'_>,
+    node: &crate::node::Node,
     at: &kronotop_bucket::Location,
 ) -> Result<Document, CommandError> {
-    let topology = ctx.node.cluster.topology();
+    let topology = node.cluster.topology();
     let primary = topology
         .routes
         .get(&(ShardKind::Bucket, at.shard))
@@ -810,12 +1244,11 @@ async fn remote_body(
         .ok_or_else(|| {
             CommandError::err_owned(format!("shard id: {} not owned by any member yet", at.shard))
         })?;
-    let addr =
-        ctx.node.redis.member_internal_address(&primary).ok_or_else(|| {
-            CommandError::err_owned(format!("no address known for member {primary}"))
-        })?;
-    let bytes = ctx
-        .node
+    let addr = node
+        .redis
+        .member_internal_address(&primary)
+        .ok_or_else(|| CommandError::err_owned(format!("no address known for member {primary}")))?;
+    let bytes = node
         .peers
         .read_entry(&addr, &ShardKind::Bucket.volume_name(at.shard), &at.body)
         .await

@@ -18,6 +18,7 @@ mod cluster_cmd;
 mod config;
 mod connection;
 mod docs;
+mod explain;
 mod info;
 mod kr_admin;
 mod namespace;
@@ -1937,20 +1938,20 @@ pub static COMMANDS: &[CommandSpec] = &[
     data_spec(
         "BUCKET.EXPLAIN",
         "bucket.explain",
-        -1,
-        0,
+        -3,
+        READONLY,
         (BUCKET, "bucket"),
-        "Not supported yet (issue #9, indexes and the planner).",
-        |_| Ok(Command::NotSupported("BUCKET.EXPLAIN")),
+        "The plan a query would run: BUCKET.EXPLAIN bucket filter [SORTBY f ASC|DESC] [LIMIT n].",
+        bucket::parse_explain,
     ),
     data_spec(
         "BUCKET.INDEX",
         "bucket.index",
-        -1,
+        -3,
         0,
         (BUCKET, "bucket"),
-        "Not supported yet (issue #9, indexes and the planner).",
-        |_| Ok(Command::NotSupported("BUCKET.INDEX")),
+        "Secondary indexes: BUCKET.INDEX CREATE|LIST|DESCRIBE|DROP|TASKS bucket ….",
+        bucket::parse_index,
     ),
 ];
 

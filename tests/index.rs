@@ -1,0 +1,464 @@
+//! Secondary indexes and the planner, black-box: scenario S19 and the index parts of S20
+//! (reference 8.3), index commands and EXPLAIN shapes, SORTBY through an index, a differential
+//! test (generated queries return the same ids through indexes as through a full scan), an index
+//! built while inserts continue, a build that resumes after SIGKILL, and unique values under
+//! concurrent writers.
+
+// Test helpers panic on malformed replies: that is how a test fails.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use support::{Raw, Server, cursor_docs as docs};
+
+/// A small deterministic generator (xorshift64*), so a failing case can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Inserts `docs` (JSON texts) into `bucket`, pipelined in commands of 500.
+fn insert_all(c: &mut Raw, bucket: &str, docs: &[String]) {
+    for chunk in docs.chunks(500) {
+        let mut args: Vec<&[u8]> = vec![b"BUCKET.INSERT", bucket.as_bytes(), b"DOCS"];
+        args.extend(chunk.iter().map(String::as_bytes));
+        c.send(&support::encode(&args));
+    }
+    for _ in docs.chunks(500) {
+        let r = c.read_raw();
+        assert_eq!(r[0], b'*', "{}", String::from_utf8_lossy(&r));
+    }
+}
+
+/// The ids of every document matching `filter`, in reply order (one call: the buckets here are
+/// below the scan budget).
+fn query_ids(c: &mut Raw, bucket: &str, filter: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["BUCKET.QUERY", bucket, filter, "LIMIT", "100000"];
+    args.extend_from_slice(extra);
+    let (_, found) = docs(&c.cmd(&args));
+    found.iter().map(|d| d["_id"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Waits until index `name` of `bucket` is READY.
+fn wait_ready(c: &mut Raw, bucket: &str, name: &str) {
+    let deadline = Instant::now() + support::PATIENCE;
+    loop {
+        let tasks = c.cmd_raw(&["BUCKET.INDEX", "TASKS", bucket, name]);
+        if tasks.contains("READY") {
+            return;
+        }
+        assert!(!tasks.contains("FAILED"), "{tasks}");
+        assert!(Instant::now() < deadline, "index {name} never became ready: {tasks}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn cardinality(c: &mut Raw, bucket: &str, name: &str) -> i64 {
+    let d = c.cmd_raw(&["BUCKET.INDEX", "DESCRIBE", bucket, name]);
+    let label = "cardinality\r\n:";
+    let at = d.find(label).unwrap() + label.len();
+    d[at..].split("\r\n").next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn s19_s20_commands_and_explain() {
+    let s = support::bucket_server(1);
+    let mut c = s.connect();
+    // S19.
+    assert_eq!(c.cmd_raw(&["BUCKET.CREATE", "users"]), "+OK\r\n");
+    assert_eq!(
+        c.cmd_raw(&[
+            "BUCKET.INDEX",
+            "CREATE",
+            "users",
+            r#"{"age": {"bson_type": "int32", "name": "idx_age"}}"#
+        ]),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.INSERT", "users", "DOCS", r#"{"name": "Bob", "age": "thirty"}"#]),
+        "-INDEXTYPE_MISMATCH Index type mismatch: index 'idx_age' expects 'INT32', but selector \
+         'age' matched a value of type 'STRING'\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.INDEX", "CREATE", "users", r#"{"age": {"bson_type": "int322"}}"#]),
+        "-ERR Unknown BSON type: int322\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&[
+            "BUCKET.INDEX",
+            "CREATE",
+            "users",
+            r#"{"tags": {"bson_type": "string", "multi_key": true, "unique": true}}"#
+        ]),
+        "-ERR A unique index cannot be multi-key\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.INDEX", "DROP", "users", "primary-index"]),
+        "-ERR Cannot drop the primary index\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.INDEX", "DESCRIBE", "users", "not-existing-index"]),
+        "-NOSUCHINDEX No such index: 'not-existing-index'\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.INDEX", "CREATE", "users", r#"{"age": {"bson_type": "int64"}}"#]),
+        "-ERR An index on field 'age' already exists\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.INDEX", "LIST", "users"]),
+        "*2\r\n$13\r\nprimary-index\r\n$7\r\nidx_age\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.INDEX", "LIST"]),
+        "-ERR wrong number of arguments for 'BUCKET.INDEX' command\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.INDEX", "DESCRIBE", "users"]),
+        "-ERR wrong number of parameters\r\n"
+    );
+    // S20, the index parts: SORTBY needs an index, and one serves it.
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.QUERY", "users", "{}", "SORTBY", "score", "ASC"]),
+        "-ERR query cannot be executed: SORTBY 'score' requires an index that provides natural \
+         ordering. Hint: create an index on 'score'\r\n"
+    );
+    let people =
+        ["{name: 'a', age: 30}", "{name: 'b', age: 25}", "{name: 'c'}", "{name: 'd', age: 41}"];
+    let mut args = vec!["BUCKET.INSERT", "users", "DOCS"];
+    args.extend(people);
+    assert!(c.cmd_raw(&args).starts_with("*4"));
+    let names = |c: &mut Raw, extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["BUCKET.QUERY", "users", "{}"];
+        args.extend_from_slice(extra);
+        docs(&c.cmd(&args)).1.iter().map(|d| d["name"].as_str().unwrap().to_owned()).collect()
+    };
+    // Missing ages sort as null: first ascending, last descending.
+    assert_eq!(names(&mut c, &["SORTBY", "age", "ASC"]), ["c", "b", "a", "d"]);
+    assert_eq!(names(&mut c, &["SORTBY", "age", "DESC"]), ["d", "a", "b", "c"]);
+    // Global order across ADVANCE calls.
+    let (cursor, first) =
+        docs(&c.cmd(&["BUCKET.QUERY", "users", "{}", "SORTBY", "age", "DESC", "LIMIT", "3"]));
+    assert_eq!(first.len(), 3);
+    let (_, rest) = docs(&c.cmd(&["BUCKET.ADVANCE", "QUERY", &cursor.to_string()]));
+    assert_eq!(rest[0]["name"], "c");
+    // EXPLAIN shapes.
+    let plan = c.cmd_raw(&["BUCKET.EXPLAIN", "users", "{age: {$gt: 26}}"]);
+    assert!(plan.contains("RangeScan") && plan.contains("idx_age"), "{plan}");
+    assert!(!plan.contains("TransformWithResidualPredicate"), "nothing is left over: {plan}");
+    let plan = c.cmd_raw(&["BUCKET.EXPLAIN", "users", "{age: 30, name: 'a'}"]);
+    assert!(
+        plan.contains("IndexScan")
+            && plan.contains("$2\r\nEQ")
+            && plan.contains("TransformWithResidualPredicate"),
+        "{plan}"
+    );
+    let plan = c.cmd_raw(&["BUCKET.EXPLAIN", "users", "{age: {$in: [25, 41]}}"]);
+    assert!(plan.contains("Union") && plan.contains("UNION"), "{plan}");
+    let plan = c.cmd_raw(&["BUCKET.EXPLAIN", "users", "{name: 'a'}"]);
+    assert!(plan.contains("FullScan") && plan.contains("primary-index"), "{plan}");
+    assert_eq!(query_ids(&mut c, "users", "{age: {$gt: 26}}", &[]).len(), 2);
+    // A compound index, and the SORTBY rejection a range on its leading field causes.
+    assert_eq!(
+        c.cmd_raw(&[
+            "BUCKET.INDEX",
+            "CREATE",
+            "users",
+            r#"{"$compound": [{"fields": [{"selector": "name", "bson_type": "string"}, {"selector": "rank", "bson_type": "int32"}]}]}"#
+        ]),
+        "+OK\r\n"
+    );
+    wait_ready(&mut c, "users", "compound:name.STRING_rank.INT32");
+    let plan = c.cmd_raw(&["BUCKET.EXPLAIN", "users", "{name: 'a', rank: {$lt: 3}}"]);
+    assert!(plan.contains("CompoundIndexScan"), "{plan}");
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.QUERY", "users", "{name: {$gt: 'a'}}", "SORTBY", "rank", "ASC"]),
+        "-ERR query cannot be executed: SORTBY 'rank' cannot be executed because a range filter on \
+         'name' breaks compound index ordering. Hint: use an equality filter on 'name' or create an \
+         index on 'rank'\r\n"
+    );
+    assert!(
+        c.cmd_raw(&["BUCKET.QUERY", "users", "{name: 'a'}", "SORTBY", "rank", "ASC"])
+            .starts_with("*2")
+    );
+    // Dropping: gone from the list, and queries fall back to the primary index.
+    assert_eq!(c.cmd_raw(&["BUCKET.INDEX", "DROP", "users", "idx_age"]), "+OK\r\n");
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.INDEX", "DROP", "users", "idx_age"]),
+        "-NOSUCHINDEX No such index: 'idx_age'\r\n"
+    );
+    let plan = c.cmd_raw(&["BUCKET.EXPLAIN", "users", "{age: {$gt: 26}}"]);
+    assert!(plan.contains("FullScan"), "{plan}");
+    assert_eq!(query_ids(&mut c, "users", "{age: {$gt: 26}}", &[]).len(), 2);
+    // BUCKET.CREATE … INDEXES, and updates and deletes that keep an index exact.
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.CREATE", "items", "INDEXES", r#"{"qty": {"bson_type": "int64"}}"#]),
+        "+OK\r\n"
+    );
+    assert!(
+        c.cmd_raw(&["BUCKET.INSERT", "items", "DOCS", "{qty: 1}", "{qty: 2}", "{qty: 3}"])
+            .starts_with("*3")
+    );
+    let reply = c.cmd(&["BUCKET.UPDATE", "items", "{qty: {$gte: 2}}", "{$set: {qty: 10}}"]);
+    let (_, changed) = support::cursor_reply(&reply);
+    assert_eq!(changed.len(), 2, "each document updated once, though its entry moved ahead");
+    assert_eq!(query_ids(&mut c, "items", "{qty: 10}", &[]).len(), 2);
+    assert!(query_ids(&mut c, "items", "{qty: 2}", &[]).is_empty());
+    let reply = c.cmd(&["BUCKET.DELETE", "items", "{qty: 10}"]);
+    assert_eq!(support::cursor_reply(&reply).1.len(), 2);
+    assert_eq!(cardinality(&mut c, "items", "selector:qty.bsonType:INT64"), 1);
+}
+
+/// Generated documents: integers, doubles, strings, a multi-key array, missing and null values.
+fn generated(n: usize, rng: &mut Rng) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let mut fields = vec![
+                format!("_id: '{:024x}'", i + 1),
+                format!("n: {i}"),
+                format!("category: 'c{}'", rng.below(12)),
+                format!("score: {}.{}", rng.below(100), rng.below(10)),
+            ];
+            match rng.below(20) {
+                0 => {}
+                1 => fields.push("age: null".into()),
+                _ => fields.push(format!("age: {}", rng.below(90))),
+            }
+            let tags: Vec<String> =
+                (0..rng.below(4)).map(|_| format!("'t{}'", rng.below(8))).collect();
+            fields.push(format!("tags: [{}]", tags.join(", ")));
+            format!("{{{}}}", fields.join(", "))
+        })
+        .collect()
+}
+
+/// A generated query over the generated documents' fields.
+fn query(rng: &mut Rng) -> String {
+    let cat = |rng: &mut Rng| format!("'c{}'", rng.below(13));
+    let age = |rng: &mut Rng| rng.below(95);
+    match rng.below(16) {
+        0 => format!("{{category: {}}}", cat(rng)),
+        1 => format!("{{age: {{$gt: {}}}}}", age(rng)),
+        2 => format!("{{age: {{$gte: {}, $lt: {}}}}}", age(rng), age(rng)),
+        3 => format!("{{age: {{$lte: {}}}}}", age(rng)),
+        4 => format!("{{category: {}, age: {{$gte: {}}}}}", cat(rng), age(rng)),
+        5 => format!("{{category: {{$in: [{}, {}]}}}}", cat(rng), cat(rng)),
+        6 => format!("{{tags: 't{}'}}", rng.below(9)),
+        7 => format!("{{tags: {{$in: ['t{}', 't{}']}}}}", rng.below(8), rng.below(8)),
+        8 => format!("{{score: {{$gt: {}.5}}}}", rng.below(100)),
+        9 => format!("{{age: {}.5}}", rng.below(90)),
+        10 => "{age: null}".to_owned(),
+        11 => format!("{{n: {{$gte: {}, $lt: {}}}}}", rng.below(20_000), rng.below(20_000)),
+        12 => format!("{{age: {{$gt: {}.5}}, score: {{$lt: {}}}}}", age(rng), rng.below(100)),
+        13 => format!("{{age: {{$gt: {}}}, tags: 't{}'}}", age(rng), rng.below(8)),
+        14 => format!("{{category: {}, age: {}}}", cat(rng), age(rng)),
+        _ => format!("{{$or: [{{category: {}}}, {{age: {}}}]}}", cat(rng), age(rng)),
+    }
+}
+
+#[test]
+fn generated_queries_return_the_same_ids_through_indexes_as_a_full_scan() {
+    let s = support::bucket_server(1);
+    let mut c = s.connect();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let all = generated(20_000, &mut rng);
+    assert_eq!(c.cmd_raw(&["BUCKET.CREATE", "plain"]), "+OK\r\n");
+    insert_all(&mut c, "plain", &all);
+    assert_eq!(c.cmd_raw(&["BUCKET.CREATE", "indexed"]), "+OK\r\n");
+    // Half the indexes exist before the inserts, half are built over the stored documents.
+    // `category` has only the compound index, so queries on it use that index's leading field.
+    let before = r#"{"n": {"bson_type": "int32", "unique": true},
+        "$compound": [{"fields": [{"selector": "category", "bson_type": "string"}, {"selector": "age", "bson_type": "int32"}]}]}"#;
+    assert_eq!(c.cmd_raw(&["BUCKET.INDEX", "CREATE", "indexed", before]), "+OK\r\n");
+    insert_all(&mut c, "indexed", &all);
+    let after = r#"{"age": {"bson_type": "int64"}, "score": {"bson_type": "double"},
+        "tags": {"bson_type": "string", "multi_key": true}}"#;
+    assert_eq!(c.cmd_raw(&["BUCKET.INDEX", "CREATE", "indexed", after]), "+OK\r\n");
+    for name in [
+        "selector:age.bsonType:INT64",
+        "selector:score.bsonType:DOUBLE",
+        "selector:tags.bsonType:STRING",
+    ] {
+        wait_ready(&mut c, "indexed", name);
+    }
+    let mut used = HashSet::new();
+    for _ in 0..200 {
+        let q = query(&mut rng);
+        let plan = c.cmd_raw(&["BUCKET.EXPLAIN", "indexed", &q]);
+        for kind in ["IndexScan", "RangeScan", "CompoundIndexScan", "Union", "FullScan"] {
+            if plan.contains(kind) {
+                used.insert(kind);
+            }
+        }
+        let through_index = query_ids(&mut c, "indexed", &q, &[]);
+        let distinct: HashSet<&String> = through_index.iter().collect();
+        assert_eq!(distinct.len(), through_index.len(), "a document twice for {q}");
+        let mut got = through_index.clone();
+        got.sort();
+        let mut want = query_ids(&mut c, "plain", &q, &[]);
+        want.sort();
+        assert_eq!(got, want, "query {q}, plan {plan}");
+    }
+    for kind in ["IndexScan", "RangeScan", "CompoundIndexScan", "Union", "FullScan"] {
+        assert!(used.contains(kind), "no generated query used a {kind}");
+    }
+    // SORTBY through an index returns the filter's documents in order.
+    let (_, sorted) = docs(&c.cmd(&[
+        "BUCKET.QUERY",
+        "indexed",
+        "{category: 'c3'}",
+        "SORTBY",
+        "score",
+        "DESC",
+        "LIMIT",
+        "100000",
+    ]));
+    let scores: Vec<f64> = sorted.iter().map(|d| d["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]));
+    assert_eq!(sorted.len(), query_ids(&mut c, "plain", "{category: 'c3'}", &[]).len());
+    // Unique: an existing value is refused, in a batch too.
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.INSERT", "indexed", "DOCS", "{n: 7}"]),
+        "-DUPLICATEKEY Duplicate key: 'n' 7\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.INSERT", "indexed", "DOCS", "{n: 20000}", "{n: 20000}"]),
+        "-DUPLICATEKEY Duplicate key: 'n' 20000\r\n"
+    );
+}
+
+#[test]
+fn an_index_built_during_inserts_has_one_entry_per_document() {
+    let s = support::bucket_server(1);
+    let mut c = s.connect();
+    assert_eq!(c.cmd_raw(&["BUCKET.CREATE", "live"]), "+OK\r\n");
+    let doc = |i: usize| format!("{{v: {i}}}");
+    insert_all(&mut c, "live", &(0..4000).map(doc).collect::<Vec<_>>());
+    let writer = {
+        let addr = s.client;
+        std::thread::spawn(move || {
+            let mut w = Raw::connect(addr);
+            for chunk in (4000..7000).collect::<Vec<_>>().chunks(50) {
+                let docs: Vec<String> = chunk.iter().map(|i| format!("{{v: {i}}}")).collect();
+                insert_all(&mut w, "live", &docs);
+                // Deletes and updates during the build too.
+                let first = chunk[0];
+                let r = w.cmd_raw(&["BUCKET.DELETE", "live", &format!("{{v: {}}}", first - 4000)]);
+                assert!(r.starts_with("*2"), "{r}");
+                let r = w.cmd_raw(&[
+                    "BUCKET.UPDATE",
+                    "live",
+                    &format!("{{v: {}}}", first - 3999),
+                    &format!("{{$set: {{v: {}}}}}", first + 100_000),
+                ]);
+                assert!(r.starts_with("*2"), "{r}");
+            }
+        })
+    };
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.INDEX", "CREATE", "live", r#"{"v": {"bson_type": "int64"}}"#]),
+        "+OK\r\n"
+    );
+    writer.join().unwrap();
+    wait_ready(&mut c, "live", "selector:v.bsonType:INT64");
+    let everything = query_ids(&mut c, "live", "{}", &[]);
+    let through_index = query_ids(&mut c, "live", "{v: {$gte: 0}}", &[]);
+    assert!(c.cmd_raw(&["BUCKET.EXPLAIN", "live", "{v: {$gte: 0}}"]).contains("RangeScan"));
+    let distinct: HashSet<&String> = through_index.iter().collect();
+    assert_eq!(distinct.len(), through_index.len());
+    assert_eq!(through_index.len(), everything.len());
+    assert_eq!(cardinality(&mut c, "live", "selector:v.bsonType:INT64"), everything.len() as i64);
+    assert_eq!(everything.len(), 7000 - 60);
+    // The updated values are found under their new values only.
+    assert_eq!(query_ids(&mut c, "live", "{v: {$gte: 100000}}", &[]).len(), 60);
+}
+
+#[test]
+fn a_build_resumes_after_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s =
+        Server::builder().data_dir(dir.path()).arg("--bootstrap").set("bucket.shards", "1").start();
+    let mut c = s.connect();
+    let deadline = Instant::now() + support::PATIENCE;
+    while c.cmd_raw(&["BUCKET.CREATE", "b", "IF-NOT-EXISTS"]) != "+OK\r\n"
+        || c.cmd_raw(&["BUCKET.INSERT", "b", "DOCS", "{k: -1}"]).starts_with('-')
+    {
+        assert!(Instant::now() < deadline, "bucket shards never became usable");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    insert_all(&mut c, "b", &(0..20_000).map(|i| format!("{{k: {i}}}")).collect::<Vec<_>>());
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.INDEX", "CREATE", "b", r#"{"k": {"bson_type": "int32"}}"#]),
+        "+OK\r\n"
+    );
+    assert!(!s.signal_and_wait("KILL").success());
+    // Restarted at once: the member's registration is taken over rather than waited out.
+    let s =
+        Server::builder().data_dir(dir.path()).set("cluster.force_initialization", "true").start();
+    let mut c = s.connect();
+    // The first query of the bucket finds the build unfinished and takes it up again.
+    let deadline = Instant::now() + support::PATIENCE;
+    while c.cmd_raw(&["BUCKET.QUERY", "b", "{k: 1}"]).starts_with('-') {
+        assert!(Instant::now() < deadline, "the bucket never became readable");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_ready(&mut c, "b", "selector:k.bsonType:INT32");
+    assert_eq!(cardinality(&mut c, "b", "selector:k.bsonType:INT32"), 20_001);
+    assert_eq!(query_ids(&mut c, "b", "{k: {$gte: 19990}}", &[]).len(), 10);
+}
+
+#[test]
+fn concurrent_writers_of_one_unique_value_one_succeeds() {
+    let s = support::bucket_server(1);
+    let mut c = s.connect();
+    assert_eq!(
+        c.cmd_raw(&[
+            "BUCKET.CREATE",
+            "accounts",
+            "INDEXES",
+            r#"{"email": {"bson_type": "string", "unique": true}}"#
+        ]),
+        "+OK\r\n"
+    );
+    for round in 0..20 {
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let writers: Vec<_> = (0..2)
+            .map(|_| {
+                let (addr, barrier) = (s.client, std::sync::Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    let mut w = Raw::connect(addr);
+                    barrier.wait();
+                    w.cmd_raw(&[
+                        "BUCKET.INSERT",
+                        "accounts",
+                        "DOCS",
+                        &format!("{{email: 'e{round}'}}"),
+                    ])
+                })
+            })
+            .collect();
+        let replies: Vec<String> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+        let ok = replies.iter().filter(|r| r.starts_with("*1")).count();
+        assert_eq!(ok, 1, "{replies:?}");
+        assert!(
+            replies
+                .iter()
+                .any(|r| r == &format!("-DUPLICATEKEY Duplicate key: 'email' \"e{round}\"\r\n")),
+            "{replies:?}"
+        );
+        assert_eq!(query_ids(&mut c, "accounts", &format!("{{email: 'e{round}'}}"), &[]).len(), 1);
+    }
+}
