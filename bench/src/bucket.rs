@@ -38,13 +38,13 @@ fn as_postgres(args: &[&str]) -> Command {
     c
 }
 
-struct Postgres {
+pub(crate) struct Postgres {
     dir: PathBuf,
     port: u16,
 }
 
 impl Postgres {
-    fn start(root: &Path) -> Result<Postgres> {
+    pub(crate) fn start(root: &Path) -> Result<Postgres> {
         let dir = root.join("pg");
         std::fs::create_dir_all(&dir)?;
         let chown = Command::new("chown").args(["-R", "postgres:postgres"]).arg(root).status()?;
@@ -93,7 +93,7 @@ impl Postgres {
         Ok(pg)
     }
 
-    fn sql(&self, sql: &str) -> Result<()> {
+    pub(crate) fn sql(&self, sql: &str) -> Result<()> {
         let ok = Command::new("psql")
             .args(["-h", &self.dir.display().to_string(), "-p", &self.port.to_string()])
             .args(["-U", "postgres", "-q", "-c", sql])
@@ -106,7 +106,12 @@ impl Postgres {
     }
 
     /// Runs a pgbench script; returns transactions per second and the mean latency in ms.
-    fn pgbench(&self, script: &str, clients: u32, transactions: u64) -> Result<(f64, f64)> {
+    pub(crate) fn pgbench(
+        &self,
+        script: &str,
+        clients: u32,
+        transactions: u64,
+    ) -> Result<(f64, f64)> {
         let file = self.dir.join("script.sql");
         std::fs::write(&file, script)?;
         let per_client = (transactions / u64::from(clients)).max(1);
@@ -156,7 +161,7 @@ impl Drop for Postgres {
     }
 }
 
-fn kronotop(bin: &Path, root: &Path) -> Result<(Proc, u16)> {
+pub(crate) fn kronotop(bin: &Path, root: &Path) -> Result<(Proc, u16)> {
     let port = free_port()?;
     let child = Command::new(bin)
         .args([
@@ -178,7 +183,7 @@ fn kronotop(bin: &Path, root: &Path) -> Result<(Proc, u16)> {
     Ok((p, port))
 }
 
-fn call(port: u16, args: &[&str]) -> Result<String> {
+pub(crate) fn call(port: u16, args: &[&str]) -> Result<String> {
     let out = Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output()?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -7,8 +7,10 @@
 //! `meta`: small transactions against the metadata store beside raw redb and the disk's sync rate.
 //! `redis`: strings and hashes beside redis-server in three durability settings, and memory.
 //! `bucket`: document inserts and a full-scan query beside PostgreSQL 15 `jsonb`.
+//! `index`: indexed queries, SORTBY, a full scan and a 70/15/10/5 mix beside PostgreSQL 15.
 
 mod bucket;
+mod index;
 mod meta;
 mod redis;
 mod volume;
@@ -92,6 +94,16 @@ enum Workload {
         #[arg(long, default_value_t = 1)]
         rounds: usize,
     },
+    /// Indexed queries, SORTBY, a full scan and a mixed workload beside PostgreSQL 15 with
+    /// expression indexes.
+    Index {
+        /// The kronotop binary to measure.
+        #[arg(long, default_value = "target/release/kronotop")]
+        kronotop: PathBuf,
+        /// Requests per indexed-query row and for the mixed workload, per side.
+        #[arg(long, default_value_t = 20_000)]
+        requests: u64,
+    },
     /// Bucket inserts (1 and 100 documents per command) and a full scan beside PostgreSQL 15.
     Bucket {
         /// The kronotop binary to measure.
@@ -126,6 +138,7 @@ fn main() -> Result<()> {
             ("redis", redis::run(&kronotop, requests, always_requests, clients, rounds)?)
         }
         Workload::Bucket { kronotop, requests } => ("bucket", bucket::run(&kronotop, requests)?),
+        Workload::Index { kronotop, requests } => ("index", index::run(&kronotop, requests)?),
         Workload::Volume { disk } => ("volume", volume::run(disk.seconds, disk.dir)?),
         Workload::Meta { disk } => ("meta", meta::run(disk.seconds, disk.dir)?),
     };
@@ -183,8 +196,21 @@ fn run_redis_benchmark(
     test: &[&str],
     label: &str,
 ) -> Result<Sample> {
+    run_redis_benchmark_keyspace(port, pipeline, requests, clients, test, label, 100_000)
+}
+
+/// As `run_redis_benchmark`, with `__rand_int__` drawn from `0..keyspace`.
+fn run_redis_benchmark_keyspace(
+    port: u16,
+    pipeline: u32,
+    requests: u64,
+    clients: u32,
+    test: &[&str],
+    label: &str,
+    keyspace: u64,
+) -> Result<Sample> {
     let out = Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--csv", "-r", "100000"])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--csv", "-r", &keyspace.to_string()])
         .args([
             "-c",
             &clients.to_string(),

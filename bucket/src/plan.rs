@@ -239,7 +239,8 @@ fn shape_of(selector: &str, b: &Bounds) -> Shape {
 }
 
 /// How strongly a field's bounds narrow a scan: equality, then `$in`, then two-sided and
-/// one-sided ranges (the reference's heuristic order without statistics).
+/// one-sided ranges (the reference's heuristic order without statistics). A compound index adds
+/// up its fields: 4 per equality, 2 for the range after them.
 fn strength(b: &Bounds) -> u32 {
     match (&b.eq, &b.ins, &b.lower, &b.upper) {
         (Some(_), ..) => 4,
@@ -316,7 +317,9 @@ impl Buckets {
         });
         for def in usable {
             let Some((score, scan)) = self.index_scan(meta, filter, def) else { continue };
-            // A single-field index wins over a compound one of the same strength (reference 5.7).
+            // A compound index pinned on more fields is more selective and wins; at equal
+            // strength a single-field index wins (reference 5.7: it is preferred for the same
+            // leading field).
             let score = score * 2 + u32::from(!def.compound);
             if best.as_ref().is_none_or(|(s, _)| score > *s) {
                 best = Some((score, scan));
@@ -402,7 +405,7 @@ impl Buckets {
             repeats: multi,
             shape: Shape::Compound { filters },
         };
-        Some((score.min(4), scan))
+        Some((score, scan))
     }
 
     /// A scan that returns documents in `field` order: a single-field index on it, or a compound
