@@ -249,7 +249,7 @@ fn generated(n: usize, rng: &mut Rng) -> Vec<String> {
 fn query(rng: &mut Rng) -> String {
     let cat = |rng: &mut Rng| format!("'c{}'", rng.below(13));
     let age = |rng: &mut Rng| rng.below(95);
-    match rng.below(16) {
+    match rng.below(18) {
         0 => format!("{{category: {}}}", cat(rng)),
         1 => format!("{{age: {{$gt: {}}}}}", age(rng)),
         2 => format!("{{age: {{$gte: {}, $lt: {}}}}}", age(rng), age(rng)),
@@ -265,6 +265,13 @@ fn query(rng: &mut Rng) -> String {
         12 => format!("{{age: {{$gt: {}.5}}, score: {{$lt: {}}}}}", age(rng), rng.below(100)),
         13 => format!("{{age: {{$gt: {}}}, tags: 't{}'}}", age(rng), rng.below(8)),
         14 => format!("{{category: {}, age: {}}}", cat(rng), age(rng)),
+        // Two bounds of one side: the scan uses one, the other must still be checked.
+        15 => format!("{{$and: [{{age: {{$gt: {}}}}}, {{age: {{$gt: {}}}}}]}}", age(rng), age(rng)),
+        16 => format!(
+            "{{score: {{$gte: {}, $lte: {}}}, n: {{$lt: 10000}}}}",
+            rng.below(50),
+            rng.below(100)
+        ),
         _ => format!("{{$or: [{{category: {}}}, {{age: {}}}]}}", cat(rng), age(rng)),
     }
 }

@@ -57,6 +57,99 @@ pub struct Scan {
     /// The scan can meet a document more than once (a multi-key index, or several `$in` values).
     pub repeats: bool,
     pub shape: Shape,
+    /// The ranges hold exactly the documents the filter matches: no residual check is needed.
+    pub exact: bool,
+}
+
+/// The filter's conjuncts when it is nothing but field predicates joined by AND.
+fn flat_conjuncts(f: &Filter) -> Option<Vec<(&str, &Pred)>> {
+    fn walk<'a>(f: &'a Filter, out: &mut Vec<(&'a str, &'a Pred)>) -> bool {
+        match f {
+            Filter::And(list) => list.iter().all(|c| walk(c, out)),
+            Filter::Field { path, pred: Pred::And(preds) } => {
+                out.extend(preds.iter().map(|p| (path.as_str(), p)));
+                true
+            }
+            Filter::Field { path, pred } => {
+                out.push((path.as_str(), pred));
+                true
+            }
+            _ => false,
+        }
+    }
+    let mut out = Vec::new();
+    walk(f, &mut out).then_some(out)
+}
+
+/// Whether a scan over `used` fields (selector and index type, of a non-multi-key index) returns
+/// exactly the documents `filter` matches: every conjunct is a comparison on a used field whose
+/// operand converts exactly, each field has at most one bound on each side, and a field with an
+/// equality or `$in` has nothing else (the planner uses the first predicate of each kind, so
+/// anything more would go unchecked).
+fn exact(filter: &Filter, used: &[(&str, BsonType)]) -> bool {
+    let Some(conjuncts) = flat_conjuncts(filter) else { return false };
+    for (field, t) in used {
+        let preds: Vec<&Pred> =
+            conjuncts.iter().filter(|(p, _)| p == field).map(|(_, p)| *p).collect();
+        let lowers = preds.iter().filter(|p| matches!(p, Pred::Gt(_) | Pred::Gte(_))).count();
+        let uppers = preds.iter().filter(|p| matches!(p, Pred::Lt(_) | Pred::Lte(_))).count();
+        let pointed = preds.iter().any(|p| matches!(p, Pred::Eq(_) | Pred::In(_)));
+        if lowers > 1 || uppers > 1 || (pointed && preds.len() > 1) {
+            return false;
+        }
+        let converts = |v: &Bson, side: Side| {
+            !matches!(v, Bson::Null | Bson::Undefined)
+                && matches!(operand_element(*t, v, side), Some((_, true)))
+        };
+        let all_exact = preds.iter().all(|p| match p {
+            Pred::Eq(Bson::Null) => true,
+            Pred::Eq(v) => converts(v, Side::Exact),
+            Pred::In(list) => list.iter().all(|o| match o {
+                Operand::Value(v) => converts(v, Side::Exact),
+                Operand::Regex(_) => false,
+            }),
+            Pred::Gt(v) | Pred::Gte(v) => converts(v, Side::Below),
+            Pred::Lt(v) | Pred::Lte(v) => converts(v, Side::Above),
+            _ => false,
+        });
+        if !all_exact {
+            return false;
+        }
+    }
+    conjuncts.iter().all(|(p, _)| used.iter().any(|(f, _)| f == p))
+}
+
+impl Scan {
+    /// Decides `exact` for a scan just built for `filter`.
+    fn checked(mut self, filter: &Filter) -> Scan {
+        let multi = self.index.as_ref().is_some_and(|d| d.fields.iter().any(|f| f.multi_key));
+        let type_of = |sel: &str| match &self.index {
+            None => Some(BsonType::ObjectId),
+            Some(d) => d.fields.iter().find(|f| f.selector == sel).map(|f| f.bson_type),
+        };
+        let mut used: Vec<(&str, BsonType)> = Vec::new();
+        let selectors: Vec<&str> = match &self.shape {
+            Shape::Full | Shape::Ordered { .. } => Vec::new(),
+            Shape::Eq { selector, .. }
+            | Shape::Range { selector, .. }
+            | Shape::In { selector, .. } => {
+                vec![selector.as_str()]
+            }
+            Shape::Compound { filters } => filters.iter().map(|(s, _, _)| s.as_str()).collect(),
+        };
+        for sel in selectors {
+            if used.iter().any(|(s, _)| *s == sel) {
+                continue;
+            }
+            match type_of(sel) {
+                Some(t) => used.push((sel, t)),
+                None => return self,
+            }
+        }
+        let exact = !multi && exact(filter, &used);
+        self.exact = exact;
+        self
+    }
 }
 
 /// The bounds the filter's top-level conjuncts put on one field.
@@ -263,7 +356,14 @@ impl Buckets {
     /// The whole primary index as one range.
     fn full(&self, bucket: &str, reverse: bool) -> Scan {
         let (b, e) = self.s.subspace(&(INDEX, bucket)).range();
-        Scan { index: None, ranges: vec![(b, e)], reverse, repeats: false, shape: Shape::Full }
+        Scan {
+            index: None,
+            ranges: vec![(b, e)],
+            reverse,
+            repeats: false,
+            shape: Shape::Full,
+            exact: false,
+        }
     }
 
     /// Plans a query on `meta` with `filter` and an optional `SORTBY (field, descending)`.
@@ -281,10 +381,12 @@ impl Buckets {
     ) -> Result<Scan, BucketError> {
         let usable: Vec<&IndexDef> = meta.indexes.iter().filter(|d| ready(d.id)).collect();
         match sort {
-            None => Ok(self.choose(meta, filter, &usable)),
+            None => Ok(self.choose(meta, filter, &usable).checked(filter)),
             Some(("_id", desc)) => {
-                let mut scan =
-                    self.primary_scan(meta, filter).unwrap_or_else(|| self.full(&meta.name, desc));
+                let mut scan = self
+                    .primary_scan(meta, filter)
+                    .unwrap_or_else(|| self.full(&meta.name, desc))
+                    .checked(filter);
                 scan.reverse = desc;
                 Ok(scan)
             }
@@ -305,6 +407,7 @@ impl Buckets {
             ranges,
             reverse: false,
             shape: shape_of("_id", &b),
+            exact: false,
         })
     }
 
@@ -351,6 +454,7 @@ impl Buckets {
                 reverse: false,
                 repeats,
                 shape: shape_of(&f.selector, &b),
+                exact: false,
             };
             return Some((strength(&b), scan));
         }
@@ -404,6 +508,7 @@ impl Buckets {
             reverse: false,
             repeats: multi,
             shape: Shape::Compound { filters },
+            exact: false,
         };
         Some((score, scan))
     }
@@ -469,7 +574,9 @@ impl Buckets {
                 reverse: desc,
                 repeats: false,
                 shape,
-            });
+                exact: false,
+            }
+            .checked(filter));
         }
         Err(BucketError::Schema(match broken {
             Some(p) => format!(

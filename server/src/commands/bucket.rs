@@ -463,6 +463,84 @@ fn document(doc: &Document, format: DocumentFormat) -> Reply {
     }
 }
 
+/// A stored document as a reply, from its bytes: as they are for BSON, as JSON otherwise.
+fn raw_document(
+    bytes: &Bytes,
+    format: DocumentFormat,
+    at: &kronotop_bucket::Location,
+) -> Result<Reply, CommandError> {
+    let bad = |e: bson::raw::Error| CommandError::err_owned(format!("document {}: {e}", at.id));
+    let raw = bson::RawDocument::from_bytes(bytes).map_err(bad)?;
+    match format {
+        DocumentFormat::Bson => Ok(Reply::Bulk(bytes.clone())),
+        DocumentFormat::Json => {
+            let mut out = Vec::with_capacity(bytes.len() + 64);
+            write_json_raw(&mut out, raw, true).map_err(bad)?;
+            Ok(Reply::bulk(out))
+        }
+    }
+}
+
+/// `write_json_document` for stored bytes: the same text, read element by element.
+fn write_json_raw(
+    out: &mut Vec<u8>,
+    doc: &bson::RawDocument,
+    top: bool,
+) -> Result<(), bson::raw::Error> {
+    out.push(b'{');
+    for (i, item) in doc.iter().enumerate() {
+        let (k, v) = item?;
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_string(out, k);
+        out.push(b':');
+        match v {
+            bson::RawBsonRef::ObjectId(id) if top && k == "_id" => {
+                out.push(b'"');
+                out.extend_from_slice(id.to_hex().as_bytes());
+                out.push(b'"');
+            }
+            other => write_json_raw_value(out, other)?,
+        }
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+fn write_json_raw_value(
+    out: &mut Vec<u8>,
+    v: bson::RawBsonRef<'_>,
+) -> Result<(), bson::raw::Error> {
+    use bson::RawBsonRef as R;
+    match v {
+        R::String(s) => write_json_string(out, s),
+        R::Int32(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        R::Int64(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        R::Double(d) if d.is_finite() => {
+            let _ = serde_json::to_writer(&mut *out, &d);
+        }
+        R::Boolean(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+        R::Null => out.extend_from_slice(b"null"),
+        R::Document(d) => write_json_raw(out, d, false)?,
+        R::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_raw_value(out, item?)?;
+            }
+            out.push(b']');
+        }
+        other => match bson::Bson::try_from(other.to_raw_bson()) {
+            Ok(b) => write_json_value(out, &b),
+            Err(_) => out.extend_from_slice(b"null"),
+        },
+    }
+    Ok(())
+}
+
 /// Writes `doc` as relaxed extended JSON, with a top-level ObjectId `_id` as a plain hex string.
 /// The common types are written directly (the generic path builds a JSON tree from a copy of the
 /// document, which dominated query replies); the rare ones take the bson crate's conversion, so
@@ -1153,6 +1231,9 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
     let mut matched = false;
     let started = std::time::Instant::now();
     let mut pending = Vec::new();
+    let raw_replies = ctx.session.bucket_cursors.get(&id).is_some_and(|c| {
+        scan.exact && c.resultsort.is_none() && matches!(c.action, Action::Query(None))
+    });
     let mut volumes: std::collections::HashMap<
         u32,
         Option<std::sync::Arc<kronotop_volume::Volume>>,
@@ -1185,11 +1266,24 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
                 .entry(at.shard)
                 .or_insert_with(|| ctx.node.volumes.get(&ShardKind::Bucket.volume_name(at.shard)))
                 .clone();
-            let mut doc = match &volume {
-                Some(v) => b.read(v, &at)?,
-                None => remote_body(ctx.node, &at).await?,
+            let bytes = match &volume {
+                Some(v) => v.read(&at.body).map_err(BucketError::from)?,
+                None => remote_bytes(ctx.node, &at).await?,
             };
             let Some(cursor) = ctx.session.bucket_cursors.get(&id) else { break };
+            // A query the scan answers exactly, shown whole: the stored bytes are the reply (BSON)
+            // or are written as JSON straight from them, with no document built.
+            if raw_replies {
+                matched = true;
+                entries.push(raw_document(&bytes, format, &at)?);
+                if entries.len() >= limit {
+                    done = false;
+                    break;
+                }
+                continue;
+            }
+            let mut doc = Document::from_reader(&mut &bytes[..])
+                .map_err(|e| CommandError::err_owned(format!("document {}: {e}", at.id)))?;
             if !matches(&cursor.filter, &doc) {
                 continue;
             }
@@ -1305,6 +1399,16 @@ async fn remote_body(
     node: &crate::node::Node,
     at: &kronotop_bucket::Location,
 ) -> Result<Document, CommandError> {
+    let bytes = remote_bytes(node, at).await?;
+    Document::from_reader(&mut &bytes[..])
+        .map_err(|e| CommandError::err_owned(format!("document {}: {e}", at.id)))
+}
+
+/// A document's BSON bytes, from the member that is its shard's primary.
+async fn remote_bytes(
+    node: &crate::node::Node,
+    at: &kronotop_bucket::Location,
+) -> Result<Bytes, CommandError> {
     let topology = node.cluster.topology();
     let primary = topology
         .routes
@@ -1317,13 +1421,10 @@ async fn remote_body(
         .redis
         .member_internal_address(&primary)
         .ok_or_else(|| CommandError::err_owned(format!("no address known for member {primary}")))?;
-    let bytes = node
-        .peers
+    node.peers
         .read_entry(&addr, &ShardKind::Bucket.volume_name(at.shard), &at.body)
         .await
-        .map_err(|e| CommandError::err_owned(format!("reading document {}: {e}", at.id)))?;
-    Document::from_reader(&mut &bytes[..])
-        .map_err(|e| CommandError::err_owned(format!("document {}: {e}", at.id)))
+        .map_err(|e| CommandError::err_owned(format!("reading document {}: {e}", at.id)))
 }
 
 /// The cursors of a session, by id.
@@ -1356,5 +1457,18 @@ mod tests {
             obj.insert("_id".into(), serde_json::Value::String(id.to_hex()));
         }
         assert_eq!(std::str::from_utf8(&fast).unwrap(), want.to_string());
+        // And the same text straight from the stored bytes.
+        let mut bytes = Vec::new();
+        doc.to_writer(&mut bytes).unwrap();
+        let at = kronotop_bucket::Location {
+            id,
+            shard: 0,
+            body: kronotop_volume::EntryMetadata { segment: 0, position: 0, length: 0 },
+        };
+        let Ok(Reply::Bulk(raw)) = raw_document(&Bytes::from(bytes), DocumentFormat::Json, &at)
+        else {
+            panic!("not a bulk")
+        };
+        assert_eq!(raw, fast);
     }
 }
