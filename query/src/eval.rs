@@ -20,6 +20,28 @@ pub fn matches(filter: &Filter, doc: &Document) -> bool {
     }
 }
 
+/// The top-level fields a filter looks at (the first segment of every path it names): a document
+/// holding only those fields matches exactly when the whole document does.
+pub fn top_fields(f: &Filter) -> Vec<String> {
+    fn walk(f: &Filter, out: &mut Vec<String>) {
+        match f {
+            Filter::And(list) | Filter::Or(list) | Filter::Nor(list) => {
+                list.iter().for_each(|c| walk(c, out));
+            }
+            Filter::Not(inner) => walk(inner, out),
+            Filter::Field { path, .. } => {
+                let top = path.split('.').next().unwrap_or(path).to_owned();
+                if !out.contains(&top) {
+                    out.push(top);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(f, &mut out);
+    out
+}
+
 /// The values at dot path `path` of `doc` (empty when missing), as predicates see them.
 pub fn field_values<'a>(doc: &'a Document, path: &str) -> Vec<&'a Bson> {
     let segments: Vec<&str> = path.split('.').collect();

@@ -463,6 +463,21 @@ fn document(doc: &Document, format: DocumentFormat) -> Reply {
     }
 }
 
+/// Whether the stored document `bytes` matches `filter`, which names only the top-level fields
+/// `referenced`: the filter runs on a document of those fields alone, which it matches exactly
+/// when it matches the whole. `None` when the bytes are not a document.
+fn matches_raw(filter: &Filter, referenced: &[String], bytes: &[u8]) -> Option<bool> {
+    let raw = bson::RawDocument::from_bytes(bytes).ok()?;
+    let mut named = Document::new();
+    for item in raw.iter() {
+        let (k, v) = item.ok()?;
+        if referenced.iter().any(|r| r == k) {
+            named.insert(k, bson::Bson::try_from(v.to_raw_bson()).ok()?);
+        }
+    }
+    Some(matches(filter, &named))
+}
+
 /// A stored document as a reply, from its bytes: as they are for BSON, as JSON otherwise.
 fn raw_document(
     bytes: &Bytes,
@@ -1231,9 +1246,18 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
     let mut matched = false;
     let started = std::time::Instant::now();
     let mut pending = Vec::new();
-    let raw_replies = ctx.session.bucket_cursors.get(&id).is_some_and(|c| {
-        scan.exact && c.resultsort.is_none() && matches!(c.action, Action::Query(None))
-    });
+    let raw_query = ctx
+        .session
+        .bucket_cursors
+        .get(&id)
+        .is_some_and(|c| c.resultsort.is_none() && matches!(c.action, Action::Query(None)));
+    let raw_replies = raw_query && scan.exact;
+    let referenced = ctx
+        .session
+        .bucket_cursors
+        .get(&id)
+        .map(|c| kronotop_query::eval::top_fields(&c.filter))
+        .unwrap_or_default();
     let mut volumes: std::collections::HashMap<
         u32,
         Option<std::sync::Arc<kronotop_volume::Volume>>,
@@ -1282,12 +1306,25 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
                 }
                 continue;
             }
-            let mut doc = Document::from_reader(&mut &bytes[..])
-                .map_err(|e| CommandError::err_owned(format!("document {}: {e}", at.id)))?;
-            if !matches(&cursor.filter, &doc) {
+            // The filter is checked on the fields it names, read from the stored bytes, before the
+            // whole document is built: most scanned documents do not match.
+            let Some(passes) = matches_raw(&cursor.filter, &referenced, &bytes) else {
+                return Err(CommandError::err_owned(format!("document {} is malformed", at.id)));
+            };
+            if !passes {
                 continue;
             }
             matched = true;
+            if raw_query {
+                entries.push(raw_document(&bytes, format, &at)?);
+                if entries.len() >= limit {
+                    done = false;
+                    break;
+                }
+                continue;
+            }
+            let mut doc = Document::from_reader(&mut &bytes[..])
+                .map_err(|e| CommandError::err_owned(format!("document {}: {e}", at.id)))?;
             match &cursor.action {
                 Action::Query(projection) => {
                     let key = cursor.resultsort.as_ref().map(|(f, _)| {
