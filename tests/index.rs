@@ -168,6 +168,17 @@ fn s19_s20_commands_and_explain() {
     );
     let plan = c.cmd_raw(&["BUCKET.EXPLAIN", "users", "{age: {$in: [25, 41]}}"]);
     assert!(plan.contains("Union") && plan.contains("UNION"), "{plan}");
+    let plan =
+        c.cmd_raw(&["BUCKET.EXPLAIN", "users", "{age: {$in: [41, 25]}}", "SORTBY", "age", "DESC"]);
+    assert!(plan.contains("OrderedConcat") && plan.contains("ORDERED_CONCAT"), "{plan}");
+    assert_eq!(names(&mut c, &[]).len(), 4, "an unfiltered query still sees every document");
+    let (_, sorted) =
+        docs(&c.cmd(&["BUCKET.QUERY", "users", "{age: {$in: [41, 25]}}", "SORTBY", "age", "DESC"]));
+    let ages: Vec<i64> = sorted.iter().map(|d| d["age"].as_i64().unwrap()).collect();
+    assert_eq!(ages, [41, 25]);
+    // Nested groups are flattened before planning.
+    let plan = c.cmd_raw(&["BUCKET.EXPLAIN", "users", "{$and: [{$and: [{age: {$gt: 26}}]}]}"]);
+    assert!(plan.contains("RangeScan"), "{plan}");
     let plan = c.cmd_raw(&["BUCKET.EXPLAIN", "users", "{name: 'a'}"]);
     assert!(plan.contains("FullScan") && plan.contains("primary-index"), "{plan}");
     assert_eq!(query_ids(&mut c, "users", "{age: {$gt: 26}}", &[]).len(), 2);

@@ -36,6 +36,11 @@ pub enum Shape {
         selector: String,
         operands: Vec<Bson>,
     },
+    /// `$in` on the `SORTBY` field: its values' ranges walked in order, one after the other.
+    OrderedIn {
+        selector: String,
+        operands: Vec<Bson>,
+    },
     /// Leading fields of a compound index: `(selector, operator, operand)`.
     Compound {
         filters: Vec<(String, &'static str, Bson)>,
@@ -132,9 +137,8 @@ impl Scan {
             Shape::Full | Shape::Ordered { .. } => Vec::new(),
             Shape::Eq { selector, .. }
             | Shape::Range { selector, .. }
-            | Shape::In { selector, .. } => {
-                vec![selector.as_str()]
-            }
+            | Shape::In { selector, .. }
+            | Shape::OrderedIn { selector, .. } => vec![selector.as_str()],
             Shape::Compound { filters } => filters.iter().map(|(s, _, _)| s.as_str()).collect(),
         };
         for sel in selectors {
@@ -556,7 +560,12 @@ impl Buckets {
             let b = bounds_on(filter, field);
             let narrowed = if b.usable() { field_ranges(&prefix, f.bson_type, &b) } else { None };
             let (ranges, shape) = match narrowed {
-                Some(r) if filters.is_empty() => (r, shape_of(field, &b)),
+                Some(r) if filters.is_empty() => match shape_of(field, &b) {
+                    Shape::In { selector, operands } => {
+                        (r, Shape::OrderedIn { selector, operands })
+                    }
+                    other => (r, other),
+                },
                 Some(r) => {
                     let (op, v) = operator(&b);
                     filters.push((field.to_owned(), op, v));

@@ -22,6 +22,40 @@ pub enum Filter {
     },
 }
 
+impl Filter {
+    /// The logical simplifications that hold under BQL's semantics (reference 5.7): nested ANDs
+    /// and ORs flattened, one-child groups unwrapped, double negations removed. Contradictions and
+    /// tautologies between predicates are not folded: a field holding an array satisfies `{a: 1}`
+    /// and `{a: 2}` at once, so most of them are not contradictions here.
+    pub fn simplified(self) -> Filter {
+        fn group(list: Vec<Filter>, and: bool) -> Filter {
+            let mut out = Vec::with_capacity(list.len());
+            for c in list {
+                match (c.simplified(), and) {
+                    (Filter::And(inner), true) | (Filter::Or(inner), false) => out.extend(inner),
+                    (other, _) => out.push(other),
+                }
+            }
+            match <[Filter; 1]>::try_from(out) {
+                Ok([one]) => one,
+                Err(out) if and => Filter::And(out),
+                Err(out) => Filter::Or(out),
+            }
+        }
+        match self {
+            Filter::And(list) => group(list, true),
+            // An empty OR stays as it is: it is not the same as the empty AND.
+            Filter::Or(list) if !list.is_empty() => group(list, false),
+            Filter::Not(inner) => match inner.simplified() {
+                Filter::Not(twice) => *twice,
+                other => Filter::Not(Box::new(other)),
+            },
+            Filter::Nor(list) => Filter::Nor(list.into_iter().map(Filter::simplified).collect()),
+            other => other,
+        }
+    }
+}
+
 /// A predicate on one field's value.
 #[derive(Debug, Clone)]
 pub enum Pred {

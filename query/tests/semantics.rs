@@ -263,6 +263,9 @@ fn bql_matches_mongodb_semantics_case_by_case() {
             if matches(&f, &part) != matches(&f, d) {
                 failures.push(format!("{filter}: the named fields alone disagree on {d}"));
             }
+            if matches(&f.clone().simplified(), d) != matches(&f, d) {
+                failures.push(format!("{filter}: the simplified filter disagrees on {d}"));
+            }
         }
     }
     assert!(CASES.len() >= 150, "{} cases", CASES.len());

@@ -770,7 +770,7 @@ async fn open_cursor(
             .unwrap_or_default(),
         false => String::from_utf8_lossy(filter).into_owned(),
     };
-    let parsed = kronotop_query::parse_filter(filter)?;
+    let parsed = kronotop_query::parse_filter(filter)?.simplified();
     let limit = if opts.limit == 0 { ctx.session.attributes.limit as usize } else { opts.limit };
     let b = buckets(ctx).await?;
     let (tx, auto) = transaction(ctx)?;
@@ -920,7 +920,7 @@ async fn explain(
     filter: &[u8],
     opts: &Opts,
 ) -> Result<Reply, CommandError> {
-    let parsed = kronotop_query::parse_filter(filter)?;
+    let parsed = kronotop_query::parse_filter(filter)?.simplified();
     let b = buckets(ctx).await?;
     let (tx, auto) = transaction(ctx)?;
     let meta = b.get(&tx, bucket).await?;

@@ -87,9 +87,10 @@ fn covered(scan: &Scan, filter: &Filter) -> bool {
         Shape::Full | Shape::Ordered { .. } => {
             return matches!(filter, Filter::And(l) if l.is_empty());
         }
-        Shape::Eq { selector, .. } | Shape::Range { selector, .. } | Shape::In { selector, .. } => {
-            vec![selector.as_str()]
-        }
+        Shape::Eq { selector, .. }
+        | Shape::Range { selector, .. }
+        | Shape::In { selector, .. }
+        | Shape::OrderedIn { selector, .. } => vec![selector.as_str()],
         Shape::Compound { filters } => filters.iter().map(|(s, _, _)| s.as_str()).collect(),
     };
     if scan.index.as_ref().is_some_and(|d| d.fields.iter().any(|f| f.multi_key)) {
@@ -170,7 +171,7 @@ pub fn plan_node(scan: &Scan, filter: &Filter) -> Reply {
                 ],
             )
         }
-        Shape::In { selector, operands } => {
+        Shape::In { selector, operands } | Shape::OrderedIn { selector, operands } => {
             let mut children = Vec::with_capacity(operands.len());
             let mut child_id = id + 1;
             for _ in operands {
@@ -186,11 +187,15 @@ pub fn plan_node(scan: &Scan, filter: &Filter) -> Reply {
                     ],
                 ));
             }
+            let (kind, operation) = match &scan.shape {
+                Shape::OrderedIn { .. } => ("OrderedConcat", "ORDERED_CONCAT"),
+                _ => ("Union", "UNION"),
+            };
             let n = node(
-                "Union",
+                kind,
                 &mut id,
                 vec![
-                    kv("operation", Reply::bulk_str("UNION")),
+                    kv("operation", Reply::bulk_str(operation)),
                     kv("children", Reply::Array(children)),
                 ],
             );
