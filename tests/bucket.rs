@@ -592,3 +592,27 @@ fn documents_change_in_the_transaction_that_inserted_them() {
     assert_eq!(after, [serde_json::json!({"n": 11, "m": "x"})]);
     assert_eq!(live_entries(&s, 1) - before, 1);
 }
+
+/// A session keeps at most 1,024 open cursors: opening more drops the oldest.
+#[test]
+fn open_cursors_are_capped_per_session() {
+    let s = server();
+    let mut c = s.connect();
+    assert_eq!(c.cmd_raw(&["BUCKET.CREATE", "few"]), "+OK\r\n");
+    let mut batch = Vec::new();
+    for _ in 0..1030 {
+        batch.extend_from_slice(&support::encode(&[b"BUCKET.QUERY", b"few", b"{}"]));
+    }
+    c.send(&batch);
+    let mut last = 0;
+    for _ in 0..1030 {
+        last = cursor_reply(&c.read()).0;
+    }
+    assert!(
+        c.cmd_raw(&["BUCKET.ADVANCE", "QUERY", "1"]).starts_with("-ERR No previous query context")
+    );
+    assert!(c.cmd_raw(&["BUCKET.ADVANCE", "QUERY", &last.to_string()]).starts_with("*2"));
+    let open = c.cmd_raw(&["BUCKET.CURSORS", "QUERY"]);
+    // RESP2: the map of 1,024 cursors is a flat array of 2,048 items.
+    assert!(open.contains("*2048\r\n"), "{}", &open[..open.len().min(80)]);
+}

@@ -45,6 +45,11 @@ const READ_CHUNK: usize = 10_000;
 /// metadata store cost more than the entries.
 const MIN_CHUNK: usize = 16;
 
+/// Open cursors a session keeps, at most; opening one more drops the oldest. Our limit (the
+/// reference has none): a cursor holds its filter, plan and position, a few KiB, so 1,024 bound a
+/// session's cursors to a few MiB.
+const MAX_CURSORS: usize = 1024;
+
 /// Documents `BUCKET.PURGE` deletes per transaction: each delete writes a few keys, so 1,000 stay
 /// far below the metadata store's 10 MB transaction size.
 const PURGE_BATCH: usize = 1_000;
@@ -796,6 +801,11 @@ async fn open_cursor(
         matched: false,
         resultsort: opts.resultsort.clone(),
     };
+    // Cursors live until closed (reference 5.10), so a client that never closes them would grow
+    // its session without bound: past the cap the oldest is dropped.
+    while ctx.session.bucket_cursors.len() >= MAX_CURSORS {
+        ctx.session.bucket_cursors.pop_first();
+    }
     ctx.session.bucket_cursors.insert(id, cursor);
     batch(ctx, id).await
 }
