@@ -150,6 +150,7 @@ pub async fn start_member(
             .await;
     let node =
         Arc::new(Node::new(config, config_file, addrs, meta.clone(), cluster, volumes, redis)?);
+    tokio::spawn(crate::commands::bucket::resume_builds(Arc::clone(&node)));
     tracing::info!(
         member = index,
         member_id = %node.member_id,

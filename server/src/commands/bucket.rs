@@ -1068,22 +1068,82 @@ const BUILD_BATCH: usize = 500;
 /// Starts the background build of index `id` of `bucket` in the session's namespace, unless this
 /// process already runs it.
 fn spawn_builder(ctx: &Ctx<'_>, b: &Buckets, bucket: &str, id: u64) {
-    let key = (ctx.session.namespace.clone(), bucket.to_owned(), id);
+    start_builder(ctx.node, &ctx.session.namespace, b, bucket, id);
+}
+
+/// Times a build tries again after an error that is not the data's (a body that cannot be read
+/// yet because its shard is still opening, a metadata error), a second apart, before it stops and
+/// waits for the next query of the bucket to start it again.
+const BUILD_ATTEMPTS: u32 = 30;
+
+fn start_builder(
+    node: &std::sync::Arc<crate::node::Node>,
+    namespace: &str,
+    b: &Buckets,
+    bucket: &str,
+    id: u64,
+) {
+    let key = (namespace.to_owned(), bucket.to_owned(), id);
     {
         let mut running =
-            ctx.node.index_builders.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            node.index_builders.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !running.insert(key.clone()) {
             return;
         }
     }
-    let node = std::sync::Arc::clone(ctx.node);
+    let node = std::sync::Arc::clone(node);
     let b = b.clone();
     tokio::spawn(async move {
-        if let Err(e) = build(&node, &b, &key.1, id).await {
-            tracing::warn!(bucket = %key.1, index = id, error = %e, "index build stopped; it resumes with the next query");
+        for attempt in 1..=BUILD_ATTEMPTS {
+            match build(&node, &b, &key.1, id).await {
+                Ok(()) => break,
+                Err(e) if attempt < BUILD_ATTEMPTS && !node.shutdown.is_cancelled() => {
+                    tracing::debug!(bucket = %key.1, index = id, error = %e, "index build retries");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(bucket = %key.1, index = id, error = %e, "index build stopped; it resumes with the next query");
+                }
+            }
         }
         node.index_builders.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
     });
+}
+
+/// Takes up the index builds an earlier process left unfinished: every bucket of every namespace
+/// with a BUILDING index gets its builder. Run once when a member starts.
+pub async fn resume_builds(node: std::sync::Arc<crate::node::Node>) {
+    if !node.cluster_initialized() {
+        return;
+    }
+    let namespaces = node.cluster.namespaces();
+    let Ok(tx) = node.meta.create_trx() else { return };
+    // Every namespace, breadth first: `list` gives the children of one.
+    let mut queue: Vec<String> = namespaces.list(&tx, None).await.unwrap_or_default();
+    let mut seen = 0;
+    while seen < queue.len() {
+        let parent = queue[seen].clone();
+        seen += 1;
+        let children = namespaces.list(&tx, Some(&parent)).await.unwrap_or_default();
+        queue.extend(children.into_iter().map(|c| format!("{parent}.{c}")));
+    }
+    drop(tx);
+    for namespace in queue {
+        let Ok(tx) = node.meta.create_trx() else { return };
+        let Ok(leaf) = namespaces.leaf(&tx, &namespace, "bucket").await else { continue };
+        let b = Buckets::new(leaf);
+        for bucket in b.list(&tx).await.unwrap_or_default() {
+            let Ok(meta) = b.get(&tx, &bucket).await else { continue };
+            for def in &meta.indexes {
+                if b.index_state(&tx, &bucket, def.id, true)
+                    .await
+                    .is_ok_and(|st| st.status == kronotop_bucket::BUILDING)
+                {
+                    start_builder(&node, &namespace, &b, &bucket, def.id);
+                }
+            }
+        }
+    }
 }
 
 /// Builds index `id` in batches, each one transaction that indexes the next documents in `_id`
