@@ -36,8 +36,21 @@ fn field(frame: &OwnedFrame, key: &str) -> OwnedFrame {
         .unwrap_or_else(|| panic!("no {key} in {frame:?}"))
 }
 
+/// The member's id, once it has seen the cluster initialised: a member other than the one that
+/// bootstrapped learns of the initialisation a moment after it starts listening.
 fn member_id(admin: &mut Raw) -> String {
-    text(&field(&admin.cmd(&["KR.ADMIN", "DESCRIBE-MEMBER"]), "member_id"))
+    let deadline = std::time::Instant::now() + support::PATIENCE;
+    loop {
+        let reply = admin.cmd(&["KR.ADMIN", "DESCRIBE-MEMBER"]);
+        match &reply {
+            OwnedFrame::SimpleError { data, .. }
+                if data.contains("not been initialized") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            _ => return text(&field(&reply, "member_id")),
+        }
+    }
 }
 
 /// S4: the uninitialised gate.

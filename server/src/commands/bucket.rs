@@ -461,9 +461,18 @@ fn document(doc: &Document, format: DocumentFormat) -> Reply {
             }
         }
         DocumentFormat::Json => {
+            let mut bytes = Vec::new();
             let mut out = Vec::with_capacity(256);
-            write_json_document(&mut out, doc, true);
-            Reply::bulk(out)
+            let written = doc.to_writer(&mut bytes).map_err(|e| e.to_string()).and_then(|()| {
+                let raw = bson::RawDocument::from_bytes(&bytes).map_err(|e| e.to_string())?;
+                write_json_raw(&mut out, raw, true).map_err(|e| e.to_string())
+            });
+            match written {
+                Ok(()) => Reply::bulk(out),
+                Err(e) => {
+                    CommandError::err_owned(format!("cannot encode a document: {e}")).to_reply()
+                }
+            }
         }
     }
 }
@@ -501,7 +510,9 @@ fn raw_document(
     }
 }
 
-/// `write_json_document` for stored bytes: the same text, read element by element.
+/// Writes a stored document as relaxed extended JSON, with a top-level ObjectId `_id` as a plain
+/// hex string, element by element from its bytes: the generic path (a JSON tree built from a
+/// decoded copy) dominated query replies.
 fn write_json_raw(
     out: &mut Vec<u8>,
     doc: &bson::RawDocument,
@@ -553,74 +564,19 @@ fn write_json_raw_value(
             }
             out.push(b']');
         }
-        other => match bson::Bson::try_from(other.to_raw_bson()) {
-            Ok(b) => write_json_value(out, &b),
-            Err(_) => out.extend_from_slice(b"null"),
-        },
+        // The rare types (dates, binaries, decimals, non-finite doubles…) take the bson crate's
+        // relaxed extended JSON, so the text is the same as the generic conversion's.
+        other => {
+            let value = bson::Bson::try_from(other.to_raw_bson())?.into_relaxed_extjson();
+            let _ = serde_json::to_writer(&mut *out, &value);
+        }
     }
     Ok(())
-}
-
-/// Writes `doc` as relaxed extended JSON, with a top-level ObjectId `_id` as a plain hex string.
-/// The common types are written directly (the generic path builds a JSON tree from a copy of the
-/// document, which dominated query replies); the rare ones take the bson crate's conversion, so
-/// both paths give the same text.
-fn write_json_document(out: &mut Vec<u8>, doc: &Document, top: bool) {
-    out.push(b'{');
-    for (i, (k, v)) in doc.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_json_string(out, k);
-        out.push(b':');
-        match v {
-            bson::Bson::ObjectId(id) if top && k == "_id" => {
-                out.push(b'"');
-                out.extend_from_slice(id.to_hex().as_bytes());
-                out.push(b'"');
-            }
-            other => write_json_value(out, other),
-        }
-    }
-    out.push(b'}');
 }
 
 fn write_json_string(out: &mut Vec<u8>, s: &str) {
     // Writing a string into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
-}
-
-fn write_json_value(out: &mut Vec<u8>, v: &bson::Bson) {
-    use bson::Bson;
-    match v {
-        Bson::String(s) => write_json_string(out, s),
-        Bson::Int32(i) => out.extend_from_slice(i.to_string().as_bytes()),
-        Bson::Int64(i) => out.extend_from_slice(i.to_string().as_bytes()),
-        Bson::Double(d) if d.is_finite() => {
-            let _ = serde_json::to_writer(&mut *out, d);
-        }
-        Bson::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Bson::Null => out.extend_from_slice(b"null"),
-        Bson::Document(d) => write_json_document(out, d, false),
-        Bson::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_json_value(out, item);
-            }
-            out.push(b']');
-        }
-        Bson::ObjectId(id) => {
-            out.extend_from_slice(b"{\"$oid\":\"");
-            out.extend_from_slice(id.to_hex().as_bytes());
-            out.extend_from_slice(b"\"}");
-        }
-        other => {
-            let _ = serde_json::to_writer(&mut *out, &other.clone().into_relaxed_extjson());
-        }
-    }
 }
 
 pub async fn execute(c: BucketCmd, ctx: &mut Ctx<'_>) -> Result<Reply, CommandError> {
