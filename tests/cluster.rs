@@ -44,7 +44,8 @@ fn member_id(admin: &mut Raw) -> String {
         let reply = admin.cmd(&["KR.ADMIN", "DESCRIBE-MEMBER"]);
         match &reply {
             OwnedFrame::SimpleError { data, .. }
-                if data.contains("not been initialized") && std::time::Instant::now() < deadline =>
+                if data.contains("not been initialized")
+                    && std::time::Instant::now() < deadline =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
