@@ -2,12 +2,15 @@
 //! metadata and primary index (`_id` to shard and body location) live in the metadata store,
 //! written in the same transaction as the bodies' entries.
 //!
-//! It owns bucket metadata, the primary index, and the document operations queries, cursors,
-//! updates and deletes are built on: insert (with `_id` generation, validation and uniqueness),
-//! reading in `_id` order from a position, delete, replace, remove and purge. Invariant: an index
-//! entry is committed in the transaction that appends its body, after the body's bytes are synced
-//! (the Volume's own invariant), so an index entry never points at missing bytes. It depends on
-//! `kronotop-query`, `kronotop-volume` and `kronotop-meta`; never on the server.
+//! It owns bucket metadata, the primary index, secondary indexes (definitions and schema errors
+//! in `index`, entries, build states), the planner (`plan`), and the document operations queries,
+//! cursors, updates and deletes are built on: insert (with `_id` generation, validation and
+//! uniqueness), reading a plan's ranges from a position, delete, replace, remove and purge.
+//! Invariants: an index entry (primary or secondary) is committed in the transaction that appends
+//! its body, after the body's bytes are synced (the Volume's own invariant), so an entry never
+//! points at missing bytes; secondary entries change in the transaction that changes the
+//! document. It depends on `kronotop-query`, `kronotop-volume` and `kronotop-meta`; never on the
+//! server.
 
 use bson::oid::ObjectId;
 use bson::{Bson, Document};
@@ -110,7 +113,8 @@ struct Stored {
     next_index: u64,
 }
 
-/// The build state of a secondary index (reference 5.6: WAITING, BUILDING, READY, FAILED).
+/// The build state of a secondary index: BUILDING, READY or FAILED (reference 5.6 also names
+/// WAITING, for a build not started yet; here a build starts when its index is created).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IndexState {
     pub status: String,
