@@ -36,7 +36,8 @@ fn create_insert_query_and_cursors() {
     let list = c.cmd(&["BUCKET.LIST"]);
     let OwnedFrame::Array { data, .. } = &list else { panic!() };
     let names: HashSet<String> = data.iter().map(support::text).collect();
-    assert_eq!(names, HashSet::from(["probe".to_owned(), "users".to_owned()]));
+    // The kit made one probe bucket per shard (two shards here).
+    assert_eq!(names, HashSet::from(["probe0", "probe1", "users"].map(str::to_owned)));
 
     let ids = c.cmd(&[
         "BUCKET.INSERT",

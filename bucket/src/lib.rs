@@ -99,6 +99,20 @@ pub struct BucketMeta {
     pub next_index: u64,
 }
 
+impl BucketMeta {
+    /// The secondary index named `name`.
+    ///
+    /// # Errors
+    ///
+    /// `NoSuchIndex`.
+    pub fn index_named(&self, name: &str) -> Result<&IndexDef> {
+        self.indexes
+            .iter()
+            .find(|d| d.name == name)
+            .ok_or_else(|| BucketError::NoSuchIndex(name.to_owned()))
+    }
+}
+
 /// How bucket metadata is stored: one JSON value.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Stored {
@@ -338,7 +352,9 @@ impl Buckets {
             {
                 return Err(BucketError::DuplicateKey(id.to_hex()));
             }
-            prepared.push(self.prepare_entries(tx, meta, &d, &id, &mut unique_seen).await?);
+            prepared.push(
+                self.prepare_entries(tx, meta, &meta.indexes, &d, &id, &mut unique_seen).await?,
+            );
             let mut body = Vec::new();
             d.to_writer(&mut body).map_err(|e| BucketError::BadMetadata(e.to_string()))?;
             ids.push(id);
@@ -436,7 +452,7 @@ impl Buckets {
         doc.to_writer(&mut body).map_err(|e| BucketError::BadMetadata(e.to_string()))?;
         self.clear_entries(tx, meta, old, &at.id);
         let prepared = self
-            .prepare_entries(tx, meta, doc, &at.id, &mut std::collections::HashSet::new())
+            .prepare_entries(tx, meta, &meta.indexes, doc, &at.id, &mut Default::default())
             .await?;
         let pending = self.remove_at(tx, meta, volume, at).await?;
         let appended = volume.append(db, tx, meta.prefix, &[&body]).await?;
@@ -579,7 +595,7 @@ impl Buckets {
         k
     }
 
-    /// Computes the secondary index entries of document `id` and checks unique indexes against
+    /// Computes the entries document `id` gives indexes `defs` and checks unique ones against
     /// the stored entries and `seen` (the values earlier documents of the same write take).
     ///
     /// # Errors
@@ -589,12 +605,13 @@ impl Buckets {
         &self,
         tx: &Transaction,
         meta: &BucketMeta,
+        defs: &[IndexDef],
         doc: &Document,
         id: &ObjectId,
         seen: &mut std::collections::HashSet<(u64, Vec<u8>)>,
     ) -> Result<Prepared> {
         let mut out = Vec::new();
-        for def in &meta.indexes {
+        for def in defs {
             for value in index::entries(def, doc)? {
                 if def.unique {
                     let duplicate = !seen.insert((def.id, value.clone()))
@@ -837,9 +854,15 @@ impl Buckets {
         doc: &Document,
         at: &Location,
     ) -> Result<()> {
-        let only = BucketMeta { indexes: vec![def.clone()], ..meta.clone() };
         let prepared = self
-            .prepare_entries(tx, &only, doc, &at.id, &mut std::collections::HashSet::new())
+            .prepare_entries(
+                tx,
+                meta,
+                std::slice::from_ref(def),
+                doc,
+                &at.id,
+                &mut Default::default(),
+            )
             .await?;
         self.write_entries(tx, meta, &prepared, &at.id, at.shard, &at.body);
         Ok(())

@@ -380,6 +380,8 @@ pub struct Node {
     pub bucket_leaves:
         Mutex<std::collections::HashMap<String, (i64, kronotop_meta::tuple::Subspace)>>,
     /// ZMap subspaces by namespace, with the namespace version they were opened at.
+    /// Secondary indexes known READY, by bucket prefix and index id (`commands::bucket::plan`).
+    pub ready_indexes: Mutex<std::collections::HashSet<([u8; 8], u64)>>,
     /// Index builds this process runs (`commands::bucket::spawn_builder`).
     pub index_builders: crate::commands::bucket::Builders,
     pub zmaps: Mutex<std::collections::HashMap<String, (i64, kronotop_zmap::ZMap)>>,
@@ -436,6 +438,7 @@ impl Node {
             bucket_round_robin: AtomicUsize::new(0),
             bucket_leaves: Mutex::default(),
             index_builders: Mutex::default(),
+            ready_indexes: Mutex::default(),
             zmaps: Mutex::default(),
             tick: Mutex::default(),
             zwatches: Mutex::default(),

@@ -480,13 +480,26 @@ pub fn run_python(python: &str, script: &str, args: &[String]) -> String {
 /// their volumes when their routes appear).
 #[allow(dead_code)]
 pub fn bucket_server(shards: u32) -> Server {
-    let s = Server::builder().arg("--bootstrap").set("bucket.shards", &shards.to_string()).start();
+    bucket_server_from(
+        Server::builder().arg("--bootstrap").set("bucket.shards", &shards.to_string()),
+        shards,
+    )
+}
+
+/// The server `b` starts (a bootstrapping one with `shards` bucket shards), once inserts work on
+/// every one of its bucket shards.
+#[allow(dead_code)]
+pub fn bucket_server_from(b: Builder, shards: u32) -> Server {
+    let s = b.start();
     let mut c = s.connect();
-    assert_eq!(c.cmd_raw(&["BUCKET.CREATE", "probe"]), "+OK\r\n");
-    let deadline = Instant::now() + PATIENCE;
-    while c.cmd_raw(&["BUCKET.INSERT", "probe", "DOCS", "{}"]).starts_with('-') {
-        assert!(Instant::now() < deadline, "bucket shards never became usable");
-        std::thread::sleep(Duration::from_millis(50));
+    for shard in 0..shards {
+        let probe = format!("probe{shard}");
+        assert_eq!(c.cmd_raw(&["BUCKET.CREATE", &probe, "SHARDS", &shard.to_string()]), "+OK\r\n");
+        let deadline = Instant::now() + PATIENCE;
+        while c.cmd_raw(&["BUCKET.INSERT", &probe, "DOCS", "{}"]).starts_with('-') {
+            assert!(Instant::now() < deadline, "bucket shard {shard} never became usable");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     s
 }

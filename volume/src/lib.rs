@@ -517,10 +517,22 @@ impl Volume {
     /// Metadata errors.
     pub async fn delete(&self, tx: &Transaction, prefix: [u8; 8], id: &[u8; 12]) -> Result<bool> {
         let Some(m) = self.metadata(tx, prefix, id).await? else { return Ok(false) };
-        let user_version = tx.next_user_version()?;
-        self.keys.delete_entry(tx, &prefix, id, &m, user_version);
-        self.counters.deletes.fetch_add(1, Ordering::Relaxed);
+        self.delete_entry(tx, prefix, id, &m)?;
         Ok(true)
+    }
+
+    /// Writes the deletion of entry `id`, whose bytes are at `m`, into `tx`.
+    fn delete_entry(
+        &self,
+        tx: &Transaction,
+        prefix: [u8; 8],
+        id: &[u8; 12],
+        m: &EntryMetadata,
+    ) -> Result<()> {
+        let user_version = tx.next_user_version()?;
+        self.keys.delete_entry(tx, &prefix, id, m, user_version);
+        self.counters.deletes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Deletes the entry under `prefix` whose bytes `m` locates (what a caller that keeps
@@ -541,9 +553,7 @@ impl Volume {
             Err(e) if e == MetaError::ACCESSED_UNREADABLE => return Ok(Deletion::AppendedHere),
             Err(e) => return Err(e.into()),
         };
-        let user_version = tx.next_user_version()?;
-        self.keys.delete_entry(tx, &prefix, &id, m, user_version);
-        self.counters.deletes.fetch_add(1, Ordering::Relaxed);
+        self.delete_entry(tx, prefix, &id, m)?;
         Ok(Deletion::Deleted)
     }
 

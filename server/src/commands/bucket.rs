@@ -611,11 +611,7 @@ pub async fn execute(c: BucketCmd, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
                 finish(tx, auto).await?;
                 return Ok(Reply::Map(Vec::new()));
             }
-            let def = meta
-                .indexes
-                .iter()
-                .find(|d| d.name == index)
-                .ok_or_else(|| BucketError::NoSuchIndex(index.clone()))?;
+            let def = meta.index_named(&index)?;
             let state = b.index_state(&tx, &bucket, def.id, true).await?;
             finish(tx, auto).await?;
             let null = || Reply::Null;
@@ -867,10 +863,29 @@ async fn plan(
 ) -> Result<Scan, CommandError> {
     let mut ready = std::collections::HashSet::new();
     for def in &meta.indexes {
+        // READY is final while the definition exists, so it is read once per index and process;
+        // keyed by the bucket's random prefix, a bucket created again under the same name (whose
+        // index ids start over) is not mistaken for the old one.
+        let key = (meta.prefix, def.id);
+        let known = ctx
+            .node
+            .ready_indexes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&key);
+        if known {
+            ready.insert(def.id);
+            continue;
+        }
         let state = b.index_state(tx, &meta.name, def.id, true).await?;
         match state.status.as_str() {
             kronotop_bucket::READY => {
                 ready.insert(def.id);
+                ctx.node
+                    .ready_indexes
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(key);
             }
             kronotop_bucket::BUILDING => spawn_builder(ctx, b, &meta.name, def.id),
             _ => {}
@@ -907,11 +922,7 @@ async fn index_describe(ctx: &Ctx<'_>, bucket: &str, index: &str) -> Result<Repl
     let (def, status) = if index == kronotop_bucket::PRIMARY {
         (None, kronotop_bucket::READY.to_owned())
     } else {
-        let def = meta
-            .indexes
-            .iter()
-            .find(|d| d.name == index)
-            .ok_or_else(|| BucketError::NoSuchIndex(index.to_owned()))?;
+        let def = meta.index_named(index)?;
         (Some(def.clone()), b.index_state(&tx, bucket, def.id, true).await?.status)
     };
     drop(tx);

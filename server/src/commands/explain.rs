@@ -80,38 +80,19 @@ fn field(path: &str, pred: &Pred, p: &mut Params) -> Reply {
     ])
 }
 
-/// Whether the scan answers the whole filter, so no residual predicate is shown: every conjunct
-/// is a comparison the scan's field bounds express.
-fn covered(scan: &Scan, filter: &Filter) -> bool {
-    let selectors: Vec<&str> = match &scan.shape {
-        Shape::Full | Shape::Ordered { .. } => {
-            return matches!(filter, Filter::And(l) if l.is_empty());
-        }
-        Shape::Eq { selector, .. }
-        | Shape::Range { selector, .. }
-        | Shape::In { selector, .. }
-        | Shape::OrderedIn { selector, .. } => vec![selector.as_str()],
-        Shape::Compound { filters } => filters.iter().map(|(s, _, _)| s.as_str()).collect(),
-    };
-    if scan.index.as_ref().is_some_and(|d| d.fields.iter().any(|f| f.multi_key)) {
-        return false;
-    }
-    let simple = |path: &str, pred: &Pred| {
-        selectors.contains(&path)
-            && matches!(
-                pred,
-                Pred::Eq(_) | Pred::Gt(_) | Pred::Gte(_) | Pred::Lt(_) | Pred::Lte(_) | Pred::In(_)
-            )
-    };
-    let conjunct = |f: &Filter| match f {
-        Filter::Field { path, pred: Pred::And(list) } => list.iter().all(|p| simple(path, p)),
-        Filter::Field { path, pred } => simple(path, pred),
-        _ => false,
-    };
-    match filter {
-        Filter::And(list) => list.iter().all(conjunct),
-        other => conjunct(other),
-    }
+/// An `IndexScan` node for one equality on `selector`.
+fn eq_scan(index: &str, selector: &str, id: &mut i64, p: &mut Params) -> Reply {
+    node(
+        "IndexScan",
+        id,
+        vec![
+            kv("scanType", Reply::bulk_str("INDEX_SCAN")),
+            kv("index", Reply::bulk_str(index)),
+            kv("selector", Reply::bulk_str(selector)),
+            kv("operator", Reply::bulk_str("EQ")),
+            kv("operand", p.slot()),
+        ],
+    )
 }
 
 fn bound(v: &Option<(Bson, bool)>, p: &mut Params) -> (Reply, Reply) {
@@ -128,7 +109,9 @@ pub fn plan_node(scan: &Scan, filter: &Filter) -> Reply {
     let index =
         scan.index.as_ref().map_or_else(|| kronotop_bucket::PRIMARY.to_owned(), |d| d.name.clone());
     let index_reply = Reply::bulk_str(&index);
-    let residual = !covered(scan, filter);
+    // The planner knows whether the ranges hold exactly the matches; otherwise the executor
+    // checks the filter on each candidate, which the residual node shows.
+    let residual = !scan.exact;
     let mut top = match &scan.shape {
         Shape::Full | Shape::Ordered { .. } => {
             let predicate = predicate(filter, &mut p);
@@ -143,17 +126,7 @@ pub fn plan_node(scan: &Scan, filter: &Filter) -> Reply {
             );
             return with_direction(n, scan);
         }
-        Shape::Eq { selector, .. } => node(
-            "IndexScan",
-            &mut id,
-            vec![
-                kv("scanType", Reply::bulk_str("INDEX_SCAN")),
-                kv("index", index_reply),
-                kv("selector", Reply::bulk_str(selector)),
-                kv("operator", Reply::bulk_str("EQ")),
-                kv("operand", p.slot()),
-            ],
-        ),
+        Shape::Eq { selector, .. } => eq_scan(&index, selector, &mut id, &mut p),
         Shape::Range { selector, lower, upper } => {
             let (lo, inc_lo) = bound(lower, &mut p);
             let (hi, inc_hi) = bound(upper, &mut p);
@@ -175,17 +148,7 @@ pub fn plan_node(scan: &Scan, filter: &Filter) -> Reply {
             let mut children = Vec::with_capacity(operands.len());
             let mut child_id = id + 1;
             for _ in operands {
-                children.push(node(
-                    "IndexScan",
-                    &mut child_id,
-                    vec![
-                        kv("scanType", Reply::bulk_str("INDEX_SCAN")),
-                        kv("index", Reply::bulk_str(&index)),
-                        kv("selector", Reply::bulk_str(selector)),
-                        kv("operator", Reply::bulk_str("EQ")),
-                        kv("operand", p.slot()),
-                    ],
-                ));
+                children.push(eq_scan(&index, selector, &mut child_id, &mut p));
             }
             let (kind, operation) = match &scan.shape {
                 Shape::OrderedIn { .. } => ("OrderedConcat", "ORDERED_CONCAT"),
