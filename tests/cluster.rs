@@ -139,7 +139,8 @@ fn bootstrap_flow_routes_every_shard() {
     assert_eq!(
         shard,
         format!(
-            "%4\r\n$7\r\nprimary\r\n$40\r\n{id}\r\n$8\r\nstandbys\r\n*0\r\n$6\r\nstatus\r\n$9\r\nREADWRITE\r\n\
+            "%5\r\n$7\r\nprimary\r\n$40\r\n{id}\r\n$8\r\nstandbys\r\n*0\r\n$12\r\nsync_standby\r\n$0\r\n\r\n\
+             $6\r\nstatus\r\n$9\r\nREADWRITE\r\n\
              $14\r\nlinked_volumes\r\n*1\r\n$13\r\nredis-shard-2\r\n"
         )
     );
@@ -148,7 +149,8 @@ fn bootstrap_flow_routes_every_shard() {
     let shard2 = a2.cmd_raw(&["KR.ADMIN", "DESCRIBE-SHARD", "bucket", "1"]);
     assert_eq!(
         shard2,
-        "*8\r\n$7\r\nprimary\r\n$0\r\n\r\n$8\r\nstandbys\r\n*0\r\n$6\r\nstatus\r\n$10\r\nINOPERABLE\r\n\
+        "*10\r\n$7\r\nprimary\r\n$0\r\n\r\n$8\r\nstandbys\r\n*0\r\n$12\r\nsync_standby\r\n$0\r\n\r\n\
+         $6\r\nstatus\r\n$10\r\nINOPERABLE\r\n\
          $14\r\nlinked_volumes\r\n*1\r\n$14\r\nbucket-shard-1\r\n"
     );
     let members = pairs(a.cmd(&["KR.ADMIN", "LIST-MEMBERS"]));

@@ -147,18 +147,23 @@ fn volumes_follow_routes_and_answer_admin_commands() {
         "-ERR command 'VOLUME.ADMIN' is served on the admin port only\r\n"
     );
 
-    // Member 1 becomes standby of bucket shard 0: it opens the volume. Then the primary moves to
-    // it: member 0 closes its volume.
+    // Member 1 becomes standby of bucket shard 0: it replicates the volume without opening it
+    // (opening registers a segment, which only a primary may do). Then the primary moves to it:
+    // member 1 opens its copy and member 0 closes its volume.
     let m1 = member_id(&mut a1);
     assert_eq!(a1.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "STANDBY", "BUCKET", "0", &m1]), "+OK\r\n");
-    eventually("member 1 opens bucket-shard-0", || {
-        names(a1.cmd(&["VOLUME.ADMIN", "LIST"])).contains(&"bucket-shard-0".to_owned())
+    eventually("member 1 replicates bucket-shard-0", || {
+        let r = a1.cmd_raw(&["VOLUME.STATS", "bucket-shard-0", "REPLICATION"]);
+        r.contains("$7\r\nstandby\r\n") && r.contains("$9\r\ncaught_up\r\n:1\r\n")
     });
+    assert!(!names(a1.cmd(&["VOLUME.ADMIN", "LIST"])).contains(&"bucket-shard-0".to_owned()));
     assert_eq!(a1.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", "BUCKET", "0", "READONLY"]), "+OK\r\n");
     assert_eq!(a1.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "PRIMARY", "BUCKET", "0", &m1]), "+OK\r\n");
     let mut a0 = Raw::connect(server.admins[0]);
     eventually("member 0 closes bucket-shard-0", || {
         names(a0.cmd(&["VOLUME.ADMIN", "LIST"])) == ["redis-shard-0"]
     });
-    assert!(names(a1.cmd(&["VOLUME.ADMIN", "LIST"])).contains(&"bucket-shard-0".to_owned()));
+    eventually("member 1 opens bucket-shard-0", || {
+        names(a1.cmd(&["VOLUME.ADMIN", "LIST"])).contains(&"bucket-shard-0".to_owned())
+    });
 }

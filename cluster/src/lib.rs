@@ -86,6 +86,8 @@ pub enum ClusterError {
     AlreadyStandby,
     #[error("member is not a standby")]
     MemberIsNotStandby,
+    #[error("member is not the sync standby")]
+    NotSyncStandby,
     #[error("UNSET PRIMARY is not supported")]
     UnsetPrimary,
     #[error("A member is already running with this id: {0}")]
@@ -175,6 +177,12 @@ pub enum ClusterEvent {
         shard: u32,
         primary: Option<String>,
     },
+    /// This member is the shard's primary and its sync standby changed.
+    SyncStandbyChanged {
+        kind: ShardKind,
+        shard: u32,
+        sync_standby: Option<String>,
+    },
 }
 
 /// Which shards an operation addresses.
@@ -196,6 +204,8 @@ pub enum RouteOp {
 pub enum RouteRole {
     Primary,
     Standby,
+    /// Our addition: the standby writes wait for (`docs/cluster.md`).
+    SyncStandby,
 }
 
 /// The routing table as this member last loaded it.
@@ -775,6 +785,7 @@ impl Cluster {
                 "status" => {
                     route.status = ShardStatus::parse(&text).unwrap_or(ShardStatus::Inoperable)
                 }
+                "sync_standby" => route.sync_standby = Some(text).filter(|p| !p.is_empty()),
                 _ => {}
             }
         }
@@ -1114,6 +1125,9 @@ impl Cluster {
                             return Err(ClusterError::NotAStandby(id.to_owned()));
                         }
                         route.standbys.retain(|s| s != id);
+                        // The promoted member was (or was not) the sync standby; either way the
+                        // new primary starts without one until an operator names one again.
+                        route.sync_standby = None;
                     }
                     route.primary = Some(id.to_owned());
                 }
@@ -1135,6 +1149,24 @@ impl Cluster {
                         return Err(ClusterError::MemberIsNotStandby);
                     }
                     route.standbys.retain(|s| s != id);
+                    if route.sync_standby.as_deref() == Some(id) {
+                        route.sync_standby = None;
+                    }
+                }
+                (RouteOp::Set, RouteRole::SyncStandby) => {
+                    if route.primary.is_none() {
+                        return Err(ClusterError::NoPrimary);
+                    }
+                    if !route.standbys.iter().any(|s| s == id) {
+                        return Err(ClusterError::MemberIsNotStandby);
+                    }
+                    route.sync_standby = Some(id.to_owned());
+                }
+                (RouteOp::Unset, RouteRole::SyncStandby) => {
+                    if route.sync_standby.as_deref() != Some(id) {
+                        return Err(ClusterError::NotSyncStandby);
+                    }
+                    route.sync_standby = None;
                 }
                 (RouteOp::Unset, RouteRole::Primary) => return Err(ClusterError::UnsetPrimary),
             }
@@ -1144,6 +1176,10 @@ impl Cluster {
             let standbys = serde_json::to_vec(&route.standbys)
                 .map_err(|e| ClusterError::Corrupt(e.to_string()))?;
             tx.set(&keys.shard(kind, shard, "standbys"), &standbys);
+            match &route.sync_standby {
+                Some(s) => tx.set(&keys.shard(kind, shard, "sync_standby"), s.as_bytes()),
+                None => tx.clear(&keys.shard(kind, shard, "sync_standby")),
+            }
         }
         tx.atomic_op(&keys.topology(), &1i64.to_le_bytes(), MutationType::Add);
         Ok(())
@@ -1245,6 +1281,13 @@ fn diff(me: &str, kind: ShardKind, shard: u32, old: &Route, new: &Route) -> Vec<
     if is_standby && was_standby && old.primary != new.primary {
         out.push(ClusterEvent::PrimaryChanged { kind, shard, primary: new.primary.clone() });
     }
+    if is_primary && old.sync_standby != new.sync_standby {
+        out.push(ClusterEvent::SyncStandbyChanged {
+            kind,
+            shard,
+            sync_standby: new.sync_standby.clone(),
+        });
+    }
     out
 }
 
@@ -1258,6 +1301,7 @@ mod tests {
             primary: p.map(str::to_owned),
             standbys: s.iter().map(|x| (*x).to_owned()).collect(),
             status: ShardStatus::ReadWrite,
+            sync_standby: None,
         };
         let k = ShardKind::Bucket;
         assert_eq!(

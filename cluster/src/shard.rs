@@ -68,12 +68,20 @@ pub struct Route {
     pub primary: Option<String>,
     pub standbys: Vec<String>,
     pub status: ShardStatus,
+    /// The standby whose acknowledgement every write of the shard waits for, if any; always one
+    /// of `standbys`.
+    pub sync_standby: Option<String>,
 }
 
 impl Default for Route {
     /// A fresh shard: no primary, no standbys, inoperable.
     fn default() -> Self {
-        Route { primary: None, standbys: Vec::new(), status: ShardStatus::Inoperable }
+        Route {
+            primary: None,
+            standbys: Vec::new(),
+            status: ShardStatus::Inoperable,
+            sync_standby: None,
+        }
     }
 }
 

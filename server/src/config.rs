@@ -47,6 +47,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub bucket: ShardsConfig,
     pub volume: VolumeSettings,
+    pub replication: ReplicationConfig,
     pub network: NetworkConfig,
     pub server: ServerConfig,
     pub auth: AuthConfig,
@@ -65,6 +66,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             bucket: ShardsConfig::default(),
             volume: VolumeSettings::default(),
+            replication: ReplicationConfig::default(),
             network: NetworkConfig::default(),
             server: ServerConfig::default(),
             auth: AuthConfig::default(),
@@ -139,6 +141,34 @@ pub struct VolumeSettings {
 impl Default for VolumeSettings {
     fn default() -> Self {
         VolumeSettings { segment_size: kronotop_volume::DEFAULT_SEGMENT_SIZE }
+    }
+}
+
+/// Volume replication between members (`docs/cluster.md`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// How long a write waits for its shard's sync standby before `sync_fallback` applies.
+    pub sync_timeout_ms: u64,
+    /// `fail`: the write gets an error (nothing acknowledged can be lost); `async`: the primary
+    /// stops waiting until the standby has caught up again (available, may lose the writes of
+    /// that window if it dies meanwhile).
+    pub sync_fallback: String,
+    /// Most bytes a standby asks for in one request.
+    pub chunk_size: u64,
+}
+
+impl Default for ReplicationConfig {
+    /// A sync standby is named to lose nothing, so by default a silent one fails writes rather
+    /// than silently dropping the promise; 5 s rides out a standby's restart or a long fsync.
+    /// Chunks of 1 MiB keep one request well under the client's 512 MiB bulk limit and a
+    /// segment copy at a few hundred requests per GiB.
+    fn default() -> Self {
+        ReplicationConfig {
+            sync_timeout_ms: 5_000,
+            sync_fallback: "fail".to_owned(),
+            chunk_size: 1 << 20,
+        }
     }
 }
 
@@ -365,6 +395,18 @@ impl Config {
             "volume.segment_size must be at least 1048576 (1 MiB)",
         )?;
         check(self.bucket.shards > 0, "bucket.shards must be greater than 0")?;
+        check(
+            self.replication.sync_timeout_ms > 0,
+            "replication.sync_timeout_ms must be greater than 0",
+        )?;
+        check(
+            matches!(self.replication.sync_fallback.as_str(), "fail" | "async"),
+            "replication.sync_fallback must be fail or async",
+        )?;
+        check(
+            (4096..=64 << 20).contains(&self.replication.chunk_size),
+            "replication.chunk_size must be between 4096 and 67108864",
+        )?;
         check(
             self.cluster.heartbeat_interval_ms > 0,
             "cluster.heartbeat_interval_ms must be greater than 0",

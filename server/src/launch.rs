@@ -136,9 +136,15 @@ pub async fn start_member(
         segment_size: config.volume.segment_size,
         ..kronotop_volume::VolumeConfig::default()
     };
-    let volumes =
-        Volumes::start(meta.clone(), Arc::clone(&cluster), dir.path.join("volumes"), volume_config)
-            .await;
+    let volumes = Volumes::start(
+        meta.clone(),
+        Arc::clone(&cluster),
+        dir.path.join("volumes"),
+        volume_config,
+        crate::peers::Peers::new(config.auth.masterauth.clone()),
+        config.replication.clone(),
+    )
+    .await;
     let durability = match config.redis.durability.as_str() {
         "always" => kronotop_redis::Durability::Always,
         _ => {

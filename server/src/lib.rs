@@ -23,6 +23,7 @@ pub mod node;
 pub mod peers;
 pub mod protocol;
 pub mod redis_shards;
+pub mod replication;
 pub mod server;
 pub mod session;
 pub mod volumes;

@@ -1,9 +1,9 @@
-//! Requests to other members over their admin ports: for now, reading a Volume entry's bytes,
-//! which is how a member serves a bucket query whose documents live on another member's shard.
+//! Requests to other members over their admin ports: reading a Volume entry's bytes (how a
+//! member serves a bucket query whose documents live on another member's shard) and a standby's
+//! replication requests to its primary.
 //!
 //! Connections are kept in a small pool per address and reused; every request has a deadline, so
-//! a silent member fails the request instead of hanging it. Replies are read with a minimal RESP2
-//! reader that accepts a bulk string or an error line, all this request expects.
+//! a silent member fails the request instead of hanging it. Replies are decoded as RESP2 frames.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -11,6 +11,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use redis_protocol::resp2::types::OwnedFrame;
 
 /// How long one request to another member may take. Reads of one entry are small; a member that
 /// takes longer is treated as unavailable for this request.
@@ -38,28 +40,16 @@ fn request(args: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-/// Reads one reply: a bulk string's bytes, or the text of an error line.
-async fn read_bulk(stream: &mut TcpStream) -> Result<Bytes, String> {
+/// Reads one whole reply frame; an error line becomes `Err` with its text.
+async fn read_frame(stream: &mut TcpStream) -> Result<OwnedFrame, String> {
     let mut buf = BytesMut::with_capacity(4096);
     loop {
-        if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
-            let line = &buf[..end];
-            match line.first() {
-                Some(b'-') => return Err(String::from_utf8_lossy(&line[1..]).into_owned()),
-                Some(b'$') => {
-                    let len: usize = std::str::from_utf8(&line[1..])
-                        .ok()
-                        .and_then(|l| l.parse().ok())
-                        .ok_or("malformed bulk length from a peer")?;
-                    let start = end + 2;
-                    while buf.len() < start + len + 2 {
-                        if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
-                            return Err("peer closed the connection".into());
-                        }
-                    }
-                    return Ok(Bytes::copy_from_slice(&buf[start..start + len]));
-                }
-                _ => return Err("unexpected reply from a peer".into()),
+        if !buf.is_empty() {
+            match redis_protocol::resp2::decode::decode(&buf) {
+                Ok(Some((OwnedFrame::Error(e), _))) => return Err(e),
+                Ok(Some((frame, _))) => return Ok(frame),
+                Ok(None) => {}
+                Err(e) => return Err(format!("malformed reply from a peer: {e:?}")),
             }
         }
         if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
@@ -76,20 +66,7 @@ async fn authenticate(stream: &mut TcpStream, password: &str) -> Result<(), Stri
         .write_all(&request(&[b"HELLO", b"2", b"AUTH", b"default", password.as_bytes()]))
         .await
         .map_err(|e| e.to_string())?;
-    let mut buf = BytesMut::with_capacity(512);
-    loop {
-        if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
-            return Err("peer closed the connection".into());
-        }
-        match redis_protocol::resp2::decode::decode(&buf) {
-            Ok(Some((redis_protocol::resp2::types::OwnedFrame::Error(e), _))) => {
-                return Err(format!("authenticating to a peer: {e}"));
-            }
-            Ok(Some(_)) => return Ok(()),
-            Ok(None) => {}
-            Err(e) => return Err(format!("malformed reply from a peer: {e:?}")),
-        }
-    }
+    read_frame(stream).await.map(drop).map_err(|e| format!("authenticating to a peer: {e}"))
 }
 
 impl Peers {
@@ -116,6 +93,23 @@ impl Peers {
     ///
     /// The peer's error line, or why it could not be reached in time.
     pub async fn call(&self, addr: &str, args: &[&[u8]]) -> Result<Bytes, String> {
+        match self.call_frame(addr, args, DEADLINE).await? {
+            OwnedFrame::BulkString(b) => Ok(Bytes::from(b)),
+            _ => Err("unexpected reply from a peer".into()),
+        }
+    }
+
+    /// Sends `args` to the member at `addr` and returns the whole reply, within `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// The peer's error line, or why it could not be reached in time.
+    pub async fn call_frame(
+        &self,
+        addr: &str,
+        args: &[&[u8]],
+        deadline: Duration,
+    ) -> Result<OwnedFrame, String> {
         let work = async {
             let mut stream = match self.take(addr) {
                 Some(s) => s,
@@ -129,16 +123,16 @@ impl Peers {
                 }
             };
             stream.write_all(&request(args)).await.map_err(|e| e.to_string())?;
-            let reply = read_bulk(&mut stream).await;
+            let reply = read_frame(&mut stream).await;
             // Only a connection whose reply was read whole can serve the next request.
             if reply.is_ok() {
                 self.give_back(addr, stream);
             }
             reply
         };
-        tokio::time::timeout(DEADLINE, work)
+        tokio::time::timeout(deadline, work)
             .await
-            .map_err(|_| format!("member at {addr} did not answer within {DEADLINE:?}"))?
+            .map_err(|_| format!("member at {addr} did not answer within {deadline:?}"))?
     }
 
     /// The verified bytes of an entry of `volume` on the member at `addr`.

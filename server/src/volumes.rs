@@ -1,5 +1,7 @@
-//! The volumes this member hosts: one per shard it is primary or standby of, opened and closed as
-//! the cluster's routes change.
+//! The volumes this member hosts: one open per shard it is primary of, and one replication task
+//! per shard it is a standby of (`replication`), started and stopped as the cluster's routes
+//! change. A standby never opens its volume: opening registers a fresh segment in the shared
+//! metadata, which only the primary may do.
 //!
 //! A volume's files live in `<member dir>/volumes/<kind>-shard-<id>/` and its metadata under the
 //! directory `kronotop/<cluster>/metadata/volumes/<kind>/<id>`.
@@ -12,8 +14,14 @@ use std::sync::{Arc, RwLock};
 use kronotop_cluster::{Cluster, ClusterEvent, ShardKind};
 use kronotop_meta::Database;
 use kronotop_meta::directory::DirectoryLayer;
+use kronotop_meta::tuple::Subspace;
+use kronotop_volume::replication::{SyncFallback, SyncStandby};
 use kronotop_volume::vacuum::Progress;
 use kronotop_volume::{Volume, VolumeConfig};
+
+use crate::config::ReplicationConfig;
+use crate::peers::Peers;
+use crate::replication::{ReplicaState, Standby, Task};
 
 /// The volumes open on this member, by name.
 #[derive(Debug)]
@@ -27,6 +35,12 @@ pub struct Volumes {
     opening: tokio::sync::Mutex<()>,
     /// The last vacuum run of each volume (kept until `VACUUM DROP`), and whether it still runs.
     vacuums: std::sync::Mutex<BTreeMap<String, VacuumRun>>,
+    peers: Arc<Peers>,
+    replication: ReplicationConfig,
+    /// Running standby tasks by volume name.
+    replicas: tokio::sync::Mutex<BTreeMap<String, Task>>,
+    /// The state of every standby task this member ran, kept after it stops for INSPECT.
+    replica_states: std::sync::Mutex<BTreeMap<String, Arc<ReplicaState>>>,
 }
 
 /// A vacuum run of one volume.
@@ -65,6 +79,8 @@ impl Volumes {
         cluster: Arc<Cluster>,
         root: PathBuf,
         config: VolumeConfig,
+        peers: Peers,
+        replication: ReplicationConfig,
     ) -> Arc<Volumes> {
         let volumes = Arc::new(Volumes {
             db,
@@ -74,37 +90,47 @@ impl Volumes {
             open: RwLock::default(),
             opening: tokio::sync::Mutex::default(),
             vacuums: std::sync::Mutex::default(),
+            peers: Arc::new(peers),
+            replication,
+            replicas: tokio::sync::Mutex::default(),
+            replica_states: std::sync::Mutex::default(),
         });
         // Subscribe before reading the routes, so no change falls between the two.
         let mut events = cluster.subscribe();
         let me = cluster.me().id;
         for (&(kind, shard), route) in &cluster.topology().routes {
-            if route.primary.as_deref() == Some(me.as_str()) || route.standbys.contains(&me) {
+            if route.primary.as_deref() == Some(me.as_str()) {
                 volumes.open_volume(kind, shard).await;
+            } else if route.standbys.contains(&me) {
+                volumes.start_replica(kind, shard).await;
             }
         }
         let v = Arc::clone(&volumes);
         tokio::spawn(async move {
             loop {
                 match events.recv().await {
-                    Ok(
-                        ClusterEvent::BecamePrimary { kind, shard }
-                        | ClusterEvent::BecameStandby { kind, shard },
-                    ) => {
+                    Ok(ClusterEvent::BecamePrimary { kind, shard }) => {
                         v.open_volume(kind, shard).await;
                     }
-                    Ok(
-                        ClusterEvent::LostPrimary { kind, shard }
-                        | ClusterEvent::NoLongerStandby { kind, shard },
-                    ) => {
+                    Ok(ClusterEvent::BecameStandby { kind, shard }) => {
+                        v.start_replica(kind, shard).await;
+                    }
+                    Ok(ClusterEvent::NoLongerStandby { kind, shard }) => {
+                        v.stop_replica(&kind.volume_name(shard)).await;
+                    }
+                    Ok(ClusterEvent::LostPrimary { kind, shard }) => {
                         let topology = v.cluster.topology();
                         let me = v.cluster.me().id;
-                        let still = topology.routes.get(&(kind, shard)).is_some_and(|r| {
-                            r.primary.as_deref() == Some(me.as_str()) || r.standbys.contains(&me)
-                        });
+                        let still = topology
+                            .routes
+                            .get(&(kind, shard))
+                            .is_some_and(|r| r.primary.as_deref() == Some(me.as_str()));
                         if !still {
                             v.close_volume(kind, shard);
                         }
+                    }
+                    Ok(ClusterEvent::SyncStandbyChanged { kind, shard, .. }) => {
+                        v.apply_sync_standby(kind, shard);
                     }
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
@@ -125,6 +151,33 @@ impl Volumes {
         if let Some(v) = self.get(&name) {
             return Some(v);
         }
+        // A promoted standby stops copying before it opens its copy, whichever route-change
+        // handler gets here first.
+        self.stop_replica(&name).await;
+        let subspace = self.subspace(kind, shard).await?;
+        match Volume::open(&self.db, &name, &self.root.join(&name), subspace, self.config.clone())
+            .await
+        {
+            Ok(v) => {
+                tracing::info!(volume = %name, "volume open");
+                let v = Arc::new(v);
+                self.open
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(name, Arc::clone(&v));
+                self.apply_sync_standby(kind, shard);
+                Some(v)
+            }
+            Err(err) => {
+                tracing::error!(volume = %name, %err, "cannot open the volume");
+                None
+            }
+        }
+    }
+
+    /// The metadata subspace of a shard's volume; `None` when it cannot be read (logged).
+    pub async fn subspace(&self, kind: ShardKind, shard: u32) -> Option<Subspace> {
+        let name = kind.volume_name(shard);
         let mut path = self.cluster.root_path();
         path.extend(["metadata", "volumes", kind.key()].map(str::to_owned));
         path.push(shard.to_string());
@@ -146,30 +199,82 @@ impl Volumes {
                 }
             })
             .await;
-        let subspace = match subspace {
-            Ok(s) => s,
+        match subspace {
+            Ok(s) => Some(s),
             Err(err) => {
                 tracing::error!(volume = %name, %err, "cannot open the volume's metadata");
-                return None;
-            }
-        };
-        match Volume::open(&self.db, &name, &self.root.join(&name), subspace, self.config.clone())
-            .await
-        {
-            Ok(v) => {
-                tracing::info!(volume = %name, "volume open");
-                let v = Arc::new(v);
-                self.open
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(name, Arc::clone(&v));
-                Some(v)
-            }
-            Err(err) => {
-                tracing::error!(volume = %name, %err, "cannot open the volume");
                 None
             }
         }
+    }
+
+    /// Makes writes of the open volume of a shard wait for its sync standby, as the route says.
+    fn apply_sync_standby(&self, kind: ShardKind, shard: u32) {
+        let Some(volume) = self.get(&kind.volume_name(shard)) else { return };
+        let topology = self.cluster.topology();
+        let member = topology.routes.get(&(kind, shard)).and_then(|r| r.sync_standby.clone());
+        let fallback = match self.replication.sync_fallback.as_str() {
+            "async" => SyncFallback::Async,
+            _ => SyncFallback::Fail,
+        };
+        let timeout = std::time::Duration::from_millis(self.replication.sync_timeout_ms);
+        volume.replication.set_sync_standby(member.map(|member| SyncStandby {
+            member,
+            timeout,
+            fallback,
+        }));
+    }
+
+    /// Starts the standby task of a shard unless it runs already.
+    pub async fn start_replica(&self, kind: ShardKind, shard: u32) -> bool {
+        let name = kind.volume_name(shard);
+        let mut replicas = self.replicas.lock().await;
+        if replicas.contains_key(&name) {
+            return false;
+        }
+        let Some(subspace) = self.subspace(kind, shard).await else { return false };
+        let state = Arc::new(ReplicaState { volume: name.clone(), ..ReplicaState::default() });
+        self.replica_states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.clone(), Arc::clone(&state));
+        let task = Standby {
+            db: self.db.clone(),
+            cluster: Arc::clone(&self.cluster),
+            peers: Arc::clone(&self.peers),
+            kind,
+            shard,
+            subspace,
+            dir: self.root.join(&name).join("segments"),
+            chunk_size: self.replication.chunk_size,
+            state,
+        }
+        .spawn();
+        tracing::info!(volume = %name, "replication started");
+        replicas.insert(name, task);
+        true
+    }
+
+    /// Stops the standby task of a volume; whether one ran.
+    pub async fn stop_replica(&self, name: &str) -> bool {
+        let task = self.replicas.lock().await.remove(name);
+        match task {
+            Some(task) => {
+                task.stop().await;
+                tracing::info!(volume = %name, "replication stopped");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The state of the standby task of a volume, running or last run.
+    pub fn replica_state(&self, name: &str) -> Option<Arc<ReplicaState>> {
+        self.replica_states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
     }
 
     fn close_volume(&self, kind: ShardKind, shard: u32) {

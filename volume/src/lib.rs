@@ -10,6 +10,7 @@
 pub mod format;
 pub mod io;
 pub mod keys;
+pub mod replication;
 pub mod segment;
 pub mod vacuum;
 
@@ -46,6 +47,12 @@ pub enum VolumeError {
     NotWritable(String, &'static str),
     #[error("Invalid volume status: {0}")]
     InvalidStatus(String),
+    /// The sync standby did not acknowledge the write in time (`replication.sync_timeout_ms`);
+    /// the bytes are on the primary but the write is not acknowledged.
+    #[error("sync standby {1} of volume {0} did not acknowledge the write in time")]
+    SyncStandby(String, String),
+    #[error("Segment {1} of volume {0} has no durable bytes at {2}..{3}")]
+    NotDurable(String, u64, u64, u64),
     #[error("volume metadata is damaged: {0}")]
     BadMetadata(String),
     #[error(transparent)]
@@ -160,6 +167,8 @@ pub struct Volume {
     rollover: tokio::sync::Mutex<()>,
     status: RwLock<VolumeStatus>,
     pub counters: OpCounters,
+    /// What standbys have copied and whether writes wait for one of them.
+    pub replication: replication::Replication,
 }
 
 fn io_err(volume: &str) -> impl FnOnce(std::io::Error) -> VolumeError + '_ {
@@ -276,6 +285,7 @@ impl Volume {
             rollover: tokio::sync::Mutex::new(()),
             status: RwLock::new(status),
             counters: OpCounters::default(),
+            replication: replication::Replication::default(),
         };
         volume.counters.segments_created.fetch_add(1, Ordering::Relaxed);
         Ok(volume)
@@ -298,6 +308,7 @@ impl Volume {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id, Arc::clone(&segment));
         self.counters.segments_created.fetch_add(1, Ordering::Relaxed);
+        self.replication.bump();
         Ok(segment)
     }
 
@@ -423,10 +434,14 @@ impl Volume {
         if status != VolumeStatus::ReadWrite {
             return Err(VolumeError::NotWritable(self.name.clone(), status.name()));
         }
+        // Every reserved range is marked finished when this call ends, however it ends (a failed
+        // write leaves bytes nothing refers to), so no range holds the durable watermark back.
+        let mut reserved = Reserved { volume: self, ranges: Vec::with_capacity(entries.len()) };
         let mut written = Vec::with_capacity(entries.len());
         for entry in entries {
             let total = format::ENTRY_HEADER_LEN + entry.len() as u64;
             let (segment, pos) = self.reserve(db, total).await?;
+            reserved.ranges.push((Arc::clone(&segment), pos, total));
             let mut buf = Vec::with_capacity(total as usize);
             buf.extend_from_slice(&format::entry_header(entry));
             buf.extend_from_slice(entry);
@@ -439,6 +454,20 @@ impl Volume {
                 segment.sync_after_write().await.map_err(io_err(&self.name))?;
                 synced.push(segment.id);
             }
+        }
+        drop(reserved);
+        let needed = written
+            .iter()
+            .map(|(segment, pos, len)| replication::Position {
+                segment: segment.id,
+                position: pos + format::ENTRY_HEADER_LEN + *len as u64,
+            })
+            .max();
+        if let Some(needed) = needed {
+            self.replication
+                .wait_for_sync(needed)
+                .await
+                .map_err(|member| VolumeError::SyncStandby(self.name.clone(), member))?;
         }
         Ok(written
             .into_iter()
@@ -683,9 +712,65 @@ impl Volume {
         Ok(removed)
     }
 
+    /// Every live segment as a standby sees it, in order.
+    pub fn tails(&self) -> Vec<replication::Tail> {
+        let active = self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner).id;
+        self.segments
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .map(|s| {
+                let durable = s.durable();
+                replication::Tail {
+                    segment: s.id,
+                    size: s.size,
+                    durable,
+                    complete: s.id != active && durable >= s.next_position(),
+                }
+            })
+            .collect()
+    }
+
+    /// A version that changes whenever a standby may find something new to copy.
+    pub fn progress(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.replication.progress.subscribe()
+    }
+
+    /// Raw bytes of a segment below its durable watermark, for standbys.
+    ///
+    /// # Errors
+    ///
+    /// `NotDurable` when the range is not (yet) durable or the segment is gone.
+    pub fn segment_bytes(&self, segment: u64, position: u64, length: u64) -> Result<Bytes> {
+        let missing = || VolumeError::NotDurable(self.name.clone(), segment, position, length);
+        let s = self.segment(segment).ok_or_else(missing)?;
+        if position.checked_add(length).is_none_or(|end| end > s.durable()) {
+            return Err(missing());
+        }
+        s.bytes(position, length).map(Bytes::copy_from_slice).ok_or_else(missing)
+    }
+
     /// The active segment and its next free position.
     pub fn cursor(&self) -> (u64, u64) {
         let active = self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         (active.id, active.next_position())
+    }
+}
+
+/// Reserved ranges of one `write_entries` call, marked finished when it ends.
+struct Reserved<'a> {
+    volume: &'a Volume,
+    ranges: Vec<(Arc<Segment>, u64, u64)>,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        let mut moved = false;
+        for (segment, pos, len) in &self.ranges {
+            moved |= segment.mark_durable(*pos, *len);
+        }
+        if moved {
+            self.volume.replication.bump();
+        }
     }
 }

@@ -31,6 +31,17 @@ pub struct Segment {
     /// Set when a sync failed: what was written may not be durable, and a later sync could report
     /// success without making it so, so the segment takes no more appends.
     poisoned: AtomicBool,
+    /// The durable watermark: every byte below it was written and synced (or belongs to a write
+    /// that failed and is referenced by nothing). Standbys copy up to it and no further, so they
+    /// never copy a hole that a slower appender fills later.
+    durable: Mutex<Durable>,
+}
+
+/// Finished ranges above the watermark, waiting for the ranges before them.
+#[derive(Debug, Default)]
+struct Durable {
+    watermark: u64,
+    done: std::collections::BTreeMap<u64, u64>,
 }
 
 fn map(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
@@ -106,6 +117,7 @@ impl Segment {
             syncs_started: AtomicU64::new(0),
             syncs_completed: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
+            durable: Mutex::new(Durable { watermark: next, done: Default::default() }),
         }
     }
 
@@ -122,6 +134,27 @@ impl Segment {
         let pos = *next;
         *next += len;
         Some(pos)
+    }
+
+    /// Marks `[pos, pos + len)` finished (synced, or failed for good) and moves the durable
+    /// watermark over every finished range that now follows it. Returns whether it moved.
+    pub fn mark_durable(&self, pos: u64, len: u64) -> bool {
+        let mut guard = self.durable.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let d = &mut *guard;
+        if pos + len <= d.watermark {
+            return false;
+        }
+        d.done.insert(pos, pos + len);
+        let before = d.watermark;
+        while let Some(end) = d.done.remove(&d.watermark) {
+            d.watermark = end;
+        }
+        d.watermark != before
+    }
+
+    /// The durable watermark (see the field).
+    pub fn durable(&self) -> u64 {
+        self.durable.lock().unwrap_or_else(std::sync::PoisonError::into_inner).watermark
     }
 
     /// The first position not reserved yet.

@@ -457,3 +457,91 @@ async fn vacuum_moves_live_entries_and_deletes_emptied_segments() {
         assert_eq!(get(&db, &vol, id).await.unwrap().unwrap(), vec![*i; 1500]);
     }
 }
+
+/// What standbys see: durable watermarks that cover every synced append, complete segments after
+/// a rollover, bytes only below the watermark, and a sync standby that holds writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standbys_see_durable_watermarks_and_sync_writes_wait() {
+    use kronotop_volume::replication::{Position, SyncFallback, SyncStandby};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = meta(dir.path());
+    let vol = Arc::new(open(&db, dir.path(), 1 << 20).await);
+    let first = vol.tails();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].durable, 64, "a fresh segment holds only its header");
+    assert!(!first[0].complete);
+    let version = *vol.progress().borrow();
+
+    // Concurrent appenders: the watermark ends at the last reservation, with no hole.
+    let mut tasks = Vec::new();
+    for i in 0..16u8 {
+        let (db, vol) = (db.clone(), Arc::clone(&vol));
+        tasks.push(tokio::spawn(async move {
+            let payload = vec![i; 1000 + usize::from(i)];
+            put(&db, &vol, &[&payload]).await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (segment, next) = vol.cursor();
+    let tails = vol.tails();
+    assert_eq!(tails.last().unwrap().durable, next);
+    assert!(*vol.progress().borrow() > version, "followers were woken");
+    assert_eq!(vol.segment_bytes(segment, 0, next).unwrap().len() as u64, next);
+    assert!(matches!(vol.segment_bytes(segment, 0, next + 1), Err(VolumeError::NotDurable(..))));
+
+    // Filling the segment rolls over; the old one is complete.
+    let big = vec![7u8; 300_000];
+    for _ in 0..4 {
+        put(&db, &vol, &[&big]).await;
+    }
+    let tails = vol.tails();
+    assert!(tails.len() >= 2);
+    assert!(tails[0].complete && !tails.last().unwrap().complete);
+
+    // A sync standby that never acknowledges: the write fails after the timeout.
+    vol.replication.set_sync_standby(Some(SyncStandby {
+        member: "standby".into(),
+        timeout: Duration::from_millis(200),
+        fallback: SyncFallback::Fail,
+    }));
+    let tx = db.create_trx().unwrap();
+    let err = vol.append(&db, &tx, PREFIX, &[b"held"]).await.unwrap_err();
+    assert!(matches!(err, VolumeError::SyncStandby(..)), "{err}");
+
+    // One that acknowledges as soon as the bytes are durable: the write goes through.
+    let acker = {
+        let vol = Arc::clone(&vol);
+        tokio::spawn(async move {
+            let mut progress = vol.progress();
+            for _ in 0..50 {
+                let _ = tokio::time::timeout(Duration::from_millis(20), progress.changed()).await;
+                let last = *vol.tails().last().unwrap();
+                vol.replication.record_ack(
+                    "standby",
+                    Position { segment: last.segment, position: last.durable },
+                );
+            }
+        })
+    };
+    put(&db, &vol, &[b"acknowledged"]).await;
+    acker.await.unwrap();
+
+    // Asynchronous fallback: the write goes on and the volume is degraded until the standby
+    // acknowledges what the timed-out write needed.
+    vol.replication.set_sync_standby(Some(SyncStandby {
+        member: "standby".into(),
+        timeout: Duration::from_millis(100),
+        fallback: SyncFallback::Async,
+    }));
+    put(&db, &vol, &[b"degrades"]).await;
+    assert!(vol.replication.degraded());
+    put(&db, &vol, &[b"does not wait"]).await;
+    let last = *vol.tails().last().unwrap();
+    vol.replication
+        .record_ack("standby", Position { segment: last.segment, position: last.durable });
+    assert!(!vol.replication.degraded());
+}

@@ -104,6 +104,7 @@ pub fn parse(args: &mut Args<'_>) -> Result<Command, CommandError> {
                 let role = match text(role).to_ascii_uppercase().as_str() {
                     "PRIMARY" => RouteRole::Primary,
                     "STANDBY" => RouteRole::Standby,
+                    "SYNC-STANDBY" => RouteRole::SyncStandby,
                     _ => {
                         return Err(CommandError::err_owned(format!(
                             "Invalid route kind: {}",
@@ -161,6 +162,10 @@ fn shard_map(kind: ShardKind, shard: u32, route: &Route) -> Reply {
         (
             Reply::bulk_str("standbys"),
             Reply::Array(route.standbys.iter().map(|s| Reply::bulk_str(s)).collect()),
+        ),
+        (
+            Reply::bulk_str("sync_standby"),
+            Reply::bulk_str(route.sync_standby.as_deref().unwrap_or("")),
         ),
         (Reply::bulk_str("status"), Reply::bulk_str(route.status.name())),
         (
@@ -240,7 +245,10 @@ pub async fn execute(cmd: KrAdmin, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
             Ok(Reply::ok())
         }
         KrAdmin::Route { op, role, kind, shards, member } => {
-            cluster.route(op, role, kind, shards, &member).await?;
+            if op == RouteOp::Set && role == RouteRole::Primary {
+                check_caught_up(ctx, kind, shards, &member).await?;
+            }
+            ctx.node.cluster.route(op, role, kind, shards, &member).await?;
             Ok(Reply::ok())
         }
         KrAdmin::DropCluster { name, token: None } => {
@@ -251,4 +259,98 @@ pub async fn execute(cmd: KrAdmin, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
             Ok(Reply::ok())
         }
     }
+}
+
+/// `ROUTE SET PRIMARY` moves a shard to one of its standbys only when that standby holds every
+/// byte the old primary made durable. While the old primary answers, its own view of the
+/// standby's acknowledgements decides (lag 0); when it does not, the standby's persisted progress
+/// does (`crate::replication`), which can be older than the primary's last writes: only a sync
+/// standby promises that nothing acknowledged is missing then. The cluster's own checks (the
+/// shard is not `READWRITE`, the member is a standby) come after.
+async fn check_caught_up(
+    ctx: &Ctx<'_>,
+    kind: ShardKind,
+    shards: Shards,
+    member: &str,
+) -> Result<(), CommandError> {
+    let cluster = &ctx.node.cluster;
+    let Ok(id) = cluster.resolve_member(member).await else {
+        // The cluster's own check names the problem.
+        return Ok(());
+    };
+    let topology = cluster.topology();
+    for (&(k, shard), route) in &topology.routes {
+        let addressed = match shards {
+            Shards::One(n) => n == shard,
+            Shards::All => true,
+        };
+        if k != kind || !addressed || !route.standbys.contains(&id) {
+            continue;
+        }
+        if route.primary.as_deref().is_none_or(|p| p == id) {
+            continue;
+        }
+        let primary = route.primary.clone().unwrap_or_default();
+        if let Some(lag) = primary_view_of_lag(ctx, kind, shard, &primary, &id).await {
+            if lag == Some(0) {
+                continue;
+            }
+            return Err(CommandError::err_owned(format!(
+                "Standby {id} has not caught up with the primary of {} shard {shard}",
+                kind.key()
+            )));
+        }
+        let Some(subspace) = ctx.node.volumes.subspace(kind, shard).await else {
+            return Err(CommandError::err("cannot read the volume's metadata"));
+        };
+        let progress = crate::replication::read_progress(ctx.node.volumes.db(), &subspace, &id)
+            .await
+            .map_err(|e| CommandError::err_owned(e.to_string()))?;
+        if !progress.is_some_and(|p| p.caught_up) {
+            return Err(CommandError::err_owned(format!(
+                "Standby {id} has not caught up with the primary of {} shard {shard}",
+                kind.key()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// How far behind `standby` is by the primary's own account: `None` when the primary cannot be
+/// asked, `Some(None)` when it has never heard from the standby.
+async fn primary_view_of_lag(
+    ctx: &Ctx<'_>,
+    kind: ShardKind,
+    shard: u32,
+    primary: &str,
+    standby: &str,
+) -> Option<Option<i64>> {
+    use redis_protocol::resp2::types::OwnedFrame;
+    let members = ctx.node.cluster.list_members().await.ok()?;
+    let record = &members.iter().find(|m| m.record.id == primary)?.record;
+    let addr = format!("{}:{}", record.internal_host, record.internal_port);
+    let volume = kind.volume_name(shard);
+    let args: [&[u8]; 3] = [b"VOLUME.STATS", volume.as_bytes(), b"REPLICATION"];
+    let reply =
+        ctx.node.peers.call_frame(&addr, &args, std::time::Duration::from_secs(2)).await.ok()?;
+    let text = |f: &OwnedFrame| match f {
+        OwnedFrame::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        OwnedFrame::SimpleString(s) => String::from_utf8_lossy(s).into_owned(),
+        _ => String::new(),
+    };
+    let field = |map: &[OwnedFrame], key: &str| -> Option<OwnedFrame> {
+        map.chunks(2).find(|p| p.len() == 2 && text(&p[0]) == key).map(|p| p[1].clone())
+    };
+    let OwnedFrame::Array(top) = reply else { return Some(None) };
+    let Some(OwnedFrame::Array(standbys)) = field(&top, "standbys") else { return Some(None) };
+    for entry in standbys {
+        let OwnedFrame::Array(map) = entry else { continue };
+        if field(&map, "member_id").is_some_and(|m| text(&m) == standby) {
+            return Some(match field(&map, "lag_bytes") {
+                Some(OwnedFrame::Integer(n)) => Some(n),
+                _ => None,
+            });
+        }
+    }
+    Some(None)
 }

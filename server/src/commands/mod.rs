@@ -907,7 +907,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ADMIN,
         "volume",
         "Administers the volumes this member hosts: LIST, DESCRIBE, SET-STATUS, LIST-SEGMENTS, \
-         CLEANUP-ORPHAN-FILES, PRUNE-CHANGELOG.",
+         CLEANUP-ORPHAN-FILES, PRUNE-CHANGELOG, VACUUM, REPLICATION START|STOP.",
         Body::Leaf(volume::parse_admin)
     ),
     spec!(
@@ -919,7 +919,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         Ports::AdminOnly,
         ADMIN,
         "volume",
-        "Inspects a volume: CURSOR <volume>.",
+        "Inspects a volume: CURSOR <volume>, ENTRY <volume> <segment> <position> <length>, \
+         REPLICATION <volume>.",
         Body::Leaf(volume::parse_inspect)
     ),
     spec!(
@@ -931,8 +932,47 @@ pub static COMMANDS: &[CommandSpec] = &[
         Ports::AdminOnly,
         ADMIN,
         "volume",
-        "Statistics of a volume: VOLUME.STATS <volume> [OPCOUNTERS|SEGMENTS|RESET].",
+        "Statistics of a volume: VOLUME.STATS <volume> [OPCOUNTERS|SEGMENTS|REPLICATION|RESET].",
         Body::Leaf(volume::parse_stats)
+    ),
+    spec!(
+        "SEGMENT.RANGE",
+        "segment.range",
+        "SEGMENT.RANGE",
+        -5,
+        F_ADMIN | NEEDS_CLUSTER,
+        Ports::AdminOnly,
+        ADMIN,
+        "volume",
+        "Raw durable bytes of a segment, for standbys: SEGMENT.RANGE <volume> <segment> <position> \
+         <length> [<position> <length> ...].",
+        Body::Leaf(volume::parse_segment_range)
+    ),
+    spec!(
+        "SEGMENT.TAILPOINTER",
+        "segment.tailpointer",
+        "SEGMENT.TAILPOINTER",
+        3,
+        F_ADMIN | NEEDS_CLUSTER,
+        Ports::AdminOnly,
+        ADMIN,
+        "volume",
+        "The durable end of a segment and the volume's replication version: SEGMENT.TAILPOINTER \
+         <volume> <segment>.",
+        Body::Leaf(volume::parse_tailpointer)
+    ),
+    spec!(
+        "REPLICATION.FOLLOW",
+        "replication.follow",
+        "REPLICATION.FOLLOW",
+        7,
+        F_ADMIN | NEEDS_CLUSTER,
+        Ports::AdminOnly,
+        ADMIN,
+        "volume",
+        "A standby's acknowledgement and long poll (internal): REPLICATION.FOLLOW <volume> \
+         <member-id> <segment> <position> <version> <wait-ms>.",
+        Body::Leaf(volume::parse_follow)
     ),
     spec!(
         "NAMESPACE",

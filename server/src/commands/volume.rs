@@ -1,13 +1,17 @@
 //! `VOLUME.ADMIN`, `VOLUME.INSPECT`, `VOLUME.STATS` on the admin port (reference section 4.8).
 //!
-//! A volume is open on a member only while it hosts the shard (as primary or standby).
-//! Replication and `MARK-STALE-PREFIXES` answer that they are not supported yet.
+//! A volume is open on a member only while it is the shard's primary; a standby runs a
+//! replication task instead (`crate::replication`), which `VOLUME.ADMIN REPLICATION` and
+//! `VOLUME.INSPECT REPLICATION` control and show. The internal `SEGMENT.RANGE`,
+//! `SEGMENT.TAILPOINTER` and `REPLICATION.FOLLOW` serve standbys. `MARK-STALE-PREFIXES` answers
+//! that it is not supported yet.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use kronotop_volume::replication::Position;
 use kronotop_volume::{SegmentStats, Volume, VolumeError};
 
 use super::args::Args;
@@ -32,7 +36,73 @@ pub enum VolumeCmd {
     VacuumDrop(String),
     VacuumStatus(String),
     Stats(String, Option<String>),
+    ReplicationStart(String),
+    ReplicationStop(String),
+    InspectReplication(String),
+    SegmentRange(String, u64, Vec<(u64, u64)>),
+    TailPointer(String, u64),
+    Follow {
+        volume: String,
+        member: String,
+        at: Position,
+        version: u64,
+        wait_ms: u64,
+    },
     NotSupported(&'static str),
+}
+
+/// Longest a FOLLOW may hold its connection: the standby's own request deadline is longer.
+const MAX_FOLLOW_WAIT_MS: u64 = 10_000;
+
+/// Most bytes one SEGMENT.RANGE returns: 64 MiB, the largest `replication.chunk_size` allows.
+const MAX_RANGE_BYTES: u64 = 64 << 20;
+
+fn number(b: &Bytes) -> Result<u64, CommandError> {
+    kronotop_redis::number::parse_i64(b)
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or(CommandError::NotInteger)
+}
+
+/// `SEGMENT.RANGE <volume> <segment> <pos> <len> [<pos> <len> ...]`
+pub fn parse_segment_range(args: &mut Args<'_>) -> Result<Command, CommandError> {
+    let rest = args.rest();
+    let [volume, segment, pairs @ ..] = rest else { return Err(params()) };
+    if pairs.is_empty() || pairs.len() % 2 != 0 {
+        return Err(CommandError::err("Wrong number of parameters"));
+    }
+    let mut ranges = Vec::with_capacity(pairs.len() / 2);
+    let mut total = 0u64;
+    for pair in pairs.chunks(2) {
+        let (pos, len) = (number(&pair[0])?, number(&pair[1])?);
+        total = total.saturating_add(len);
+        ranges.push((pos, len));
+    }
+    if total > MAX_RANGE_BYTES {
+        return Err(CommandError::err_owned(format!(
+            "SEGMENT.RANGE asks for {total} bytes, more than {MAX_RANGE_BYTES}"
+        )));
+    }
+    Ok(Command::Volume(VolumeCmd::SegmentRange(text(volume), number(segment)?, ranges)))
+}
+
+/// `SEGMENT.TAILPOINTER <volume> <segment>`
+pub fn parse_tailpointer(args: &mut Args<'_>) -> Result<Command, CommandError> {
+    let volume = text(args.next_bytes()?);
+    let segment = number(args.next_bytes()?)?;
+    args.finish()?;
+    Ok(Command::Volume(VolumeCmd::TailPointer(volume, segment)))
+}
+
+/// `REPLICATION.FOLLOW <volume> <member-id> <segment> <position> <version> <wait-ms>`
+pub fn parse_follow(args: &mut Args<'_>) -> Result<Command, CommandError> {
+    let volume = text(args.next_bytes()?);
+    let member = text(args.next_bytes()?);
+    let at =
+        Position { segment: number(args.next_bytes()?)?, position: number(args.next_bytes()?)? };
+    let version = text(args.next_bytes()?).parse::<u64>().map_err(|_| CommandError::NotInteger)?;
+    let wait_ms = number(args.next_bytes()?)?.min(MAX_FOLLOW_WAIT_MS);
+    args.finish()?;
+    Ok(Command::Volume(VolumeCmd::Follow { volume, member, at, version, wait_ms }))
 }
 
 fn params() -> CommandError {
@@ -64,7 +134,14 @@ pub fn parse_admin(args: &mut Args<'_>) -> Result<Command, CommandError> {
                 return Err(CommandError::err_owned(format!("unknown subcommand: '{}'", text(op))));
             }
         },
-        ("REPLICATION", _) => VolumeCmd::NotSupported("VOLUME.ADMIN REPLICATION"),
+        ("REPLICATION", [op, v]) => match text(op).to_ascii_uppercase().as_str() {
+            "START" => VolumeCmd::ReplicationStart(text(v)),
+            "STOP" => VolumeCmd::ReplicationStop(text(v)),
+            _ => {
+                return Err(CommandError::err_owned(format!("unknown subcommand: '{}'", text(op))));
+            }
+        },
+        ("REPLICATION", _) => return Err(params()),
         ("MARK-STALE-PREFIXES", _) => VolumeCmd::NotSupported("VOLUME.ADMIN MARK-STALE-PREFIXES"),
         (
             "LIST"
@@ -98,7 +175,8 @@ pub fn parse_inspect(args: &mut Args<'_>) -> Result<Command, CommandError> {
             VolumeCmd::InspectEntry(text(v), m)
         }
         ("ENTRY", _) => return Err(params()),
-        ("REPLICATION", _) => VolumeCmd::NotSupported("VOLUME.INSPECT REPLICATION"),
+        ("REPLICATION", [v]) => VolumeCmd::InspectReplication(text(v)),
+        ("REPLICATION", _) => return Err(params()),
         _ => return Err(CommandError::err_owned(format!("unknown subcommand: '{sub}'"))),
     };
     Ok(Command::Volume(cmd))
@@ -109,12 +187,9 @@ pub fn parse_stats(args: &mut Args<'_>) -> Result<Command, CommandError> {
     let name = args.next_lossy()?;
     let sub = args.next_opt().map(|s| text(s).to_ascii_uppercase());
     match sub.as_deref() {
-        None | Some("OPCOUNTERS" | "SEGMENTS" | "RESET") => {
+        None | Some("OPCOUNTERS" | "SEGMENTS" | "RESET" | "REPLICATION") => {
             args.finish()?;
             Ok(Command::Volume(VolumeCmd::Stats(name, sub)))
-        }
-        Some("REPLICATION") => {
-            Ok(Command::Volume(VolumeCmd::NotSupported("VOLUME.STATS REPLICATION")))
         }
         Some(other) => Err(CommandError::err_owned(format!("unknown subcommand '{other}'"))),
     }
@@ -127,6 +202,110 @@ fn volume(ctx: &Ctx<'_>, name: &str) -> Result<Arc<Volume>, CommandError> {
         .volumes
         .get(&kind.volume_name(id))
         .ok_or_else(|| CommandError::err_owned(format!("Volume: '{name}' is not open")))
+}
+
+fn int(v: u64) -> Reply {
+    Reply::Integer(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `VOLUME.INSPECT REPLICATION` (detailed) and `VOLUME.STATS … REPLICATION`: on a primary, its
+/// standbys' acknowledgements; on a standby, its copy's progress.
+fn replication_reply(ctx: &Ctx<'_>, name: &str, detailed: bool) -> Result<Reply, CommandError> {
+    let s = Reply::bulk_str;
+    if let Some(v) = ctx.node.volumes.get(name) {
+        let tails = v.tails();
+        let durable_total: u64 = tails.iter().map(|t| t.durable).sum();
+        let sync = v.replication.sync_standby();
+        let standbys = v
+            .replication
+            .acks()
+            .into_iter()
+            .map(|(member, ack)| {
+                let lag: u64 = tails
+                    .iter()
+                    .map(|t| match t.segment.cmp(&ack.at.segment) {
+                        std::cmp::Ordering::Less => 0,
+                        std::cmp::Ordering::Equal => t.durable.saturating_sub(ack.at.position),
+                        std::cmp::Ordering::Greater => t.durable,
+                    })
+                    .sum();
+                Reply::Map(vec![
+                    (s("member_id"), s(&member)),
+                    (s("segment"), int(ack.at.segment)),
+                    (s("position"), int(ack.at.position)),
+                    (s("lag_bytes"), int(lag)),
+                    (s("last_ack_ms_ago"), int(ack.when.elapsed().as_millis() as u64)),
+                    (s("sync"), Reply::Bool(sync.as_ref().is_some_and(|x| x.member == member))),
+                ])
+            })
+            .collect();
+        let mut out = vec![
+            (s("role"), s("primary")),
+            (s("sync_standby"), s(sync.as_ref().map_or("", |x| x.member.as_str()))),
+            (s("sync_degraded"), Reply::Bool(v.replication.degraded())),
+            (s("durable_bytes"), int(durable_total)),
+            (s("standbys"), Reply::Array(standbys)),
+        ];
+        if detailed {
+            let segments = tails
+                .iter()
+                .map(|t| {
+                    Reply::Map(vec![
+                        (s("segment"), int(t.segment)),
+                        (s("durable"), int(t.durable)),
+                        (s("complete"), Reply::Bool(t.complete)),
+                    ])
+                })
+                .collect();
+            out.push((s("segments"), Reply::Array(segments)));
+        }
+        return Ok(Reply::Map(out));
+    }
+    let Some(state) = ctx.node.volumes.replica_state(name) else {
+        return Err(CommandError::err_owned(format!(
+            "Volume: '{name}' is neither open nor replicated on this member"
+        )));
+    };
+    let status = *state.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let primary = state.primary.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let error = state.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let contact = state.last_contact_ms.load(Ordering::Relaxed);
+    let mut out = vec![
+        (s("role"), s("standby")),
+        (s("status"), s(status)),
+        (s("primary"), s(primary.as_deref().unwrap_or(""))),
+        (s("caught_up"), Reply::Bool(state.caught_up.load(Ordering::Acquire))),
+        (s("lag_bytes"), int(state.lag_bytes())),
+        (s("bytes_received"), int(state.bytes_received.load(Ordering::Relaxed))),
+        (s("requests"), int(state.requests.load(Ordering::Relaxed))),
+        (
+            s("last_contact_ms_ago"),
+            if contact == 0 { Reply::Integer(-1) } else { int(now_ms().saturating_sub(contact)) },
+        ),
+        (s("last_error"), s(error.as_deref().unwrap_or(""))),
+    ];
+    if detailed {
+        let positions =
+            state.positions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let tails = state.tails.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let segments = tails
+            .iter()
+            .map(|t| {
+                Reply::Map(vec![
+                    (s("segment"), int(t.segment)),
+                    (s("position"), int(positions.get(&t.segment).copied().unwrap_or(0))),
+                    (s("primary_durable"), int(t.durable)),
+                ])
+            })
+            .collect();
+        out.push((s("segments"), Reply::Array(segments)));
+    }
+    Ok(Reply::Map(out))
 }
 
 fn volume_err(e: VolumeError) -> CommandError {
@@ -251,6 +430,68 @@ pub async fn execute(cmd: VolumeCmd, ctx: &mut Ctx<'_>) -> Result<Reply, Command
                 ),
                 (Reply::bulk_str("sequence_number"), Reply::Integer(sequence)),
             ]))
+        }
+        VolumeCmd::Stats(name, Some(sub)) if sub == "REPLICATION" => {
+            replication_reply(ctx, &name, false)
+        }
+        VolumeCmd::InspectReplication(name) => replication_reply(ctx, &name, true),
+        VolumeCmd::ReplicationStart(name) => {
+            let (kind, shard) = parse_name(&name)
+                .ok_or_else(|| CommandError::err_owned(format!("invalid volume name: {name}")))?;
+            let me = ctx.node.cluster.me().id;
+            let topology = ctx.node.cluster.topology();
+            if !topology.routes.get(&(kind, shard)).is_some_and(|r| r.standbys.contains(&me)) {
+                return Err(CommandError::err_owned(format!(
+                    "This member is not a standby of volume {name}"
+                )));
+            }
+            if !ctx.node.volumes.start_replica(kind, shard).await {
+                return Err(CommandError::err_owned(format!(
+                    "Replication is already running on volume {name}"
+                )));
+            }
+            Ok(Reply::ok())
+        }
+        VolumeCmd::ReplicationStop(name) => {
+            if !ctx.node.volumes.stop_replica(&name).await {
+                return Err(CommandError::err_owned(format!(
+                    "No replication is running on volume {name}"
+                )));
+            }
+            Ok(Reply::ok())
+        }
+        VolumeCmd::SegmentRange(name, segment, ranges) => {
+            let v = volume(ctx, &name)?;
+            let mut parts = Vec::with_capacity(ranges.len());
+            for (pos, len) in ranges {
+                parts.push(Reply::Bulk(v.segment_bytes(segment, pos, len).map_err(volume_err)?));
+            }
+            Ok(Reply::Array(parts))
+        }
+        VolumeCmd::TailPointer(name, segment) => {
+            let v = volume(ctx, &name)?;
+            let tail = v.tails().into_iter().find(|t| t.segment == segment).ok_or_else(|| {
+                CommandError::err_owned(format!(
+                    "Segment {segment} of volume {name} does not exist"
+                ))
+            })?;
+            let version = *v.progress().borrow();
+            Ok(Reply::Array(vec![int(tail.durable), int(version)]))
+        }
+        VolumeCmd::Follow { volume: name, member, at, version, wait_ms } => {
+            let v = volume(ctx, &name)?;
+            v.replication.record_ack(&member, at);
+            let mut progress = v.progress();
+            if *progress.borrow_and_update() == version {
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_millis(wait_ms),
+                    progress.changed(),
+                )
+                .await;
+            }
+            let version = *progress.borrow_and_update();
+            let numbers = crate::replication::encode_follow(version, &v.tails());
+            Ok(Reply::Array(numbers.into_iter().map(Reply::Integer).collect()))
         }
         VolumeCmd::Stats(name, sub) => {
             let v = volume(ctx, &name)?;

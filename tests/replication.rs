@@ -1,0 +1,457 @@
+//! Volume replication against a real `kronotop` process with several members: a standby copies
+//! what the primary already holds and follows what it writes next (its segment files end byte
+//! for byte equal to the primary's), a sync standby holds writes until it has their bytes, and a
+//! manual failover to a caught-up standby loses no bucket document and no Redis key.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use redis_protocol::resp3::types::OwnedFrame;
+use support::{PATIENCE, Raw, Server, text};
+
+fn pairs(frame: &OwnedFrame) -> Vec<(String, OwnedFrame)> {
+    match frame {
+        OwnedFrame::Map { data, .. } => data.iter().map(|(k, v)| (text(k), v.clone())).collect(),
+        OwnedFrame::Array { data, .. } => {
+            data.chunks(2).map(|p| (text(&p[0]), p[1].clone())).collect()
+        }
+        other => panic!("not a map: {other:?}"),
+    }
+}
+
+fn field(frame: &OwnedFrame, key: &str) -> OwnedFrame {
+    pairs(frame)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no {key} in {frame:?}"))
+}
+
+fn int(frame: &OwnedFrame) -> i64 {
+    match frame {
+        OwnedFrame::Number { data, .. } => *data,
+        OwnedFrame::Boolean { data, .. } => i64::from(*data),
+        other => panic!("not an integer: {other:?}"),
+    }
+}
+
+/// The member's id, once it has seen the cluster initialised.
+fn member_id(admin: &mut Raw) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let reply = admin.cmd(&["KR.ADMIN", "DESCRIBE-MEMBER"]);
+        if let OwnedFrame::SimpleError { data, .. } = &reply {
+            assert!(Instant::now() < deadline, "{data}");
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        return text(&field(&reply, "member_id"));
+    }
+}
+
+/// Runs `kronotop bootstrap` with these arguments over the members' admin ports.
+fn bootstrap(args: &[String]) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kronotop"))
+        .arg("bootstrap")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Polls `check` until it holds.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what} never happened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `segments` directory of a volume under a member's data directory: `--members N` puts
+/// member i under `<data>/member-<i>/<cluster>/<id>/`.
+fn segments_dir(data: &Path, member: &str, volume: &str) -> PathBuf {
+    let pattern = ["*", "*", member, "volumes", volume, "segments"];
+    let mut dirs = vec![data.to_owned()];
+    for part in pattern {
+        let mut next = Vec::new();
+        for dir in dirs {
+            if part == "*" {
+                for e in std::fs::read_dir(&dir).unwrap() {
+                    let p = e.unwrap().path();
+                    if p.is_dir() {
+                        next.push(p);
+                    }
+                }
+            } else if dir.join(part).is_dir() {
+                next.push(dir.join(part));
+            }
+        }
+        dirs = next;
+    }
+    dirs.pop().unwrap_or_else(|| panic!("no segments of {volume} for member {member}"))
+}
+
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Inserts `commands` commands of `per` documents of about `size` bytes; returns the ids.
+fn insert(
+    c: &mut Raw,
+    bucket: &str,
+    from: usize,
+    commands: usize,
+    per: usize,
+    size: usize,
+) -> usize {
+    let filler = "x".repeat(size);
+    let mut n = 0;
+    for i in 0..commands {
+        let docs: Vec<String> = (0..per)
+            .map(|j| format!(r#"{{"n": {}, "pad": "{filler}"}}"#, from + i * per + j))
+            .collect();
+        let mut args = vec!["BUCKET.INSERT", bucket, "DOCS"];
+        args.extend(docs.iter().map(String::as_str));
+        let reply = c.cmd(&args);
+        assert!(matches!(reply, OwnedFrame::Array { .. }), "{reply:?}");
+        n += per;
+    }
+    n
+}
+
+/// Counts the documents of a bucket through cursors.
+fn count(c: &mut Raw, bucket: &str) -> usize {
+    let mut total = 0;
+    let mut reply = c.cmd(&["BUCKET.QUERY", bucket, "{}", "LIMIT", "1000"]);
+    loop {
+        let (cursor, docs) = support::cursor_docs(&reply);
+        total += docs.len();
+        if docs.is_empty() {
+            break;
+        }
+        reply = c.cmd(&["BUCKET.ADVANCE", "QUERY", &cursor.to_string()]);
+    }
+    total
+}
+
+fn replication(admin: &mut Raw, volume: &str) -> OwnedFrame {
+    admin.cmd(&["VOLUME.STATS", volume, "REPLICATION"])
+}
+
+/// A standby added after 50 MB were written copies them while writes go on, ends with segment
+/// files equal byte for byte to the primary's, and after a manual failover serves every document.
+#[test]
+fn a_standby_catches_up_matches_byte_for_byte_and_takes_over() {
+    let server = Server::builder()
+        .members(2)
+        .set("bucket.shards", "1")
+        .set("redis.shards", "1")
+        .set("volume.segment_size", &(8u64 << 20).to_string())
+        .start();
+    let a0 = server.admins[0].to_string();
+    bootstrap(&[
+        "--primary".into(),
+        "BUCKET".into(),
+        format!("{a0}=0"),
+        "--primary".into(),
+        "REDIS".into(),
+        format!("{a0}=0"),
+    ]);
+    let mut admin0 = Raw::connect(server.admins[0]);
+    let mut admin1 = Raw::connect(server.admins[1]);
+    let (id0, id1) = (member_id(&mut admin0), member_id(&mut admin1));
+    let mut c0 = Raw::connect(server.clients[0]);
+    assert_eq!(c0.cmd_raw(&["BUCKET.CREATE", "big", "SHARDS", "0"]), "+OK\r\n");
+    eventually("the bucket shard opens", || {
+        !c0.cmd_raw(&["BUCKET.INSERT", "big", "DOCS", r#"{"n": -1}"#]).starts_with('-')
+    });
+    // 50 MB before the standby exists: 50 commands of 100 documents of 10 KiB.
+    let mut written = 1 + insert(&mut c0, "big", 0, 50, 100, 10_240);
+
+    // The standby is added while a second client keeps writing.
+    let writer_addr = server.clients[0];
+    let writer = std::thread::spawn(move || {
+        let mut w = Raw::connect(writer_addr);
+        insert(&mut w, "big", 1_000_000, 40, 25, 4_096)
+    });
+    assert_eq!(
+        admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "STANDBY", "BUCKET", "0", &id1]),
+        "+OK\r\n"
+    );
+    written += writer.join().unwrap();
+    written += insert(&mut c0, "big", 2_000_000, 5, 20, 1_000);
+
+    // Caught up: the standby has nothing left to copy, the primary sees no lag.
+    eventually("the standby catches up", || {
+        let r = replication(&mut admin1, "bucket-shard-0");
+        int(&field(&r, "caught_up")) == 1 && int(&field(&r, "lag_bytes")) == 0
+    });
+    eventually("the primary sees the standby's acknowledgement", || {
+        let r = replication(&mut admin0, "bucket-shard-0");
+        let OwnedFrame::Array { data, .. } = field(&r, "standbys") else { panic!("{r:?}") };
+        data.len() == 1 && int(&field(&data[0], "lag_bytes")) == 0
+    });
+    let r = admin1.cmd(&["VOLUME.INSPECT", "REPLICATION", "bucket-shard-0"]);
+    assert_eq!(text(&field(&r, "role")), "standby");
+    assert_eq!(text(&field(&r, "primary")), id0);
+    assert!(int(&field(&r, "bytes_received")) > 50_000_000, "{r:?}");
+
+    // Byte for byte: every segment file of the primary, and nothing else.
+    let primary = files(&segments_dir(server.data_dir(), &id0, "bucket-shard-0"));
+    let standby = files(&segments_dir(server.data_dir(), &id1, "bucket-shard-0"));
+    assert!(primary.len() >= 7, "50 MB in 8 MiB segments: {} files", primary.len());
+    assert_eq!(
+        primary.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        standby.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    for ((name, a), (_, b)) in primary.iter().zip(&standby) {
+        assert!(a == b, "segment {name} differs");
+    }
+
+    // A stopped standby is no longer caught up, and cannot be promoted.
+    assert_eq!(
+        admin1.cmd_raw(&["VOLUME.ADMIN", "REPLICATION", "STOP", "bucket-shard-0"]),
+        "+OK\r\n"
+    );
+    assert!(
+        admin1
+            .cmd_raw(&["VOLUME.ADMIN", "REPLICATION", "STOP", "bucket-shard-0"])
+            .starts_with("-ERR No replication is running")
+    );
+    written += insert(&mut c0, "big", 3_000_000, 2, 10, 1_000);
+    assert_eq!(
+        admin0.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", "BUCKET", "0", "READONLY"]),
+        "+OK\r\n"
+    );
+    let refused = admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "PRIMARY", "BUCKET", "0", &id1]);
+    assert!(
+        refused.starts_with("-ERR Standby") && refused.contains("has not caught up"),
+        "{refused}"
+    );
+    assert_eq!(
+        admin1.cmd_raw(&["VOLUME.ADMIN", "REPLICATION", "START", "bucket-shard-0"]),
+        "+OK\r\n"
+    );
+    eventually("the restarted standby catches up", || {
+        let r = replication(&mut admin1, "bucket-shard-0");
+        int(&field(&r, "caught_up")) == 1
+    });
+
+    // The manual failover of docs/cluster.md.
+    assert_eq!(
+        admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "PRIMARY", "BUCKET", "0", &id1]),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        admin0.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", "BUCKET", "0", "READWRITE"]),
+        "+OK\r\n"
+    );
+    let mut c1 = Raw::connect(server.clients[1]);
+    eventually("the new primary takes writes", || {
+        !c1.cmd_raw(&["BUCKET.INSERT", "big", "DOCS", r#"{"n": -2}"#]).starts_with('-')
+    });
+    written += 1;
+    assert_eq!(count(&mut c1, "big"), written);
+    assert_eq!(count(&mut c0, "big"), written);
+    let doc = c1.cmd(&["BUCKET.QUERY", "big", r#"{"n": 4999}"#]);
+    let (_, docs) = support::cursor_docs(&doc);
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0]["pad"].as_str().unwrap().len(), 10_240);
+    // The old primary now refuses writes and points at the new one.
+    let reject = c0.cmd_raw(&["BUCKET.INSERT", "big", "DOCS", "{}"]);
+    assert!(reject.starts_with("-REJECT 0 "), "{reject}");
+}
+
+/// A sync standby: a write is answered only once the standby holds its bytes; a stopped sync
+/// standby fails writes after `replication.sync_timeout_ms`, or, with `sync_fallback = "async"`,
+/// lets them through and reports the degradation until it catches up.
+#[test]
+fn a_sync_standby_holds_writes_until_it_has_their_bytes() {
+    for fallback in ["fail", "async"] {
+        let server = Server::builder()
+            .members(2)
+            .set("bucket.shards", "1")
+            .set("redis.shards", "1")
+            .set("replication.sync_timeout_ms", "400")
+            .set("replication.sync_fallback", fallback)
+            .start();
+        let (a0, a1) = (server.admins[0].to_string(), server.admins[1].to_string());
+        bootstrap(&[
+            "--primary".into(),
+            "BUCKET".into(),
+            format!("{a0}=0"),
+            "--primary".into(),
+            "REDIS".into(),
+            format!("{a0}=0"),
+            "--standby".into(),
+            "BUCKET".into(),
+            format!("{a1}=0"),
+        ]);
+        let mut admin0 = Raw::connect(server.admins[0]);
+        let mut admin1 = Raw::connect(server.admins[1]);
+        let id1 = member_id(&mut admin1);
+        member_id(&mut admin0);
+        // Only a standby can be the sync standby.
+        let id0 = member_id(&mut admin0);
+        assert_eq!(
+            admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "SYNC-STANDBY", "BUCKET", "0", &id0]),
+            "-ERR member is not a standby\r\n"
+        );
+        assert_eq!(
+            admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "SYNC-STANDBY", "BUCKET", "0", &id1]),
+            "+OK\r\n"
+        );
+        let shard = admin0.cmd(&["KR.ADMIN", "DESCRIBE-SHARD", "BUCKET", "0"]);
+        assert_eq!(text(&field(&shard, "sync_standby")), id1);
+        let mut c0 = Raw::connect(server.clients[0]);
+        assert_eq!(c0.cmd_raw(&["BUCKET.CREATE", "s", "SHARDS", "0"]), "+OK\r\n");
+        // The standby's first requests fail until the primary has opened the volume; it retries
+        // every second. Writes before it follows would time out, as they should.
+        eventually("the standby follows", || {
+            c0.cmd_raw(&["BUCKET.INSERT", "s", "DOCS", "{}"]);
+            let r = replication(&mut admin1, "bucket-shard-0");
+            let p = replication(&mut admin0, "bucket-shard-0");
+            int(&field(&r, "caught_up")) == 1
+                && text(&field(&r, "status")) == "RUNNING"
+                && int(&field(&p, "sync_degraded")) == 0
+        });
+        eventually("the bucket shard takes writes", || {
+            !c0.cmd_raw(&["BUCKET.INSERT", "s", "DOCS", "{}"]).starts_with('-')
+        });
+        // Every answered write is already on the standby: no lag right after each one.
+        for i in 0..20 {
+            let reply = c0.cmd_raw(&["BUCKET.INSERT", "s", "DOCS", &format!(r#"{{"i": {i}}}"#)]);
+            assert!(reply.starts_with('*'), "{reply}");
+            let r = replication(&mut admin0, "bucket-shard-0");
+            let OwnedFrame::Array { data, .. } = field(&r, "standbys") else { panic!("{r:?}") };
+            assert_eq!(data.len(), 1, "{r:?}");
+            assert_eq!(int(&field(&data[0], "lag_bytes")), 0, "{r:?}");
+            assert_eq!(int(&field(&data[0], "sync")), 1);
+        }
+        assert_eq!(
+            admin1.cmd_raw(&["VOLUME.ADMIN", "REPLICATION", "STOP", "bucket-shard-0"]),
+            "+OK\r\n"
+        );
+        let started = Instant::now();
+        let reply = c0.cmd_raw(&["BUCKET.INSERT", "s", "DOCS", r#"{"late": 1}"#]);
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        let r = replication(&mut admin0, "bucket-shard-0");
+        if fallback == "fail" {
+            assert!(reply.starts_with("-ERR sync standby") && reply.contains("in time"), "{reply}");
+            assert_eq!(int(&field(&r, "sync_degraded")), 0);
+        } else {
+            assert!(reply.starts_with('*'), "{reply}");
+            assert_eq!(int(&field(&r, "sync_degraded")), 1);
+        }
+        // The connection and the server go on; a restarted standby catches up and writes are
+        // synchronous again.
+        assert_eq!(
+            admin1.cmd_raw(&["VOLUME.ADMIN", "REPLICATION", "START", "bucket-shard-0"]),
+            "+OK\r\n"
+        );
+        eventually("writes succeed again", || {
+            c0.cmd_raw(&["BUCKET.INSERT", "s", "DOCS", "{}"]).starts_with('*')
+        });
+        eventually("the sync standby is waited for again", || {
+            c0.cmd_raw(&["BUCKET.INSERT", "s", "DOCS", "{}"]);
+            int(&field(&replication(&mut admin0, "bucket-shard-0"), "sync_degraded")) == 0
+        });
+        assert_eq!(
+            admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "UNSET", "SYNC-STANDBY", "BUCKET", "0", &id1]),
+            "+OK\r\n"
+        );
+        assert_eq!(
+            admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "UNSET", "SYNC-STANDBY", "BUCKET", "0", &id1]),
+            "-ERR member is not the sync standby\r\n"
+        );
+    }
+}
+
+/// A Redis shard with `durability = always` and a sync standby: after a manual failover the
+/// promoted member loads the shard from its copy and serves every acknowledged key.
+#[test]
+fn redis_keys_survive_a_failover_to_the_sync_standby() {
+    let server = Server::builder()
+        .members(2)
+        .set("bucket.shards", "1")
+        .set("redis.shards", "1")
+        .set("redis.durability", "always")
+        .start();
+    let (a0, a1) = (server.admins[0].to_string(), server.admins[1].to_string());
+    bootstrap(&[
+        "--primary".into(),
+        "BUCKET".into(),
+        format!("{a0}=0"),
+        "--primary".into(),
+        "REDIS".into(),
+        format!("{a0}=0"),
+        "--standby".into(),
+        "REDIS".into(),
+        format!("{a1}=0"),
+    ]);
+    let mut admin0 = Raw::connect(server.admins[0]);
+    let mut admin1 = Raw::connect(server.admins[1]);
+    let id1 = member_id(&mut admin1);
+    assert_eq!(
+        admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "SYNC-STANDBY", "REDIS", "0", &id1]),
+        "+OK\r\n"
+    );
+    support::wait_redis(server.clients[0], 1);
+    let mut c0 = Raw::connect(server.clients[0]);
+    // The routing table picks up the READWRITE status a moment after the bootstrap sets it; the
+    // sync standby's first requests wait for the primary to open the volume.
+    eventually("the shard takes synchronous writes", || {
+        c0.cmd_raw(&["SET", "first", "1"]) == "+OK\r\n"
+    });
+    for i in 0..300 {
+        assert_eq!(c0.cmd_raw(&["SET", &format!("k{i}"), &format!("v{i}")]), "+OK\r\n");
+    }
+    assert_eq!(c0.cmd_raw(&["HSET", "h", "a", "1", "b", "2"]), ":2\r\n");
+    assert_eq!(
+        admin0.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", "REDIS", "0", "READONLY"]),
+        "+OK\r\n"
+    );
+    eventually("the standby catches up", || {
+        int(&field(&replication(&mut admin1, "redis-shard-0"), "caught_up")) == 1
+    });
+    assert_eq!(
+        admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "PRIMARY", "REDIS", "0", &id1]),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        admin0.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", "REDIS", "0", "READWRITE"]),
+        "+OK\r\n"
+    );
+    let mut c1 = Raw::connect(server.clients[1]);
+    eventually("the promoted member serves the shard", || {
+        c1.cmd_raw(&["GET", "k0"]) == "$2\r\nv0\r\n"
+    });
+    for i in 0..300 {
+        assert_eq!(
+            c1.cmd_raw(&["GET", &format!("k{i}")]),
+            format!("${}\r\nv{i}\r\n", 1 + i.to_string().len())
+        );
+    }
+    assert_eq!(c1.cmd_raw(&["HGET", "h", "b"]), "$1\r\n2\r\n");
+    assert_eq!(c1.cmd_raw(&["SET", "after", "1"]), "+OK\r\n");
+    let moved = c0.cmd_raw(&["GET", "k1"]);
+    assert!(moved.starts_with("-MOVED "), "{moved}");
+}
