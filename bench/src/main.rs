@@ -8,11 +8,13 @@
 //! `redis`: strings and hashes beside redis-server in three durability settings, and memory.
 //! `bucket`: document inserts and a full-scan query beside PostgreSQL 15 `jsonb`.
 //! `index`: indexed queries, SORTBY, a full scan and a 70/15/10/5 mix beside PostgreSQL 15.
+//! `replication`: synced writes with no standby, an asynchronous and a sync standby; lag.
 
 mod bucket;
 mod index;
 mod meta;
 mod redis;
+mod replication;
 mod volume;
 
 use std::net::TcpListener;
@@ -113,6 +115,19 @@ enum Workload {
         #[arg(long, default_value_t = 50_000)]
         requests: u64,
     },
+    /// Synced SETs with no standby, an asynchronous standby and a sync standby, and the
+    /// asynchronous standby's lag.
+    Replication {
+        /// The kronotop binary to measure.
+        #[arg(long, default_value = "target/release/kronotop")]
+        kronotop: PathBuf,
+        /// Requests per row and round.
+        #[arg(long, default_value_t = 100_000)]
+        requests: u64,
+        /// Rounds; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Volume appends and reads beside the disk's raw synced-write rate and plain reads.
     Volume {
         #[command(flatten)]
@@ -139,6 +154,9 @@ fn main() -> Result<()> {
         }
         Workload::Bucket { kronotop, requests } => ("bucket", bucket::run(&kronotop, requests)?),
         Workload::Index { kronotop, requests } => ("index", index::run(&kronotop, requests)?),
+        Workload::Replication { kronotop, requests, rounds } => {
+            ("replication", replication::run(&kronotop, requests, rounds)?)
+        }
         Workload::Volume { disk } => ("volume", volume::run(disk.seconds, disk.dir)?),
         Workload::Meta { disk } => ("meta", meta::run(disk.seconds, disk.dir)?),
     };

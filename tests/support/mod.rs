@@ -494,8 +494,20 @@ pub fn bucket_server_from(b: Builder, shards: u32) -> Server {
     let mut c = s.connect();
     for shard in 0..shards {
         let probe = format!("probe{shard}");
-        assert_eq!(c.cmd_raw(&["BUCKET.CREATE", &probe, "SHARDS", &shard.to_string()]), "+OK\r\n");
         let deadline = Instant::now() + PATIENCE;
+        // `--bootstrap` routes the shards right after the member listens; until this member has
+        // loaded the routes, BUCKET.CREATE answers that the shard has no route.
+        loop {
+            let created = c.cmd_raw(&["BUCKET.CREATE", &probe, "SHARDS", &shard.to_string()]);
+            if created == "+OK\r\n" {
+                break;
+            }
+            assert!(
+                created.starts_with("-ERR No route found") && Instant::now() < deadline,
+                "{created}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         while c.cmd_raw(&["BUCKET.INSERT", &probe, "DOCS", "{}"]).starts_with('-') {
             assert!(Instant::now() < deadline, "bucket shard {shard} never became usable");
             std::thread::sleep(Duration::from_millis(50));
