@@ -455,3 +455,70 @@ fn redis_keys_survive_a_failover_to_the_sync_standby() {
     let moved = c0.cmd_raw(&["GET", "k1"]);
     assert!(moved.starts_with("-MOVED "), "{moved}");
 }
+
+/// A former primary cannot commit: a transaction it began before its shard moved fails at COMMIT,
+/// because every write read the shard's ownership epoch, which the promotion changed. With
+/// fencing switched off (the control), the same COMMIT succeeds: a member that no longer owns the
+/// shard wrote to it, which is what fencing exists to prevent.
+#[test]
+fn a_former_primary_cannot_commit_after_a_failover() {
+    for fencing in [true, false] {
+        let server = Server::builder()
+            .members(2)
+            .set("bucket.shards", "1")
+            .set("redis.shards", "1")
+            .set("replication.fencing", if fencing { "true" } else { "false" })
+            .start();
+        let (a0, a1) = (server.admins[0].to_string(), server.admins[1].to_string());
+        bootstrap(&[
+            "--primary".into(),
+            "BUCKET".into(),
+            format!("{a0}=0"),
+            "--primary".into(),
+            "REDIS".into(),
+            format!("{a0}=0"),
+            "--standby".into(),
+            "BUCKET".into(),
+            format!("{a1}=0"),
+        ]);
+        let mut admin0 = Raw::connect(server.admins[0]);
+        let mut admin1 = Raw::connect(server.admins[1]);
+        let id1 = member_id(&mut admin1);
+        let mut c0 = Raw::connect(server.clients[0]);
+        assert_eq!(c0.cmd_raw(&["BUCKET.CREATE", "f", "SHARDS", "0"]), "+OK\r\n");
+        eventually("the bucket shard takes writes", || {
+            !c0.cmd_raw(&["BUCKET.INSERT", "f", "DOCS", r#"{"early": 1}"#]).starts_with('-')
+        });
+        assert_eq!(c0.cmd_raw(&["BEGIN"]), "+OK\r\n");
+        let inserted = c0.cmd_raw(&["BUCKET.INSERT", "f", "DOCS", r#"{"late": 1}"#]);
+        assert!(inserted.starts_with("*1"), "{inserted}");
+
+        assert_eq!(
+            admin0.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", "BUCKET", "0", "READONLY"]),
+            "+OK\r\n"
+        );
+        eventually("the standby catches up", || {
+            admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "PRIMARY", "BUCKET", "0", &id1])
+                == "+OK\r\n"
+        });
+        assert_eq!(
+            admin0.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", "BUCKET", "0", "READWRITE"]),
+            "+OK\r\n"
+        );
+        let committed = c0.cmd_raw(&["COMMIT"]);
+        let mut c1 = Raw::connect(server.clients[1]);
+        eventually("the new primary serves the bucket", || {
+            !c1.cmd_raw(&["BUCKET.INSERT", "f", "DOCS", "{}"]).starts_with('-')
+        });
+        let (_, late) = support::cursor_docs(&c1.cmd(&["BUCKET.QUERY", "f", r#"{"late": 1}"#]));
+        if fencing {
+            assert!(committed.starts_with('-'), "a former primary committed: {committed}");
+            assert!(late.is_empty(), "{late:?}");
+        } else {
+            assert_eq!(committed, "+OK\r\n", "the control must show the unfenced write");
+            assert_eq!(late.len(), 1);
+        }
+        // The connection goes on working either way.
+        assert_eq!(c0.cmd_raw(&["PING"]), "+PONG\r\n");
+    }
+}

@@ -325,6 +325,11 @@ impl Cluster {
         read(&self.keys).clone()
     }
 
+    /// The key holding a shard's ownership epoch (see `Route::epoch`).
+    pub fn epoch_key(&self, kind: ShardKind, shard: u32) -> Vec<u8> {
+        self.keys().shard(kind, shard, "epoch")
+    }
+
     /// This member's record.
     pub fn me(&self) -> MemberRecord {
         read(&self.me).clone()
@@ -786,6 +791,12 @@ impl Cluster {
                     route.status = ShardStatus::parse(&text).unwrap_or(ShardStatus::Inoperable)
                 }
                 "sync_standby" => route.sync_standby = Some(text).filter(|p| !p.is_empty()),
+                "epoch" => {
+                    let mut b = [0u8; 8];
+                    let n = kv.value.len().min(8);
+                    b[..n].copy_from_slice(&kv.value[..n]);
+                    route.epoch = i64::from_le_bytes(b);
+                }
                 _ => {}
             }
         }
@@ -1130,6 +1141,11 @@ impl Cluster {
                         route.sync_standby = None;
                     }
                     route.primary = Some(id.to_owned());
+                    tx.atomic_op(
+                        &keys.shard(kind, shard, "epoch"),
+                        &1i64.to_le_bytes(),
+                        MutationType::Add,
+                    );
                 }
                 (RouteOp::Set, RouteRole::Standby) => {
                     let primary = route.primary.as_deref().ok_or(ClusterError::NoPrimary)?;
@@ -1302,6 +1318,7 @@ mod tests {
             standbys: s.iter().map(|x| (*x).to_owned()).collect(),
             status: ShardStatus::ReadWrite,
             sync_standby: None,
+            epoch: 0,
         };
         let k = ShardKind::Bucket;
         assert_eq!(

@@ -71,6 +71,9 @@ pub struct Route {
     /// The standby whose acknowledgement every write of the shard waits for, if any; always one
     /// of `standbys`.
     pub sync_standby: Option<String>,
+    /// Ownership epoch: bumped in the transaction that changes the primary, read by every write
+    /// of the primary (the Volume's fence), so a former primary cannot commit.
+    pub epoch: i64,
 }
 
 impl Default for Route {
@@ -81,6 +84,7 @@ impl Default for Route {
             standbys: Vec::new(),
             status: ShardStatus::Inoperable,
             sync_standby: None,
+            epoch: 0,
         }
     }
 }

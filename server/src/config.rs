@@ -156,6 +156,9 @@ pub struct ReplicationConfig {
     pub sync_fallback: String,
     /// Most bytes a standby asks for in one request.
     pub chunk_size: u64,
+    /// Every write checks the shard's ownership epoch in its transaction, so a former primary
+    /// cannot commit. Switch off only to see what it prevents (the fencing test's control).
+    pub fencing: bool,
 }
 
 impl Default for ReplicationConfig {
@@ -168,6 +171,7 @@ impl Default for ReplicationConfig {
             sync_timeout_ms: 5_000,
             sync_fallback: "fail".to_owned(),
             chunk_size: 1 << 20,
+            fencing: true,
         }
     }
 }

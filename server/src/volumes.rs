@@ -161,6 +161,12 @@ impl Volumes {
             Ok(v) => {
                 tracing::info!(volume = %name, "volume open");
                 let v = Arc::new(v);
+                if self.replication.fencing {
+                    let epoch =
+                        self.cluster.topology().routes.get(&(kind, shard)).map_or(0, |r| r.epoch);
+                    let key = self.cluster.epoch_key(kind, shard);
+                    v.set_fence(Some(kronotop_volume::Fence { key, epoch }));
+                }
                 self.open
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)

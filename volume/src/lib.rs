@@ -51,6 +51,10 @@ pub enum VolumeError {
     /// the bytes are on the primary but the write is not acknowledged.
     #[error("sync standby {1} of volume {0} did not acknowledge the write in time")]
     SyncStandby(String, String),
+    /// The shard's ownership moved to another member (its epoch changed) since this member opened
+    /// the volume: this member may no longer write it.
+    #[error("Volume {0} is fenced: the shard's primary changed (epoch {1}, now {2})")]
+    Fenced(String, i64, i64),
     #[error("Segment {1} of volume {0} has no durable bytes at {2}..{3}")]
     NotDurable(String, u64, u64, u64),
     #[error("volume metadata is damaged: {0}")]
@@ -169,6 +173,17 @@ pub struct Volume {
     pub counters: OpCounters,
     /// What standbys have copied and whether writes wait for one of them.
     pub replication: replication::Replication,
+    fence: RwLock<Option<Fence>>,
+}
+
+/// The ownership fence of a volume: a metadata key holding the shard's epoch, and the epoch this
+/// member owns the shard at. Every write reads the key in its own transaction, so a promotion of
+/// another member (which changes the key) makes the write's commit conflict, and its retry fail
+/// with `Fenced`: a former primary cannot commit anything once it is not the primary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub key: Vec<u8>,
+    pub epoch: i64,
 }
 
 fn io_err(volume: &str) -> impl FnOnce(std::io::Error) -> VolumeError + '_ {
@@ -286,6 +301,7 @@ impl Volume {
             status: RwLock::new(status),
             counters: OpCounters::default(),
             replication: replication::Replication::default(),
+            fence: RwLock::new(None),
         };
         volume.counters.segments_created.fetch_add(1, Ordering::Relaxed);
         Ok(volume)
@@ -392,12 +408,34 @@ impl Volume {
         }
     }
 
+    /// Sets (or clears) the ownership fence every write checks.
+    pub fn set_fence(&self, fence: Option<Fence>) {
+        *self.fence.write().unwrap_or_else(std::sync::PoisonError::into_inner) = fence;
+    }
+
+    /// Reads the fence key in `tx` (a read conflict on it) and refuses when the epoch moved.
+    async fn check_fence(&self, tx: &Transaction) -> Result<()> {
+        let fence = self.fence.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let Some(fence) = fence else { return Ok(()) };
+        let found = tx.get(&fence.key, false).await?.map_or(0, |v| {
+            let mut b = [0u8; 8];
+            let n = v.len().min(8);
+            b[..n].copy_from_slice(&v[..n]);
+            i64::from_le_bytes(b)
+        });
+        if found != fence.epoch {
+            return Err(VolumeError::Fenced(self.name.clone(), fence.epoch, found));
+        }
+        Ok(())
+    }
+
     /// Appends `entries` under `prefix`: writes and syncs their bytes, then writes their metadata,
     /// stats and changelog records into `tx`, which the caller commits.
     ///
     /// # Errors
     ///
-    /// `EntryCount`, `EntrySize`, `NotWritable`, I/O errors (nothing is then referenced).
+    /// `EntryCount`, `EntrySize`, `NotWritable`, `Fenced`, I/O errors (nothing is then
+    /// referenced).
     pub async fn append(
         &self,
         db: &Database,
@@ -405,6 +443,7 @@ impl Volume {
         prefix: [u8; 8],
         entries: &[&[u8]],
     ) -> Result<Vec<Appended>> {
+        self.check_fence(tx).await?;
         let written = self.write_entries(db, entries).await?;
         let mut out = Vec::with_capacity(written.len());
         for metadata in written {
@@ -546,6 +585,7 @@ impl Volume {
     /// Metadata errors.
     pub async fn delete(&self, tx: &Transaction, prefix: [u8; 8], id: &[u8; 12]) -> Result<bool> {
         let Some(m) = self.metadata(tx, prefix, id).await? else { return Ok(false) };
+        self.check_fence(tx).await?;
         self.delete_entry(tx, prefix, id, &m)?;
         Ok(true)
     }
@@ -582,6 +622,7 @@ impl Volume {
             Err(e) if e == MetaError::ACCESSED_UNREADABLE => return Ok(Deletion::AppendedHere),
             Err(e) => return Err(e.into()),
         };
+        self.check_fence(tx).await?;
         self.delete_entry(tx, prefix, &id, m)?;
         Ok(Deletion::Deleted)
     }
@@ -600,6 +641,7 @@ impl Volume {
         bytes: &[u8],
     ) -> Result<Option<EntryMetadata>> {
         let Some(old) = self.metadata(tx, prefix, id).await? else { return Ok(None) };
+        self.check_fence(tx).await?;
         let new = self
             .write_entries(db, &[bytes])
             .await?
