@@ -522,3 +522,129 @@ fn a_former_primary_cannot_commit_after_a_failover() {
         assert_eq!(c0.cmd_raw(&["PING"]), "+PONG\r\n");
     }
 }
+
+/// Automatic failover: the primary of a bucket shard and a Redis shard falls silent (its
+/// heartbeats stop while it keeps serving, as when it is cut off) under write load; the sync
+/// standby promotes itself, every acknowledged document and key is readable from it, the old
+/// primary's writes stop succeeding, and the old primary rejoins as a standby and catches up.
+#[test]
+fn a_sync_standby_takes_over_a_silent_primary_and_loses_nothing() {
+    let server = Server::builder()
+        .members(2)
+        .set("bucket.shards", "1")
+        .set("redis.shards", "1")
+        .set("redis.durability", "always")
+        .set("cluster.heartbeat_interval_ms", "100")
+        .set("cluster.max_silent_period_ms", "600")
+        .set("replication.sync_timeout_ms", "1000")
+        .set("server.enable_debug_command", "true")
+        .start();
+    let (a0, a1) = (server.admins[0].to_string(), server.admins[1].to_string());
+    let mut args = Vec::new();
+    for kind in ["BUCKET", "REDIS"] {
+        args.extend(["--primary".into(), kind.into(), format!("{a0}=0")]);
+        args.extend(["--standby".into(), kind.into(), format!("{a1}=0")]);
+    }
+    bootstrap(&args);
+    let mut admin0 = Raw::connect(server.admins[0]);
+    let mut admin1 = Raw::connect(server.admins[1]);
+    let (id0, id1) = (member_id(&mut admin0), member_id(&mut admin1));
+    for kind in ["BUCKET", "REDIS"] {
+        assert_eq!(
+            admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "SYNC-STANDBY", kind, "0", &id1]),
+            "+OK\r\n"
+        );
+    }
+    let mut c0 = Raw::connect(server.clients[0]);
+    assert_eq!(c0.cmd_raw(&["BUCKET.CREATE", "af", "SHARDS", "0"]), "+OK\r\n");
+    eventually("both shards take synchronous writes", || {
+        c0.cmd_raw(&["BUCKET.INSERT", "af", "DOCS", r#"{"w": -1}"#]).starts_with('*')
+            && c0.cmd_raw(&["SET", "warm", "1"]) == "+OK\r\n"
+    });
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (addr, stop) = (server.clients[0], std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut c = Raw::connect(addr);
+            let (mut docs, mut keys) = (Vec::new(), Vec::new());
+            let mut i = 0u64;
+            // A Redis write that cannot be made durable closes its connection (its reply would
+            // be a lie); the writer reconnects, as a client would, and counts it as failed.
+            let send = |c: &mut Raw, args: &[&str]| match std::panic::catch_unwind(
+                std::panic::AssertUnwindSafe(|| c.cmd_raw(args)),
+            ) {
+                Ok(reply) => reply,
+                Err(_) => {
+                    *c = Raw::connect(addr);
+                    String::new()
+                }
+            };
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let doc = format!(r#"{{"w": {i}}}"#);
+                if send(&mut c, &["BUCKET.INSERT", "af", "DOCS", &doc]).starts_with('*') {
+                    docs.push(i);
+                }
+                if send(&mut c, &["SET", &format!("w:{i}"), &i.to_string()]) == "+OK\r\n" {
+                    keys.push(i);
+                }
+                i += 1;
+            }
+            (docs, keys, i)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(admin0.cmd_raw(&["DEBUG", "PAUSE-HEARTBEAT", "30000"]), "+OK\r\n");
+    eventually("the sync standby promotes itself", || {
+        ["BUCKET", "REDIS"].iter().all(|kind| {
+            let s = admin1.cmd(&["KR.ADMIN", "DESCRIBE-SHARD", kind, "0"]);
+            text(&field(&s, "primary")) == id1
+        })
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let Ok((docs, keys, attempts)) = writer.join() else {
+        panic!("the writer failed; server logs:\n{}", server.logs());
+    };
+    assert!(docs.len() > 10 && keys.len() > 10, "{} docs, {} keys", docs.len(), keys.len());
+    assert!(
+        ((docs.len() + keys.len()) as u64) < 2 * attempts,
+        "some writes must have failed over the takeover"
+    );
+
+    // Every acknowledged write is on the new primary.
+    let mut c1 = Raw::connect(server.clients[1]);
+    eventually("the new primary serves the REDIS shard", || {
+        c1.cmd_raw(&["GET", "warm"]) == "$1\r\n1\r\n"
+    });
+    for i in &keys {
+        assert_eq!(
+            c1.cmd_raw(&["GET", &format!("w:{i}")]),
+            format!("${}\r\n{i}\r\n", i.to_string().len()),
+            "acknowledged key w:{i} lost"
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut reply = c1.cmd(&["BUCKET.QUERY", "af", "{}", "LIMIT", "1000"]);
+    loop {
+        let (cursor, batch) = support::cursor_docs(&reply);
+        if batch.is_empty() {
+            break;
+        }
+        seen.extend(batch.iter().filter_map(|d| d["w"].as_i64()));
+        reply = c1.cmd(&["BUCKET.ADVANCE", "QUERY", &cursor.to_string()]);
+    }
+    for i in &docs {
+        assert!(seen.contains(&(*i as i64)), "acknowledged document {i} lost");
+    }
+
+    // The old primary, still serving, can no longer write, and rejoins as a standby.
+    let write = c0.cmd_raw(&["BUCKET.INSERT", "af", "DOCS", "{}"]);
+    assert!(write.starts_with('-'), "{write}");
+    eventually("the old primary rejoins as a standby and catches up", || {
+        let s = admin1.cmd(&["KR.ADMIN", "DESCRIBE-SHARD", "BUCKET", "0"]);
+        let OwnedFrame::Array { data, .. } = field(&s, "standbys") else { return false };
+        data.iter().any(|d| text(d) == id0)
+            && int(&field(&replication(&mut admin0, "bucket-shard-0"), "caught_up")) == 1
+    });
+}

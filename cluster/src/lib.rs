@@ -256,6 +256,8 @@ pub struct Cluster {
     /// Counts the reloads that found the topology changed (a route, a status, the shard counts).
     changes: tokio::sync::watch::Sender<u64>,
     shutdown: CancellationToken,
+    /// Heartbeats are skipped until this instant (`pause_heartbeats`, a fault-test hook).
+    paused_until: Mutex<Option<std::time::Instant>>,
     drop_token: Mutex<Option<(String, Instant)>>,
     /// The namespace version this member saw last; caches of namespace subspaces are valid only
     /// while it stays the same.
@@ -310,6 +312,7 @@ impl Cluster {
             events,
             changes: tokio::sync::watch::Sender::new(0),
             shutdown: CancellationToken::new(),
+            paused_until: Mutex::new(None),
             drop_token: Mutex::new(None),
             namespace_version: std::sync::atomic::AtomicI64::new(0),
         });
@@ -445,7 +448,17 @@ impl Cluster {
         }
     }
 
+    /// Skips heartbeats for `period`, so other members judge this one dead while it keeps
+    /// serving: what a member cut off from its peers looks like (`DEBUG PAUSE-HEARTBEAT`, for
+    /// fault tests).
+    pub fn pause_heartbeats(&self, period: Duration) {
+        *lock(&self.paused_until) = Some(std::time::Instant::now() + period);
+    }
+
     async fn beat(&self) -> Result<()> {
+        if lock(&self.paused_until).is_some_and(|until| std::time::Instant::now() < until) {
+            return Ok(());
+        }
         let keys = self.keys();
         let id = self.me().id;
         let tx = self.db.create_trx()?;
@@ -791,6 +804,7 @@ impl Cluster {
                     route.status = ShardStatus::parse(&text).unwrap_or(ShardStatus::Inoperable)
                 }
                 "sync_standby" => route.sync_standby = Some(text).filter(|p| !p.is_empty()),
+                "failed_over_from" => route.failed_over_from = Some(text).filter(|p| !p.is_empty()),
                 "epoch" => {
                     let mut b = [0u8; 8];
                     let n = kv.value.len().min(8);
@@ -1201,6 +1215,118 @@ impl Cluster {
         Ok(())
     }
 
+    /// Automatic failover: makes `to`, the shard's sync standby, its primary in place of `from`,
+    /// in one transaction that first checks the route still names them so (two members that both
+    /// try promote one at most; an operator's change in between wins). Bumps the ownership epoch,
+    /// clears the sync standby and records `from` so it can rejoin as a standby. `Ok(false)` when
+    /// the route changed.
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors.
+    pub async fn fail_over(
+        &self,
+        kind: ShardKind,
+        shard: u32,
+        from: &str,
+        to: &str,
+    ) -> Result<bool> {
+        self.require_initialized()?;
+        let keys = self.keys();
+        let done = self
+            .db
+            .run(|tx, _| {
+                let keys = keys.clone();
+                async move {
+                    let counts = self.counts(&tx, &keys).await.map_err(custom)?;
+                    let routes =
+                        self.read_routes(&tx, &keys, &counts, false).await.map_err(custom)?;
+                    let Some(route) = routes.get(&(kind, shard)) else { return Ok(false) };
+                    if route.primary.as_deref() != Some(from)
+                        || route.sync_standby.as_deref() != Some(to)
+                        || !route.standbys.iter().any(|s| s == to)
+                    {
+                        return Ok(false);
+                    }
+                    let standbys: Vec<&String> =
+                        route.standbys.iter().filter(|s| *s != to).collect();
+                    let standbys = serde_json::to_vec(&standbys)
+                        .map_err(|e| custom(ClusterError::Corrupt(e.to_string())))?;
+                    tx.set(&keys.shard(kind, shard, "primary"), to.as_bytes());
+                    tx.set(&keys.shard(kind, shard, "standbys"), &standbys);
+                    tx.clear(&keys.shard(kind, shard, "sync_standby"));
+                    tx.set(&keys.shard(kind, shard, "failed_over_from"), from.as_bytes());
+                    tx.atomic_op(
+                        &keys.shard(kind, shard, "epoch"),
+                        &1i64.to_le_bytes(),
+                        MutationType::Add,
+                    );
+                    tx.atomic_op(&keys.topology(), &1i64.to_le_bytes(), MutationType::Add);
+                    Ok(true)
+                }
+            })
+            .await?;
+        if done {
+            tracing::warn!(
+                kind = kind.key(),
+                shard,
+                from,
+                to,
+                "automatic failover: promoted the sync standby"
+            );
+            self.reload().await?;
+        }
+        Ok(done)
+    }
+
+    /// After an automatic failover replaced this member, adds it back to the shard as a standby
+    /// (it copies the new primary's data over its old files). `Ok(false)` when the route no
+    /// longer names this member as replaced.
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors.
+    pub async fn rejoin_as_standby(&self, kind: ShardKind, shard: u32) -> Result<bool> {
+        let keys = self.keys();
+        let me = self.me().id;
+        let done = self
+            .db
+            .run(|tx, _| {
+                let (keys, me) = (keys.clone(), me.clone());
+                async move {
+                    let counts = self.counts(&tx, &keys).await.map_err(custom)?;
+                    let routes =
+                        self.read_routes(&tx, &keys, &counts, false).await.map_err(custom)?;
+                    let Some(route) = routes.get(&(kind, shard)) else { return Ok(false) };
+                    if route.failed_over_from.as_deref() != Some(me.as_str())
+                        || route.primary.as_deref() == Some(me.as_str())
+                    {
+                        return Ok(false);
+                    }
+                    let mut standbys = route.standbys.clone();
+                    if !standbys.contains(&me) {
+                        standbys.push(me.clone());
+                    }
+                    let standbys = serde_json::to_vec(&standbys)
+                        .map_err(|e| custom(ClusterError::Corrupt(e.to_string())))?;
+                    tx.set(&keys.shard(kind, shard, "standbys"), &standbys);
+                    tx.clear(&keys.shard(kind, shard, "failed_over_from"));
+                    tx.atomic_op(&keys.topology(), &1i64.to_le_bytes(), MutationType::Add);
+                    Ok(true)
+                }
+            })
+            .await?;
+        if done {
+            tracing::info!(
+                kind = kind.key(),
+                shard,
+                "rejoined the shard as a standby after a failover"
+            );
+            self.reload().await?;
+        }
+        Ok(done)
+    }
+
     /// `DROP-CLUSTER <name>`: a token to confirm with, valid for a minute.
     ///
     /// # Errors
@@ -1319,6 +1445,7 @@ mod tests {
             status: ShardStatus::ReadWrite,
             sync_standby: None,
             epoch: 0,
+            failed_over_from: None,
         };
         let k = ShardKind::Bucket;
         assert_eq!(

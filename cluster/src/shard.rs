@@ -74,6 +74,9 @@ pub struct Route {
     /// Ownership epoch: bumped in the transaction that changes the primary, read by every write
     /// of the primary (the Volume's fence), so a former primary cannot commit.
     pub epoch: i64,
+    /// Set by an automatic failover to the member it replaced, until that member rejoins the
+    /// shard as a standby.
+    pub failed_over_from: Option<String>,
 }
 
 impl Default for Route {
@@ -85,6 +88,7 @@ impl Default for Route {
             status: ShardStatus::Inoperable,
             sync_standby: None,
             epoch: 0,
+            failed_over_from: None,
         }
     }
 }

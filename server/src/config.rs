@@ -159,6 +159,9 @@ pub struct ReplicationConfig {
     /// Every write checks the shard's ownership epoch in its transaction, so a former primary
     /// cannot commit. Switch off only to see what it prevents (the fencing test's control).
     pub fencing: bool,
+    /// A shard's sync standby promotes itself when the primary falls silent
+    /// (`cluster.max_silent_period_ms`); shards without a sync standby never fail over alone.
+    pub auto_failover: bool,
 }
 
 impl Default for ReplicationConfig {
@@ -172,6 +175,7 @@ impl Default for ReplicationConfig {
             sync_fallback: "fail".to_owned(),
             chunk_size: 1 << 20,
             fencing: true,
+            auto_failover: true,
         }
     }
 }
@@ -249,6 +253,9 @@ pub struct ServerConfig {
     pub proto_max_bulk_len: u64,
     /// How long a graceful shutdown waits for connections to finish their in-flight commands.
     pub shutdown_timeout_ms: u64,
+    /// Serve `DEBUG` (fault-test hooks) on the admin port; off by default, as Redis's
+    /// `enable-debug-command`.
+    pub enable_debug_command: bool,
 }
 
 impl Default for ServerConfig {
@@ -258,6 +265,7 @@ impl Default for ServerConfig {
             protected_mode: true,
             proto_max_bulk_len: crate::protocol::request::DEFAULT_MAX_BULK_LEN,
             shutdown_timeout_ms: 10_000,
+            enable_debug_command: false,
         }
     }
 }

@@ -105,6 +105,9 @@ impl Volumes {
                 volumes.start_replica(kind, shard).await;
             }
         }
+        if volumes.replication.auto_failover {
+            tokio::spawn(Arc::clone(&volumes).failover_loop());
+        }
         let v = Arc::clone(&volumes);
         tokio::spawn(async move {
             loop {
@@ -210,6 +213,36 @@ impl Volumes {
             Err(err) => {
                 tracing::error!(volume = %name, %err, "cannot open the volume's metadata");
                 None
+            }
+        }
+    }
+
+    /// Automatic failover (`replication.auto_failover`): this member, as a shard's sync standby,
+    /// promotes itself when it judges the primary silent; a sync standby holds every byte of
+    /// every acknowledged write, and the ownership epoch the promotion bumps fences the old
+    /// primary. A member replaced this way rejoins the shard as a standby.
+    async fn failover_loop(self: Arc<Self>) {
+        // Four checks per second: promotion waits for the failure detector's judgement
+        // (`cluster.max_silent_period_ms`), so checking faster would buy nothing.
+        const EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+        loop {
+            tokio::time::sleep(EVERY).await;
+            let me = self.cluster.me().id;
+            let topology = self.cluster.topology();
+            let silent = self.cluster.silent_members();
+            for (&(kind, shard), route) in &topology.routes {
+                let Some(primary) = route.primary.as_deref() else { continue };
+                if route.sync_standby.as_deref() == Some(me.as_str())
+                    && silent.iter().any(|s| s == primary)
+                {
+                    if let Err(err) = self.cluster.fail_over(kind, shard, primary, &me).await {
+                        tracing::warn!(kind = kind.key(), shard, %err, "automatic failover failed");
+                    }
+                } else if route.failed_over_from.as_deref() == Some(me.as_str()) && primary != me {
+                    if let Err(err) = self.cluster.rejoin_as_standby(kind, shard).await {
+                        tracing::warn!(kind = kind.key(), shard, %err, "could not rejoin as standby");
+                    }
+                }
             }
         }
     }

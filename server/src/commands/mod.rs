@@ -174,6 +174,8 @@ pub enum Command {
     Z(zmap::ZCmd),
     Keys(redis_cmd::KeysCmd),
     Bucket(bucket::BucketCmd),
+    /// `DEBUG PAUSE-HEARTBEAT <ms>` (fault tests; `server.enable_debug_command`).
+    DebugPauseHeartbeat(u64),
     /// `HELP` of a container command: its subcommands and what they do.
     Help(&'static str),
     /// A command the table knows whose implementation belongs to an issue not done yet.
@@ -934,6 +936,20 @@ pub static COMMANDS: &[CommandSpec] = &[
         "volume",
         "Statistics of a volume: VOLUME.STATS <volume> [OPCOUNTERS|SEGMENTS|REPLICATION|RESET].",
         Body::Leaf(volume::parse_stats)
+    ),
+    spec!(
+        "DEBUG",
+        "debug",
+        "DEBUG",
+        3,
+        F_ADMIN,
+        Ports::AdminOnly,
+        ADMIN,
+        "server",
+        "Fault-test hooks, refused unless server.enable_debug_command is true: DEBUG \
+         PAUSE-HEARTBEAT <ms> stops this member's heartbeats for that long, so the others judge \
+         it dead while it keeps serving.",
+        Body::Leaf(parse_debug)
     ),
     spec!(
         "SEGMENT.RANGE",
@@ -2176,6 +2192,16 @@ pub async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
         Command::Z(cmd) => Box::pin(zmap::execute_z(cmd, ctx)).await,
         Command::Keys(cmd) => redis_cmd::execute(cmd, ctx),
         Command::Bucket(cmd) => Box::pin(bucket::execute(cmd, ctx)).await,
+        Command::DebugPauseHeartbeat(ms) => {
+            if !ctx.node.config.server.enable_debug_command {
+                return Err(CommandError::err(
+                    "DEBUG command not allowed. If the server.enable_debug_command option is set \
+                     to false, this command is rejected.",
+                ));
+            }
+            ctx.node.cluster.pause_heartbeats(std::time::Duration::from_millis(ms));
+            Ok(Reply::ok())
+        }
         Command::Help(container) => Ok(docs::help(container)),
         Command::NotSupported(what) => {
             Err(CommandError::err_owned(format!("{what} is not supported yet")))
@@ -2219,4 +2245,15 @@ mod tests {
         assert!(lookup(&[b'A'; 100]).is_none());
         assert!(lookup(&[0xff, 0xfe]).is_none());
     }
+}
+
+/// `DEBUG PAUSE-HEARTBEAT <ms>`
+fn parse_debug(args: &mut args::Args<'_>) -> Result<Command, CommandError> {
+    let sub = args.next_lossy()?;
+    if !sub.eq_ignore_ascii_case("PAUSE-HEARTBEAT") {
+        return Err(CommandError::err_owned(format!("unknown subcommand '{sub}'")));
+    }
+    let ms = u64::try_from(args.next_i64()?).map_err(|_| CommandError::NotInteger)?;
+    args.finish()?;
+    Ok(Command::DebugPauseHeartbeat(ms))
 }
