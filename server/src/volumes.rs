@@ -238,10 +238,11 @@ impl Volumes {
                     if let Err(err) = self.cluster.fail_over(kind, shard, primary, &me).await {
                         tracing::warn!(kind = kind.key(), shard, %err, "automatic failover failed");
                     }
-                } else if route.failed_over_from.as_deref() == Some(me.as_str()) && primary != me {
-                    if let Err(err) = self.cluster.rejoin_as_standby(kind, shard).await {
-                        tracing::warn!(kind = kind.key(), shard, %err, "could not rejoin as standby");
-                    }
+                } else if route.failed_over_from.as_deref() == Some(me.as_str())
+                    && primary != me
+                    && let Err(err) = self.cluster.rejoin_as_standby(kind, shard).await
+                {
+                    tracing::warn!(kind = kind.key(), shard, %err, "could not rejoin as standby");
                 }
             }
         }

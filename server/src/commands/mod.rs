@@ -2209,6 +2209,17 @@ pub async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
     }
 }
 
+/// `DEBUG PAUSE-HEARTBEAT <ms>`
+fn parse_debug(args: &mut args::Args<'_>) -> Result<Command, CommandError> {
+    let sub = args.next_lossy()?;
+    if !sub.eq_ignore_ascii_case("PAUSE-HEARTBEAT") {
+        return Err(CommandError::err_owned(format!("unknown subcommand '{sub}'")));
+    }
+    let ms = u64::try_from(args.next_i64()?).map_err(|_| CommandError::NotInteger)?;
+    args.finish()?;
+    Ok(Command::DebugPauseHeartbeat(ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2245,15 +2256,4 @@ mod tests {
         assert!(lookup(&[b'A'; 100]).is_none());
         assert!(lookup(&[0xff, 0xfe]).is_none());
     }
-}
-
-/// `DEBUG PAUSE-HEARTBEAT <ms>`
-fn parse_debug(args: &mut args::Args<'_>) -> Result<Command, CommandError> {
-    let sub = args.next_lossy()?;
-    if !sub.eq_ignore_ascii_case("PAUSE-HEARTBEAT") {
-        return Err(CommandError::err_owned(format!("unknown subcommand '{sub}'")));
-    }
-    let ms = u64::try_from(args.next_i64()?).map_err(|_| CommandError::NotInteger)?;
-    args.finish()?;
-    Ok(Command::DebugPauseHeartbeat(ms))
 }
