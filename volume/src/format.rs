@@ -64,6 +64,17 @@ pub fn entry_header(payload: &[u8]) -> [u8; 16] {
     h
 }
 
+/// The payload length an entry header at the start of `bytes` records, if it is a whole, valid
+/// header.
+pub fn entry_len(bytes: &[u8]) -> Option<u64> {
+    let header = bytes.get(..16)?;
+    let crc = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+    if &header[0..4] != ENTRY_MAGIC || crc != crc32fast::hash(&header[..12]) {
+        return None;
+    }
+    Some(u64::from(u32::from_le_bytes([header[4], header[5], header[6], header[7]])))
+}
+
 /// Verifies the entry at the start of `bytes` (header, then payload) against the expected payload
 /// length, returning the payload's range within `bytes`.
 pub fn check_entry(bytes: &[u8], expected_len: usize) -> Result<std::ops::Range<usize>, String> {

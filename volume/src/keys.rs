@@ -311,6 +311,24 @@ impl Keys {
         Ok(out)
     }
 
+    /// The position of the last live entry of a segment, from the segment index.
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors.
+    pub async fn last_entry_position(
+        &self,
+        tx: &Transaction,
+        segment: u64,
+    ) -> Result<Option<u64>, MetaError> {
+        let (b, e) = self.s.subspace(&(SEGMENT_INDEX, seg(segment))).range();
+        let last = tx.get_range(&RangeOption::new(b, e).limit(1).reverse(true), true).await?;
+        Ok(last.kvs.first().and_then(|kv| {
+            let (_, _, pos) = self.s.unpack::<(i64, i64, i64)>(&kv.key).ok()?;
+            u64::try_from(pos).ok()
+        }))
+    }
+
     /// Forgets a segment: its registry entry and stats (its entries must have been moved).
     pub fn retire_segment(&self, tx: &Transaction, segment: u64) {
         tx.clear(&self.segment(segment));

@@ -272,10 +272,36 @@ impl Volume {
                 }
             })
             .await?;
+        // Where each segment's data ends: after its last live entry. Standbys copy up to there;
+        // bytes after it (deleted or never committed entries) are referenced by nothing.
+        let k = keys.clone();
+        let regs = registered.clone();
+        let last_positions = db
+            .run(|tx, _| {
+                let (k, regs) = (k.clone(), regs.clone());
+                async move {
+                    let mut out = BTreeMap::new();
+                    for id in regs {
+                        if let Some(pos) = k.last_entry_position(&tx, id).await? {
+                            out.insert(id, pos);
+                        }
+                    }
+                    Ok::<_, RunError>(out)
+                }
+            })
+            .await?;
         let mut segments = BTreeMap::new();
         for id in &registered {
             match Segment::open(config.storage.as_ref(), &segments_dir, *id, &volume_id) {
                 Ok(s) => {
+                    let end = last_positions.get(id).map_or(format::SEGMENT_HEADER_LEN, |&p| {
+                        let len = s
+                            .bytes(p, format::ENTRY_HEADER_LEN)
+                            .and_then(format::entry_len)
+                            .unwrap_or(0);
+                        p + format::ENTRY_HEADER_LEN + len
+                    });
+                    s.seal_at(end);
                     segments.insert(*id, Arc::new(s));
                 }
                 Err(e) => {
@@ -697,7 +723,7 @@ impl Volume {
                 segment: s.id,
                 size: s.size,
                 used,
-                free: s.size.saturating_sub(s.next_position()),
+                free: s.free(),
                 cardinality,
             });
         }

@@ -35,6 +35,9 @@ pub struct Segment {
     /// that failed and is referenced by nothing). Standbys copy up to it and no further, so they
     /// never copy a hole that a slower appender fills later.
     durable: Mutex<Durable>,
+    /// Opened from disk and sealed (`seal_at`): it will never take appends, so it has no free
+    /// room whatever its data's end.
+    sealed: AtomicBool,
 }
 
 /// Finished ranges above the watermark, waiting for the ranges before them.
@@ -118,6 +121,7 @@ impl Segment {
             syncs_completed: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             durable: Mutex::new(Durable { watermark: next, done: Default::default() }),
+            sealed: AtomicBool::new(false),
         }
     }
 
@@ -150,6 +154,27 @@ impl Segment {
             d.watermark = end;
         }
         d.watermark != before
+    }
+
+    /// Records where the data of a segment opened from disk ends, so standbys copy up to there
+    /// rather than the whole preallocated file. Such a segment takes no appends (format
+    /// invariant 3), so its reservation point moves there too.
+    pub fn seal_at(&self, end: u64) {
+        let end = end.clamp(format::SEGMENT_HEADER_LEN, self.size);
+        *self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = end;
+        let mut d = self.durable.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        d.watermark = end;
+        d.done.clear();
+        self.sealed.store(true, Ordering::Release);
+    }
+
+    /// Room left for appends: none once sealed.
+    pub fn free(&self) -> u64 {
+        if self.sealed.load(Ordering::Acquire) {
+            0
+        } else {
+            self.size.saturating_sub(self.next_position())
+        }
     }
 
     /// The durable watermark (see the field).
