@@ -523,14 +523,15 @@ fn a_former_primary_cannot_commit_after_a_failover() {
     }
 }
 
-/// Automatic failover: the primary of a bucket shard and a Redis shard falls silent (its
-/// heartbeats stop while it keeps serving, as when it is cut off) under write load; the sync
-/// standby promotes itself, every acknowledged document and key is readable from it, the old
-/// primary's writes stop succeeding, and the old primary rejoins as a standby and catches up.
+/// Automatic failover on three members: the primary of a bucket shard and a Redis shard falls
+/// silent (its heartbeats stop while it keeps serving, as when it is cut off) under write load;
+/// the sync standby promotes itself, every acknowledged document and key is readable from it, the
+/// old primary's writes stop succeeding, the asynchronous standby follows the new primary, and
+/// the old primary rejoins as a standby and catches up.
 #[test]
 fn a_sync_standby_takes_over_a_silent_primary_and_loses_nothing() {
     let server = Server::builder()
-        .members(2)
+        .members(3)
         .set("bucket.shards", "1")
         .set("redis.shards", "1")
         .set("redis.durability", "always")
@@ -540,15 +541,19 @@ fn a_sync_standby_takes_over_a_silent_primary_and_loses_nothing() {
         .set("server.enable_debug_command", "true")
         .start();
     let (a0, a1) = (server.admins[0].to_string(), server.admins[1].to_string());
+    let a2 = server.admins[2].to_string();
     let mut args = Vec::new();
     for kind in ["BUCKET", "REDIS"] {
         args.extend(["--primary".into(), kind.into(), format!("{a0}=0")]);
         args.extend(["--standby".into(), kind.into(), format!("{a1}=0")]);
     }
+    args.extend(["--standby".into(), "BUCKET".into(), format!("{a2}=0")]);
     bootstrap(&args);
     let mut admin0 = Raw::connect(server.admins[0]);
     let mut admin1 = Raw::connect(server.admins[1]);
+    let mut admin2 = Raw::connect(server.admins[2]);
     let (id0, id1) = (member_id(&mut admin0), member_id(&mut admin1));
+    member_id(&mut admin2);
     for kind in ["BUCKET", "REDIS"] {
         assert_eq!(
             admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "SYNC-STANDBY", kind, "0", &id1]),
@@ -637,6 +642,14 @@ fn a_sync_standby_takes_over_a_silent_primary_and_loses_nothing() {
     for i in &docs {
         assert!(seen.contains(&(*i as i64)), "acknowledged document {i} lost");
     }
+
+    // The asynchronous standby follows the new primary.
+    eventually("the asynchronous standby follows the new primary", || {
+        let r = replication(&mut admin2, "bucket-shard-0");
+        text(&field(&r, "primary")) == id1
+            && int(&field(&r, "caught_up")) == 1
+            && text(&field(&r, "status")) == "RUNNING"
+    });
 
     // The old primary, still serving, can no longer write, and rejoins as a standby.
     let write = c0.cmd_raw(&["BUCKET.INSERT", "af", "DOCS", "{}"]);
