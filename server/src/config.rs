@@ -541,6 +541,39 @@ pub fn parse_bool(raw: &str) -> Option<bool> {
 mod tests {
     use super::*;
 
+    /// Dotted keys of a TOML table: a table whose values are all tables or scalars of our own
+    /// structs is walked; `auth.users` (a free-form map) is one key.
+    fn keys(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+        for (k, v) in table {
+            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            match v {
+                toml::Value::Table(t) if key != "auth.users" => keys(&key, t, out),
+                _ => out.push(key),
+            }
+        }
+    }
+
+    /// Every configuration key the code knows is documented in `docs/configuration.md`, and the
+    /// optional ones (absent from the defaults) too.
+    #[test]
+    fn every_key_is_documented() {
+        let doc = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
+        )
+        .unwrap();
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        let mut all = Vec::new();
+        keys("", &defaults, &mut all);
+        all.extend(["auth.requirepass", "auth.masterauth"].map(str::to_owned));
+        assert!(all.len() > 30, "{all:?}");
+        // `auth.users` is a map documented as `auth.users.<name>`.
+        let missing: Vec<&String> = all
+            .iter()
+            .filter(|k| !doc.contains(&format!("`{k}`")) && !doc.contains(&format!("`{k}.<name>`")))
+            .collect();
+        assert!(missing.is_empty(), "undocumented configuration keys: {missing:?}");
+    }
+
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
