@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use redis_protocol::resp3::types::OwnedFrame;
-use support::{PATIENCE, Raw, Server, text};
+use support::{Builder, PATIENCE, Raw, Server, text};
 
 fn pairs(frame: &OwnedFrame) -> Vec<(String, OwnedFrame)> {
     match frame {
@@ -66,6 +66,25 @@ fn bootstrap(args: &[String]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Starts `builder` (one bucket and one Redis shard, members as it says) and bootstraps it with
+/// member 0 primary of both shards and `standbys` (shard kind, member index) as standbys.
+/// Returns the server, an admin connection per member and the member ids.
+fn start_cluster(builder: Builder, standbys: &[(&str, usize)]) -> (Server, Vec<Raw>, Vec<String>) {
+    let server = builder.set("bucket.shards", "1").set("redis.shards", "1").start();
+    let addr = |i: usize| server.admins[i].to_string();
+    let mut args: Vec<String> = Vec::new();
+    for kind in ["BUCKET", "REDIS"] {
+        args.extend(["--primary".into(), kind.into(), format!("{}=0", addr(0))]);
+    }
+    for (kind, i) in standbys {
+        args.extend(["--standby".into(), (*kind).into(), format!("{}=0", addr(*i))]);
+    }
+    bootstrap(&args);
+    let mut admins: Vec<Raw> = server.admins.iter().map(|a| Raw::connect(*a)).collect();
+    let ids = admins.iter_mut().map(member_id).collect();
+    (server, admins, ids)
 }
 
 /// Polls `check` until it holds.
@@ -160,24 +179,11 @@ fn replication(admin: &mut Raw, volume: &str) -> OwnedFrame {
 /// files equal byte for byte to the primary's, and after a manual failover serves every document.
 #[test]
 fn a_standby_catches_up_matches_byte_for_byte_and_takes_over() {
-    let server = Server::builder()
-        .members(2)
-        .set("bucket.shards", "1")
-        .set("redis.shards", "1")
-        .set("volume.segment_size", &(8u64 << 20).to_string())
-        .start();
-    let a0 = server.admins[0].to_string();
-    bootstrap(&[
-        "--primary".into(),
-        "BUCKET".into(),
-        format!("{a0}=0"),
-        "--primary".into(),
-        "REDIS".into(),
-        format!("{a0}=0"),
-    ]);
-    let mut admin0 = Raw::connect(server.admins[0]);
-    let mut admin1 = Raw::connect(server.admins[1]);
-    let (id0, id1) = (member_id(&mut admin0), member_id(&mut admin1));
+    let builder =
+        Server::builder().members(2).set("volume.segment_size", &(8u64 << 20).to_string());
+    let (server, mut admins, ids) = start_cluster(builder, &[]);
+    let (id0, id1) = (ids[0].clone(), ids[1].clone());
+    let [admin0, admin1] = &mut admins[..] else { unreachable!() };
     let mut c0 = Raw::connect(server.clients[0]);
     assert_eq!(c0.cmd_raw(&["BUCKET.CREATE", "big", "SHARDS", "0"]), "+OK\r\n");
     eventually("the bucket shard opens", || {
@@ -201,11 +207,11 @@ fn a_standby_catches_up_matches_byte_for_byte_and_takes_over() {
 
     // Caught up: the standby has nothing left to copy, the primary sees no lag.
     eventually("the standby catches up", || {
-        let r = replication(&mut admin1, "bucket-shard-0");
+        let r = replication(admin1, "bucket-shard-0");
         int(&field(&r, "caught_up")) == 1 && int(&field(&r, "lag_bytes")) == 0
     });
     eventually("the primary sees the standby's acknowledgement", || {
-        let r = replication(&mut admin0, "bucket-shard-0");
+        let r = replication(admin0, "bucket-shard-0");
         let OwnedFrame::Array { data, .. } = field(&r, "standbys") else { panic!("{r:?}") };
         data.len() == 1 && int(&field(&data[0], "lag_bytes")) == 0
     });
@@ -251,7 +257,7 @@ fn a_standby_catches_up_matches_byte_for_byte_and_takes_over() {
         "+OK\r\n"
     );
     eventually("the restarted standby catches up", || {
-        let r = replication(&mut admin1, "bucket-shard-0");
+        let r = replication(admin1, "bucket-shard-0");
         int(&field(&r, "caught_up")) == 1
     });
 
@@ -286,31 +292,14 @@ fn a_standby_catches_up_matches_byte_for_byte_and_takes_over() {
 #[test]
 fn a_sync_standby_holds_writes_until_it_has_their_bytes() {
     for fallback in ["fail", "async"] {
-        let server = Server::builder()
+        let builder = Server::builder()
             .members(2)
-            .set("bucket.shards", "1")
-            .set("redis.shards", "1")
             .set("replication.sync_timeout_ms", "400")
-            .set("replication.sync_fallback", fallback)
-            .start();
-        let (a0, a1) = (server.admins[0].to_string(), server.admins[1].to_string());
-        bootstrap(&[
-            "--primary".into(),
-            "BUCKET".into(),
-            format!("{a0}=0"),
-            "--primary".into(),
-            "REDIS".into(),
-            format!("{a0}=0"),
-            "--standby".into(),
-            "BUCKET".into(),
-            format!("{a1}=0"),
-        ]);
-        let mut admin0 = Raw::connect(server.admins[0]);
-        let mut admin1 = Raw::connect(server.admins[1]);
-        let id1 = member_id(&mut admin1);
-        member_id(&mut admin0);
+            .set("replication.sync_fallback", fallback);
+        let (server, mut admins, ids) = start_cluster(builder, &[("BUCKET", 1)]);
+        let (id0, id1) = (ids[0].clone(), ids[1].clone());
+        let [admin0, admin1] = &mut admins[..] else { unreachable!() };
         // Only a standby can be the sync standby.
-        let id0 = member_id(&mut admin0);
         assert_eq!(
             admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "SYNC-STANDBY", "BUCKET", "0", &id0]),
             "-ERR member is not a standby\r\n"
@@ -327,8 +316,8 @@ fn a_sync_standby_holds_writes_until_it_has_their_bytes() {
         // every second. Writes before it follows would time out, as they should.
         eventually("the standby follows", || {
             c0.cmd_raw(&["BUCKET.INSERT", "s", "DOCS", "{}"]);
-            let r = replication(&mut admin1, "bucket-shard-0");
-            let p = replication(&mut admin0, "bucket-shard-0");
+            let r = replication(admin1, "bucket-shard-0");
+            let p = replication(admin0, "bucket-shard-0");
             int(&field(&r, "caught_up")) == 1
                 && text(&field(&r, "status")) == "RUNNING"
                 && int(&field(&p, "sync_degraded")) == 0
@@ -340,7 +329,7 @@ fn a_sync_standby_holds_writes_until_it_has_their_bytes() {
         for i in 0..20 {
             let reply = c0.cmd_raw(&["BUCKET.INSERT", "s", "DOCS", &format!(r#"{{"i": {i}}}"#)]);
             assert!(reply.starts_with('*'), "{reply}");
-            let r = replication(&mut admin0, "bucket-shard-0");
+            let r = replication(admin0, "bucket-shard-0");
             let OwnedFrame::Array { data, .. } = field(&r, "standbys") else { panic!("{r:?}") };
             assert_eq!(data.len(), 1, "{r:?}");
             assert_eq!(int(&field(&data[0], "lag_bytes")), 0, "{r:?}");
@@ -353,7 +342,7 @@ fn a_sync_standby_holds_writes_until_it_has_their_bytes() {
         let started = Instant::now();
         let reply = c0.cmd_raw(&["BUCKET.INSERT", "s", "DOCS", r#"{"late": 1}"#]);
         assert!(started.elapsed() >= Duration::from_millis(400));
-        let r = replication(&mut admin0, "bucket-shard-0");
+        let r = replication(admin0, "bucket-shard-0");
         if fallback == "fail" {
             assert!(reply.starts_with("-ERR sync standby") && reply.contains("in time"), "{reply}");
             assert_eq!(int(&field(&r, "sync_degraded")), 0);
@@ -372,7 +361,7 @@ fn a_sync_standby_holds_writes_until_it_has_their_bytes() {
         });
         eventually("the sync standby is waited for again", || {
             c0.cmd_raw(&["BUCKET.INSERT", "s", "DOCS", "{}"]);
-            int(&field(&replication(&mut admin0, "bucket-shard-0"), "sync_degraded")) == 0
+            int(&field(&replication(admin0, "bucket-shard-0"), "sync_degraded")) == 0
         });
         assert_eq!(
             admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "UNSET", "SYNC-STANDBY", "BUCKET", "0", &id1]),
@@ -389,27 +378,10 @@ fn a_sync_standby_holds_writes_until_it_has_their_bytes() {
 /// promoted member loads the shard from its copy and serves every acknowledged key.
 #[test]
 fn redis_keys_survive_a_failover_to_the_sync_standby() {
-    let server = Server::builder()
-        .members(2)
-        .set("bucket.shards", "1")
-        .set("redis.shards", "1")
-        .set("redis.durability", "always")
-        .start();
-    let (a0, a1) = (server.admins[0].to_string(), server.admins[1].to_string());
-    bootstrap(&[
-        "--primary".into(),
-        "BUCKET".into(),
-        format!("{a0}=0"),
-        "--primary".into(),
-        "REDIS".into(),
-        format!("{a0}=0"),
-        "--standby".into(),
-        "REDIS".into(),
-        format!("{a1}=0"),
-    ]);
-    let mut admin0 = Raw::connect(server.admins[0]);
-    let mut admin1 = Raw::connect(server.admins[1]);
-    let id1 = member_id(&mut admin1);
+    let builder = Server::builder().members(2).set("redis.durability", "always");
+    let (server, mut admins, ids) = start_cluster(builder, &[("REDIS", 1)]);
+    let id1 = ids[1].clone();
+    let [admin0, admin1] = &mut admins[..] else { unreachable!() };
     assert_eq!(
         admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "SYNC-STANDBY", "REDIS", "0", &id1]),
         "+OK\r\n"
@@ -430,7 +402,7 @@ fn redis_keys_survive_a_failover_to_the_sync_standby() {
         "+OK\r\n"
     );
     eventually("the standby catches up", || {
-        int(&field(&replication(&mut admin1, "redis-shard-0"), "caught_up")) == 1
+        int(&field(&replication(admin1, "redis-shard-0"), "caught_up")) == 1
     });
     assert_eq!(
         admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "PRIMARY", "REDIS", "0", &id1]),
@@ -463,27 +435,12 @@ fn redis_keys_survive_a_failover_to_the_sync_standby() {
 #[test]
 fn a_former_primary_cannot_commit_after_a_failover() {
     for fencing in [true, false] {
-        let server = Server::builder()
+        let builder = Server::builder()
             .members(2)
-            .set("bucket.shards", "1")
-            .set("redis.shards", "1")
-            .set("replication.fencing", if fencing { "true" } else { "false" })
-            .start();
-        let (a0, a1) = (server.admins[0].to_string(), server.admins[1].to_string());
-        bootstrap(&[
-            "--primary".into(),
-            "BUCKET".into(),
-            format!("{a0}=0"),
-            "--primary".into(),
-            "REDIS".into(),
-            format!("{a0}=0"),
-            "--standby".into(),
-            "BUCKET".into(),
-            format!("{a1}=0"),
-        ]);
-        let mut admin0 = Raw::connect(server.admins[0]);
-        let mut admin1 = Raw::connect(server.admins[1]);
-        let id1 = member_id(&mut admin1);
+            .set("replication.fencing", if fencing { "true" } else { "false" });
+        let (server, mut admins, ids) = start_cluster(builder, &[("BUCKET", 1)]);
+        let id1 = ids[1].clone();
+        let admin0 = &mut admins[0];
         let mut c0 = Raw::connect(server.clients[0]);
         assert_eq!(c0.cmd_raw(&["BUCKET.CREATE", "f", "SHARDS", "0"]), "+OK\r\n");
         eventually("the bucket shard takes writes", || {
@@ -530,30 +487,17 @@ fn a_former_primary_cannot_commit_after_a_failover() {
 /// the old primary rejoins as a standby and catches up.
 #[test]
 fn a_sync_standby_takes_over_a_silent_primary_and_loses_nothing() {
-    let server = Server::builder()
+    let builder = Server::builder()
         .members(3)
-        .set("bucket.shards", "1")
-        .set("redis.shards", "1")
         .set("redis.durability", "always")
         .set("cluster.heartbeat_interval_ms", "100")
         .set("cluster.max_silent_period_ms", "600")
         .set("replication.sync_timeout_ms", "1000")
-        .set("server.enable_debug_command", "true")
-        .start();
-    let (a0, a1) = (server.admins[0].to_string(), server.admins[1].to_string());
-    let a2 = server.admins[2].to_string();
-    let mut args = Vec::new();
-    for kind in ["BUCKET", "REDIS"] {
-        args.extend(["--primary".into(), kind.into(), format!("{a0}=0")]);
-        args.extend(["--standby".into(), kind.into(), format!("{a1}=0")]);
-    }
-    args.extend(["--standby".into(), "BUCKET".into(), format!("{a2}=0")]);
-    bootstrap(&args);
-    let mut admin0 = Raw::connect(server.admins[0]);
-    let mut admin1 = Raw::connect(server.admins[1]);
-    let mut admin2 = Raw::connect(server.admins[2]);
-    let (id0, id1) = (member_id(&mut admin0), member_id(&mut admin1));
-    member_id(&mut admin2);
+        .set("server.enable_debug_command", "true");
+    let (server, mut admins, ids) =
+        start_cluster(builder, &[("BUCKET", 1), ("REDIS", 1), ("BUCKET", 2)]);
+    let (id0, id1) = (ids[0].clone(), ids[1].clone());
+    let [admin0, admin1, admin2] = &mut admins[..] else { unreachable!() };
     for kind in ["BUCKET", "REDIS"] {
         assert_eq!(
             admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "SYNC-STANDBY", kind, "0", &id1]),
@@ -645,7 +589,7 @@ fn a_sync_standby_takes_over_a_silent_primary_and_loses_nothing() {
 
     // The asynchronous standby follows the new primary.
     eventually("the asynchronous standby follows the new primary", || {
-        let r = replication(&mut admin2, "bucket-shard-0");
+        let r = replication(admin2, "bucket-shard-0");
         text(&field(&r, "primary")) == id1
             && int(&field(&r, "caught_up")) == 1
             && text(&field(&r, "status")) == "RUNNING"
@@ -658,7 +602,7 @@ fn a_sync_standby_takes_over_a_silent_primary_and_loses_nothing() {
         let s = admin1.cmd(&["KR.ADMIN", "DESCRIBE-SHARD", "BUCKET", "0"]);
         let OwnedFrame::Array { data, .. } = field(&s, "standbys") else { return false };
         data.iter().any(|d| text(d) == id0)
-            && int(&field(&replication(&mut admin0, "bucket-shard-0"), "caught_up")) == 1
+            && int(&field(&replication(admin0, "bucket-shard-0"), "caught_up")) == 1
     });
 }
 
@@ -677,22 +621,9 @@ fn a_standby_resumes_after_a_crash() {
             .set("redis.shards", "1")
             .set("volume.segment_size", &(64u64 << 20).to_string())
     };
-    let mut server = builder().start();
-    let (a0, a1) = (server.admins[0].to_string(), server.admins[1].to_string());
-    bootstrap(&[
-        "--primary".into(),
-        "BUCKET".into(),
-        format!("{a0}=0"),
-        "--primary".into(),
-        "REDIS".into(),
-        format!("{a0}=0"),
-        "--standby".into(),
-        "BUCKET".into(),
-        format!("{a1}=0"),
-    ]);
-    let mut admin0 = Raw::connect(server.admins[0]);
-    let mut admin1 = Raw::connect(server.admins[1]);
-    let (id0, id1) = (member_id(&mut admin0), member_id(&mut admin1));
+    let (mut server, mut admins, ids) = start_cluster(builder(), &[("BUCKET", 1)]);
+    let (id0, id1) = (ids[0].clone(), ids[1].clone());
+    let admin1 = &mut admins[1];
     let mut c0 = Raw::connect(server.clients[0]);
     assert_eq!(c0.cmd_raw(&["BUCKET.CREATE", "r", "SHARDS", "0"]), "+OK\r\n");
     eventually("the bucket shard takes writes", || {
@@ -700,27 +631,27 @@ fn a_standby_resumes_after_a_crash() {
     });
     let mut written = 1 + insert(&mut c0, "r", 0, 20, 50, 2_048);
     eventually("the standby catches up", || {
-        let r = replication(&mut admin1, "bucket-shard-0");
+        let r = replication(admin1, "bucket-shard-0");
         int(&field(&r, "caught_up")) == 1
     });
-    let first = int(&field(&replication(&mut admin1, "bucket-shard-0"), "bytes_received"));
+    let first = int(&field(&replication(admin1, "bucket-shard-0"), "bytes_received"));
     assert!(first > 2_000_000, "{first}");
     // Progress is recorded when the standby becomes caught up; give it that moment.
     std::thread::sleep(Duration::from_millis(300));
     server.signal_and_wait("KILL");
 
     let server = builder().set("cluster.force_initialization", "true").start();
-    let mut admin1 = Raw::connect(server.admins[1]);
+    let admin1 = &mut Raw::connect(server.admins[1]);
     let mut c0 = Raw::connect(server.clients[0]);
     eventually("the restarted primary takes writes", || {
         !c0.cmd_raw(&["BUCKET.INSERT", "r", "DOCS", "{}"]).starts_with('-')
     });
     written += 1 + insert(&mut c0, "r", 10_000, 2, 10, 100);
     eventually("the restarted standby catches up", || {
-        let r = replication(&mut admin1, "bucket-shard-0");
+        let r = replication(admin1, "bucket-shard-0");
         int(&field(&r, "caught_up")) == 1 && text(&field(&r, "status")) == "RUNNING"
     });
-    let again = int(&field(&replication(&mut admin1, "bucket-shard-0"), "bytes_received"));
+    let again = int(&field(&replication(admin1, "bucket-shard-0"), "bytes_received"));
     assert!(again < first / 10, "resumed with {again} bytes after {first} before the crash");
     let primary = files(&segments_dir(server.data_dir(), &id0, "bucket-shard-0"));
     let standby = files(&segments_dir(server.data_dir(), &id1, "bucket-shard-0"));
