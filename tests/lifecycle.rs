@@ -151,3 +151,22 @@ fn a_closed_log_pipe_does_not_stop_the_server() {
     let _ = std::process::Command::new("kill").arg(child.id().to_string()).status();
     assert!(child.wait().unwrap().success());
 }
+
+/// The Docker files are valid Compose files: `docker-compose config` (Debian's `docker-compose`,
+/// which `.ci/run` installs; no Docker engine is needed to validate) accepts both, and the
+/// cluster file publishes only the client ports.
+#[test]
+fn docker_compose_files_validate() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for file in ["docker/docker-compose.yaml", "docker/kronotop-demo.yaml"] {
+        let out = std::process::Command::new("docker-compose")
+            .current_dir(&root)
+            .args(["-f", file, "config"])
+            .output()
+            .expect("docker-compose (Debian package docker-compose) must be installed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("published: 5484") || text.contains("5484:5484"), "{text}");
+        assert!(!text.contains("3320:3320"), "{file} publishes an admin port: {text}");
+    }
+}

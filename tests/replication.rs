@@ -69,7 +69,8 @@ fn bootstrap(args: &[String]) {
 }
 
 /// Starts `builder` (one bucket and one Redis shard, members as it says) and bootstraps it with
-/// member 0 primary of both shards and `standbys` (shard kind, member index) as standbys.
+/// `kronotop bootstrap`: member 0 primary of both shards, and `standbys` (shard kind, member
+/// index) as standbys; a kind written `sync:BUCKET` makes that member the sync standby too.
 /// Returns the server, an admin connection per member and the member ids.
 fn start_cluster(builder: Builder, standbys: &[(&str, usize)]) -> (Server, Vec<Raw>, Vec<String>) {
     let server = builder.set("bucket.shards", "1").set("redis.shards", "1").start();
@@ -79,7 +80,11 @@ fn start_cluster(builder: Builder, standbys: &[(&str, usize)]) -> (Server, Vec<R
         args.extend(["--primary".into(), kind.into(), format!("{}=0", addr(0))]);
     }
     for (kind, i) in standbys {
-        args.extend(["--standby".into(), (*kind).into(), format!("{}=0", addr(*i))]);
+        let (flag, kind) = match kind.strip_prefix("sync:") {
+            Some(k) => ("--sync-standby", k),
+            None => ("--standby", *kind),
+        };
+        args.extend([flag.into(), kind.into(), format!("{}=0", addr(*i))]);
     }
     bootstrap(&args);
     let mut admins: Vec<Raw> = server.admins.iter().map(|a| Raw::connect(*a)).collect();
@@ -495,14 +500,12 @@ fn a_sync_standby_takes_over_a_silent_primary_and_loses_nothing() {
         .set("replication.sync_timeout_ms", "1000")
         .set("server.enable_debug_command", "true");
     let (server, mut admins, ids) =
-        start_cluster(builder, &[("BUCKET", 1), ("REDIS", 1), ("BUCKET", 2)]);
+        start_cluster(builder, &[("sync:BUCKET", 1), ("sync:REDIS", 1), ("BUCKET", 2)]);
     let (id0, id1) = (ids[0].clone(), ids[1].clone());
     let [admin0, admin1, admin2] = &mut admins[..] else { unreachable!() };
     for kind in ["BUCKET", "REDIS"] {
-        assert_eq!(
-            admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "SYNC-STANDBY", kind, "0", &id1]),
-            "+OK\r\n"
-        );
+        let shard = admin0.cmd(&["KR.ADMIN", "DESCRIBE-SHARD", kind, "0"]);
+        assert_eq!(text(&field(&shard, "sync_standby")), id1, "bootstrap --sync-standby");
     }
     let mut c0 = Raw::connect(server.clients[0]);
     assert_eq!(c0.cmd_raw(&["BUCKET.CREATE", "af", "SHARDS", "0"]), "+OK\r\n");

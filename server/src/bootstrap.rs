@@ -135,8 +135,27 @@ fn shard_ids(frame: &OwnedFrame) -> Vec<u32> {
 pub fn run(
     primaries: &[Assignment],
     standbys: &[Assignment],
+    sync_standbys: &[Assignment],
     discovery: Duration,
 ) -> anyhow::Result<Vec<String>> {
+    // A sync standby is a standby first; one named both ways is routed once.
+    let mut standbys = standbys.to_vec();
+    for s in sync_standbys {
+        let shards: Vec<u32> = s
+            .shards
+            .iter()
+            .copied()
+            .filter(|shard| {
+                !standbys
+                    .iter()
+                    .any(|a| a.kind == s.kind && a.addr == s.addr && a.shards.contains(shard))
+            })
+            .collect();
+        if !shards.is_empty() {
+            standbys.push(Assignment { shards, ..s.clone() });
+        }
+    }
+    let standbys = &standbys[..];
     let first = primaries.first().context("at least one --primary is required")?;
     let mut log = Vec::new();
     let mut admin = Admin::connect(&first.addr)?;
@@ -189,7 +208,9 @@ pub fn run(
             ids.insert(a.addr.clone(), id);
         }
     }
-    for (role, list) in [("PRIMARY", primaries), ("STANDBY", standbys)] {
+    for (role, list) in
+        [("PRIMARY", primaries), ("STANDBY", standbys), ("SYNC-STANDBY", sync_standbys)]
+    {
         for a in list {
             let id = &ids[&a.addr];
             for shard in &a.shards {

@@ -222,6 +222,10 @@ pub struct NetworkConfig {
     pub client: ListenerConfig,
     /// The admin and replication (internal) listener.
     pub admin: ListenerConfig,
+    /// The host other members and redirected clients are told to reach this member at (in
+    /// `MOVED`, `REJECT`, `CLUSTER SLOTS`, and for replication); empty means the listeners' own
+    /// addresses. Set it when members listen on `0.0.0.0`, as in containers.
+    pub announce_host: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -237,6 +241,7 @@ impl Default for NetworkConfig {
         NetworkConfig {
             client: ListenerConfig { host: "127.0.0.1".to_owned(), port: 5484 },
             admin: ListenerConfig { host: "127.0.0.1".to_owned(), port: 3320 },
+            announce_host: String::new(),
         }
     }
 }

@@ -123,9 +123,9 @@ pub async fn start_member(
     let record = MemberRecord {
         id: dir.id.clone(),
         status: MemberStatus::Running,
-        external_host: addrs.client.ip().to_string(),
+        external_host: announce(&config.network.announce_host, addrs.client),
         external_port: addrs.client.port(),
-        internal_host: addrs.admin.ip().to_string(),
+        internal_host: announce(&config.network.announce_host, addrs.admin),
         internal_port: addrs.admin.port(),
         process_id: String::new(),
     };
@@ -259,4 +259,9 @@ pub async fn run(
         let _ = t.await;
     }
     Ok(meta)
+}
+
+/// The host a member is reached at: `network.announce_host` when set, else the listener's own.
+fn announce(host: &str, addr: std::net::SocketAddr) -> String {
+    if host.is_empty() { addr.ip().to_string() } else { host.to_owned() }
 }

@@ -70,6 +70,10 @@ enum Sub {
         /// A shard kind and `admin-host:port=shard,shard,…` to make standby (repeatable).
         #[arg(long, num_args = 2, value_names = ["KIND", "ADDR=SHARDS"])]
         standby: Vec<String>,
+        /// A shard kind and `admin-host:port=shard,shard,…` to make standby and sync standby:
+        /// writes of those shards wait for it (repeatable).
+        #[arg(long, num_args = 2, value_names = ["KIND", "ADDR=SHARDS"])]
+        sync_standby: Vec<String>,
         /// Seconds to wait for the shards to appear after initialisation.
         #[arg(long, default_value_t = 30)]
         shard_discovery_timeout: u64,
@@ -85,10 +89,16 @@ fn assignments(flat: &[String]) -> anyhow::Result<Vec<kronotop_server::bootstrap
         .collect()
 }
 
-fn bootstrap_command(primary: &[String], standby: &[String], timeout: u64) -> ExitCode {
+fn bootstrap_command(
+    primary: &[String],
+    standby: &[String],
+    sync_standby: &[String],
+    timeout: u64,
+) -> ExitCode {
     let result = assignments(primary).and_then(|p| {
         let s = assignments(standby)?;
-        kronotop_server::bootstrap::run(&p, &s, std::time::Duration::from_secs(timeout))
+        let sync = assignments(sync_standby)?;
+        kronotop_server::bootstrap::run(&p, &s, &sync, std::time::Duration::from_secs(timeout))
     });
     match result {
         Ok(lines) => {
@@ -110,8 +120,10 @@ const RESERVED_FDS: u64 = 32;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Sub::Bootstrap { primary, standby, shard_discovery_timeout }) = &cli.command {
-        return bootstrap_command(primary, standby, *shard_discovery_timeout);
+    if let Some(Sub::Bootstrap { primary, standby, sync_standby, shard_discovery_timeout }) =
+        &cli.command
+    {
+        return bootstrap_command(primary, standby, sync_standby, *shard_discovery_timeout);
     }
     let overrides = Overrides {
         host: cli.host,
