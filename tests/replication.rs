@@ -667,3 +667,75 @@ fn a_standby_resumes_after_a_crash() {
     }
     assert_eq!(count(&mut c0, "r"), written);
 }
+
+/// The fault test's checker: the value read from the shard's current primary must be at least
+/// as new as the newest acknowledged write of the key (values only grow here).
+fn read_is_at_least_as_new(acknowledged: u64, read: u64) -> Result<(), String> {
+    if read >= acknowledged {
+        Ok(())
+    } else {
+        Err(format!("read {read} after {acknowledged} was acknowledged"))
+    }
+}
+
+/// A delayed acknowledgement meets a failover: the sync standby has copied a write's bytes and
+/// its acknowledgement is still on its way when the primary falls silent and the standby takes
+/// over (loading the Redis shard without that write). When the acknowledgement arrives, the old
+/// primary's commit must fail (fencing), or the client would be told "OK" for a value the new
+/// primary never serves. The control run without fencing shows exactly that, and the checker
+/// catches it.
+#[test]
+fn a_late_acknowledgement_cannot_outlive_a_failover() {
+    for fencing in [true, false] {
+        let builder = Server::builder()
+            .members(2)
+            .set("redis.durability", "always")
+            .set("cluster.heartbeat_interval_ms", "100")
+            .set("cluster.max_silent_period_ms", "600")
+            .set("replication.sync_timeout_ms", "10000")
+            .set("replication.fencing", if fencing { "true" } else { "false" })
+            .set("server.enable_debug_command", "true");
+        let (server, mut admins, ids) = start_cluster(builder, &[("sync:REDIS", 1)]);
+        let [admin0, admin1] = &mut admins[..] else { unreachable!() };
+        let mut c0 = Raw::connect(server.clients[0]);
+        eventually("the shard takes synchronous writes", || {
+            c0.cmd_raw(&["SET", "k", "1"]) == "+OK\r\n"
+        });
+        let received =
+            |a: &mut Raw| int(&field(&replication(a, "redis-shard-0"), "bytes_received"));
+        let before = received(admin1);
+        assert_eq!(admin0.cmd_raw(&["DEBUG", "REPLICATION-DELAY", "3000"]), "+OK\r\n");
+        let writer = {
+            let addr = server.clients[0];
+            std::thread::spawn(move || {
+                let mut c = Raw::connect(addr);
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    c.cmd_raw(&["SET", "k", "2"])
+                }))
+                .unwrap_or_default()
+            })
+        };
+        // The standby has the bytes of `SET k 2`; its acknowledgement is now in flight.
+        eventually("the standby copies the write", || received(admin1) > before);
+        assert_eq!(admin0.cmd_raw(&["DEBUG", "PAUSE-HEARTBEAT", "30000"]), "+OK\r\n");
+        eventually("the sync standby takes over", || {
+            let s = admin1.cmd(&["KR.ADMIN", "DESCRIBE-SHARD", "REDIS", "0"]);
+            text(&field(&s, "primary")) == ids[1]
+        });
+        let reply = writer.join().unwrap();
+        let acknowledged = if reply == "+OK\r\n" { 2 } else { 1 };
+        let mut c1 = Raw::connect(server.clients[1]);
+        let mut read = String::new();
+        eventually("the new primary serves the key", || {
+            read = c1.cmd_raw(&["GET", "k"]);
+            read.starts_with('$')
+        });
+        let value: u64 = read.lines().nth(1).unwrap().parse().unwrap();
+        let verdict = read_is_at_least_as_new(acknowledged, value);
+        if fencing {
+            assert_eq!(verdict, Ok(()), "reply to SET k 2: {reply:?}");
+        } else {
+            assert!(verdict.is_err(), "the control must lose an acknowledged write: {reply:?}");
+        }
+    }
+}

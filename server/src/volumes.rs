@@ -41,6 +41,8 @@ pub struct Volumes {
     replicas: tokio::sync::Mutex<BTreeMap<String, Task>>,
     /// The state of every standby task this member ran, kept after it stops for INSPECT.
     replica_states: std::sync::Mutex<BTreeMap<String, Arc<ReplicaState>>>,
+    /// How late standbys' acknowledgements are recorded (`DEBUG REPLICATION-DELAY`), in ms.
+    ack_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 /// A vacuum run of one volume.
@@ -94,6 +96,7 @@ impl Volumes {
             replication,
             replicas: tokio::sync::Mutex::default(),
             replica_states: std::sync::Mutex::default(),
+            ack_delay_ms: std::sync::atomic::AtomicU64::new(0),
         });
         // Subscribe before reading the routes, so no change falls between the two.
         let mut events = cluster.subscribe();
@@ -306,6 +309,15 @@ impl Volumes {
             }
             None => false,
         }
+    }
+
+    /// Delays every acknowledgement a standby sends this member (a fault-test hook).
+    pub fn set_ack_delay(&self, delay: std::time::Duration) {
+        self.ack_delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn ack_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.ack_delay_ms.load(Ordering::Relaxed))
     }
 
     /// The state of the standby task of a volume, running or last run.

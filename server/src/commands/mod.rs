@@ -176,6 +176,8 @@ pub enum Command {
     Bucket(bucket::BucketCmd),
     /// `DEBUG PAUSE-HEARTBEAT <ms>` (fault tests; `server.enable_debug_command`).
     DebugPauseHeartbeat(u64),
+    /// `DEBUG REPLICATION-DELAY <ms>`: standbys' acknowledgements reach this member that late.
+    DebugReplicationDelay(u64),
     /// `HELP` of a container command: its subcommands and what they do.
     Help(&'static str),
     /// A command the table knows whose implementation belongs to an issue not done yet.
@@ -948,7 +950,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         "server",
         "Fault-test hooks, refused unless server.enable_debug_command is true: DEBUG \
          PAUSE-HEARTBEAT <ms> stops this member's heartbeats for that long, so the others judge \
-         it dead while it keeps serving.",
+         it dead while it keeps serving; DEBUG REPLICATION-DELAY <ms> delivers standbys' \
+         acknowledgements to this member that late.",
         Body::Leaf(parse_debug)
     ),
     spec!(
@@ -2192,14 +2195,20 @@ pub async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
         Command::Z(cmd) => Box::pin(zmap::execute_z(cmd, ctx)).await,
         Command::Keys(cmd) => redis_cmd::execute(cmd, ctx),
         Command::Bucket(cmd) => Box::pin(bucket::execute(cmd, ctx)).await,
+        Command::DebugPauseHeartbeat(_) | Command::DebugReplicationDelay(_)
+            if !ctx.node.config.server.enable_debug_command =>
+        {
+            Err(CommandError::err(
+                "DEBUG command not allowed. If the server.enable_debug_command option is set to \
+                 false, this command is rejected.",
+            ))
+        }
         Command::DebugPauseHeartbeat(ms) => {
-            if !ctx.node.config.server.enable_debug_command {
-                return Err(CommandError::err(
-                    "DEBUG command not allowed. If the server.enable_debug_command option is set \
-                     to false, this command is rejected.",
-                ));
-            }
             ctx.node.cluster.pause_heartbeats(std::time::Duration::from_millis(ms));
+            Ok(Reply::ok())
+        }
+        Command::DebugReplicationDelay(ms) => {
+            ctx.node.volumes.set_ack_delay(std::time::Duration::from_millis(ms));
             Ok(Reply::ok())
         }
         Command::Help(container) => Ok(docs::help(container)),
@@ -2209,15 +2218,16 @@ pub async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
     }
 }
 
-/// `DEBUG PAUSE-HEARTBEAT <ms>`
+/// `DEBUG PAUSE-HEARTBEAT <ms>` | `DEBUG REPLICATION-DELAY <ms>`
 fn parse_debug(args: &mut args::Args<'_>) -> Result<Command, CommandError> {
-    let sub = args.next_lossy()?;
-    if !sub.eq_ignore_ascii_case("PAUSE-HEARTBEAT") {
-        return Err(CommandError::err_owned(format!("unknown subcommand '{sub}'")));
-    }
+    let sub = args.next_lossy()?.to_ascii_uppercase();
     let ms = u64::try_from(args.next_i64()?).map_err(|_| CommandError::NotInteger)?;
     args.finish()?;
-    Ok(Command::DebugPauseHeartbeat(ms))
+    match sub.as_str() {
+        "PAUSE-HEARTBEAT" => Ok(Command::DebugPauseHeartbeat(ms)),
+        "REPLICATION-DELAY" => Ok(Command::DebugReplicationDelay(ms)),
+        _ => Err(CommandError::err_owned(format!("unknown subcommand '{sub}'"))),
+    }
 }
 
 #[cfg(test)]

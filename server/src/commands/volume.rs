@@ -480,6 +480,11 @@ pub async fn execute(cmd: VolumeCmd, ctx: &mut Ctx<'_>) -> Result<Reply, Command
         }
         VolumeCmd::Follow { volume: name, member, at, version, wait_ms } => {
             let v = volume(ctx, &name)?;
+            // A fault test may delay the acknowledgement, as a slow network would deliver it.
+            let delay = ctx.node.volumes.ack_delay();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             v.replication.record_ack(&member, at);
             let mut progress = v.progress();
             if *progress.borrow_and_update() == version {
