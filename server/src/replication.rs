@@ -205,8 +205,8 @@ impl Standby {
         self.kind.volume_name(self.shard)
     }
 
-    /// The primary's admin address, from the route and the member records.
-    async fn primary_address(&self) -> Result<(String, String), String> {
+    /// The shard's primary as the loaded routes say, while this member is one of its standbys.
+    fn current_primary(&self) -> Result<String, String> {
         let me = self.cluster.me().id;
         let topology = self.cluster.topology();
         let route = topology
@@ -216,7 +216,12 @@ impl Standby {
         if !route.standbys.contains(&me) {
             return Err("this member is no longer a standby of the shard".into());
         }
-        let primary = route.primary.clone().ok_or("the shard has no primary")?;
+        route.primary.clone().ok_or_else(|| "the shard has no primary".into())
+    }
+
+    /// The primary's admin address, from the route and the member records.
+    async fn primary_address(&self) -> Result<(String, String), String> {
+        let primary = self.current_primary()?;
         let members = self.cluster.list_members().await.map_err(|e| e.to_string())?;
         let record = members
             .iter()
@@ -269,8 +274,9 @@ impl Standby {
         let mut last_persist = Instant::now();
         let deadline = Duration::from_millis(FOLLOW_WAIT_MS) + REQUEST_SLACK;
         loop {
-            // The route may have changed under us (promotion, removal).
-            let (current, _) = self.primary_address().await?;
+            // The route may have changed under us (promotion, removal): the loaded routes say,
+            // without a metadata read per round.
+            let current = self.current_primary()?;
             if current != primary {
                 return Err(format!("primary changed from {primary} to {current}"));
             }
