@@ -252,11 +252,18 @@ fn a_standby_catches_up_matches_byte_for_byte_and_takes_over() {
         admin0.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", "BUCKET", "0", "READONLY"]),
         "+OK\r\n"
     );
-    let refused = admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "PRIMARY", "BUCKET", "0", &id1]);
-    assert!(
-        refused.starts_with("-ERR Standby") && refused.contains("has not caught up"),
-        "{refused}"
+    // The reference's preconditions, in its order: the volume must be READONLY too, and the
+    // standby caught up.
+    assert_eq!(
+        admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "PRIMARY", "BUCKET", "0", &id1]),
+        "-ERR Volume status must be READONLY\r\n"
     );
+    assert_eq!(
+        admin0.cmd_raw(&["VOLUME.ADMIN", "SET-STATUS", "bucket-shard-0", "READONLY"]),
+        "+OK\r\n"
+    );
+    let refused = admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "PRIMARY", "BUCKET", "0", &id1]);
+    assert!(refused.starts_with("-ERR Standby is not caught up: "), "{refused}");
     assert_eq!(
         admin1.cmd_raw(&["VOLUME.ADMIN", "REPLICATION", "START", "bucket-shard-0"]),
         "+OK\r\n"
@@ -275,6 +282,9 @@ fn a_standby_catches_up_matches_byte_for_byte_and_takes_over() {
         admin0.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", "BUCKET", "0", "READWRITE"]),
         "+OK\r\n"
     );
+    eventually("the new primary opens its copy, READONLY as the volume was left", || {
+        admin1.cmd_raw(&["VOLUME.ADMIN", "SET-STATUS", "bucket-shard-0", "READWRITE"]) == "+OK\r\n"
+    });
     let mut c1 = Raw::connect(server.clients[1]);
     eventually("the new primary takes writes", || {
         !c1.cmd_raw(&["BUCKET.INSERT", "big", "DOCS", r#"{"n": -2}"#]).starts_with('-')
@@ -406,6 +416,10 @@ fn redis_keys_survive_a_failover_to_the_sync_standby() {
         admin0.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", "REDIS", "0", "READONLY"]),
         "+OK\r\n"
     );
+    assert_eq!(
+        admin0.cmd_raw(&["VOLUME.ADMIN", "SET-STATUS", "redis-shard-0", "READONLY"]),
+        "+OK\r\n"
+    );
     eventually("the standby catches up", || {
         int(&field(&replication(admin1, "redis-shard-0"), "caught_up")) == 1
     });
@@ -417,6 +431,9 @@ fn redis_keys_survive_a_failover_to_the_sync_standby() {
         admin0.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", "REDIS", "0", "READWRITE"]),
         "+OK\r\n"
     );
+    eventually("the new primary opens its copy", || {
+        admin1.cmd_raw(&["VOLUME.ADMIN", "SET-STATUS", "redis-shard-0", "READWRITE"]) == "+OK\r\n"
+    });
     let mut c1 = Raw::connect(server.clients[1]);
     eventually("the promoted member serves the shard", || {
         c1.cmd_raw(&["GET", "k0"]) == "$2\r\nv0\r\n"
@@ -445,7 +462,7 @@ fn a_former_primary_cannot_commit_after_a_failover() {
             .set("replication.fencing", if fencing { "true" } else { "false" });
         let (server, mut admins, ids) = start_cluster(builder, &[("BUCKET", 1)]);
         let id1 = ids[1].clone();
-        let admin0 = &mut admins[0];
+        let [admin0, admin1] = &mut admins[..] else { unreachable!() };
         let mut c0 = Raw::connect(server.clients[0]);
         assert_eq!(c0.cmd_raw(&["BUCKET.CREATE", "f", "SHARDS", "0"]), "+OK\r\n");
         eventually("the bucket shard takes writes", || {
@@ -459,6 +476,10 @@ fn a_former_primary_cannot_commit_after_a_failover() {
             admin0.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", "BUCKET", "0", "READONLY"]),
             "+OK\r\n"
         );
+        assert_eq!(
+            admin0.cmd_raw(&["VOLUME.ADMIN", "SET-STATUS", "bucket-shard-0", "READONLY"]),
+            "+OK\r\n"
+        );
         eventually("the standby catches up", || {
             admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "PRIMARY", "BUCKET", "0", &id1])
                 == "+OK\r\n"
@@ -467,6 +488,10 @@ fn a_former_primary_cannot_commit_after_a_failover() {
             admin0.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", "BUCKET", "0", "READWRITE"]),
             "+OK\r\n"
         );
+        eventually("the new primary opens its copy", || {
+            admin1.cmd_raw(&["VOLUME.ADMIN", "SET-STATUS", "bucket-shard-0", "READWRITE"])
+                == "+OK\r\n"
+        });
         let committed = c0.cmd_raw(&["COMMIT"]);
         let mut c1 = Raw::connect(server.clients[1]);
         eventually("the new primary serves the bucket", || {

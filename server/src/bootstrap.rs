@@ -196,8 +196,17 @@ pub fn run(
     for a in &all {
         if !ids.contains_key(&a.addr) {
             let mut member = Admin::connect(&a.addr)?;
-            let me =
-                member.call(&["KR.ADMIN", "DESCRIBE-MEMBER"])?.map_err(|e| anyhow::anyhow!(e))?;
+            // A member learns of the initialisation through its topology watch, a moment after
+            // the first member did it; until then it answers that the cluster is not initialised.
+            let me = loop {
+                match member.call(&["KR.ADMIN", "DESCRIBE-MEMBER"])? {
+                    Ok(me) => break me,
+                    Err(e) if e.contains("not been initialized") && Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(e) => bail!("KR.ADMIN DESCRIBE-MEMBER on {}: {e}", a.addr),
+                }
+            };
             let id = match map_get(&me, "member_id") {
                 Some(OwnedFrame::BlobString { data, .. }) => {
                     String::from_utf8_lossy(data).into_owned()

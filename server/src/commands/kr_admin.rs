@@ -5,7 +5,7 @@
 //! 4-character prefix. Map replies are RESP3 maps, flat arrays on RESP2.
 
 use bytes::Bytes;
-use kronotop_cluster::{MemberInfo, Route, RouteOp, RouteRole, ShardKind, Shards};
+use kronotop_cluster::{MemberInfo, Route, RouteOp, RouteRole, ShardKind, ShardStatus, Shards};
 
 use super::args::Args;
 use super::{Command, Ctx};
@@ -284,32 +284,55 @@ async fn check_caught_up(
             Shards::One(n) => n == shard,
             Shards::All => true,
         };
-        if k != kind || !addressed || !route.standbys.contains(&id) {
+        // The cluster's own checks come first in the reference's order (shard READWRITE, not a
+        // standby); leave those cases to it.
+        if k != kind
+            || !addressed
+            || !route.standbys.contains(&id)
+            || route.status == ShardStatus::ReadWrite
+        {
             continue;
         }
-        if route.primary.as_deref().is_none_or(|p| p == id) {
-            continue;
-        }
-        let primary = route.primary.clone().unwrap_or_default();
-        if let Some(lag) = primary_view_of_lag(ctx, kind, shard, &primary, &id).await {
-            if lag == Some(0) {
-                continue;
-            }
-            return Err(CommandError::err_owned(format!(
-                "Standby {id} has not caught up with the primary of {} shard {shard}",
-                kind.key()
-            )));
-        }
+        let Some(primary) = route.primary.clone().filter(|p| *p != id) else { continue };
         let Some(subspace) = ctx.node.volumes.subspace(kind, shard).await else {
             return Err(CommandError::err("cannot read the volume's metadata"));
         };
+        let status_key = kronotop_volume::keys::Keys::new(subspace.clone()).status();
+        let status = ctx
+            .node
+            .volumes
+            .db()
+            .run(|tx, _| {
+                let key = status_key.clone();
+                async move { Ok(tx.get(&key, false).await?) }
+            })
+            .await
+            .map_err(|e| CommandError::err_owned(e.to_string()))?;
+        if status.as_deref() != Some(b"READONLY".as_slice()) {
+            return Err(CommandError::err("Volume status must be READONLY"));
+        }
+        let not_caught_up = |details: String| {
+            CommandError::err_owned(format!("Standby is not caught up: {details}"))
+        };
+        let volume = kind.volume_name(shard);
+        match primary_view_of_lag(ctx, kind, shard, &primary, &id).await {
+            Some(Some(0)) => continue,
+            Some(Some(lag)) => {
+                return Err(not_caught_up(format!("{lag} bytes of {volume} behind the primary")));
+            }
+            Some(None) => {
+                return Err(not_caught_up(format!(
+                    "the primary has no acknowledgement of {volume}"
+                )));
+            }
+            None => {}
+        }
         let progress = crate::replication::read_progress(ctx.node.volumes.db(), &subspace, &id)
             .await
             .map_err(|e| CommandError::err_owned(e.to_string()))?;
         if !progress.is_some_and(|p| p.caught_up) {
-            return Err(CommandError::err_owned(format!(
-                "Standby {id} has not caught up with the primary of {} shard {shard}",
-                kind.key()
+            return Err(not_caught_up(format!(
+                "the primary does not answer and the standby's last record of {volume} is behind"
             )));
         }
     }
