@@ -43,6 +43,10 @@ pub struct Volumes {
     replica_states: std::sync::Mutex<BTreeMap<String, Arc<ReplicaState>>>,
     /// How late standbys' acknowledgements are recorded (`DEBUG REPLICATION-DELAY`), in ms.
     ack_delay_ms: std::sync::atomic::AtomicU64,
+    /// Share of standbys' requests refused, per mille (`DEBUG REPLICATION-DROP`), and a counter
+    /// that decides which (every request's number is spread by a multiplicative hash).
+    drop_per_mille: std::sync::atomic::AtomicU64,
+    drop_counter: std::sync::atomic::AtomicU64,
 }
 
 /// A vacuum run of one volume.
@@ -97,6 +101,8 @@ impl Volumes {
             replicas: tokio::sync::Mutex::default(),
             replica_states: std::sync::Mutex::default(),
             ack_delay_ms: std::sync::atomic::AtomicU64::new(0),
+            drop_per_mille: std::sync::atomic::AtomicU64::new(0),
+            drop_counter: std::sync::atomic::AtomicU64::new(0),
         });
         // Subscribe before reading the routes, so no change falls between the two.
         let mut events = cluster.subscribe();
@@ -318,6 +324,22 @@ impl Volumes {
 
     pub fn ack_delay(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.ack_delay_ms.load(Ordering::Relaxed))
+    }
+
+    /// Refuses that share of standbys' requests (a fault-test hook).
+    pub fn set_drop_per_mille(&self, per_mille: u64) {
+        self.drop_per_mille.store(per_mille, Ordering::Relaxed);
+    }
+
+    /// Whether this standby request is to be dropped, deterministically by its number.
+    pub fn drop_request(&self) -> bool {
+        let p = self.drop_per_mille.load(Ordering::Relaxed);
+        if p == 0 {
+            return false;
+        }
+        let n = self.drop_counter.fetch_add(1, Ordering::Relaxed);
+        // Fibonacci hashing spreads consecutive numbers over 0..1000 evenly.
+        (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % 1000 < p
     }
 
     /// The state of the standby task of a volume, running or last run.

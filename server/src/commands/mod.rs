@@ -178,6 +178,8 @@ pub enum Command {
     DebugPauseHeartbeat(u64),
     /// `DEBUG REPLICATION-DELAY <ms>`: standbys' acknowledgements reach this member that late.
     DebugReplicationDelay(u64),
+    /// `DEBUG REPLICATION-DROP <per-mille>`: that share of standbys' requests fail.
+    DebugReplicationDrop(u64),
     /// `HELP` of a container command: its subcommands and what they do.
     Help(&'static str),
     /// A command the table knows whose implementation belongs to an issue not done yet.
@@ -951,7 +953,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         "Fault-test hooks, refused unless server.enable_debug_command is true: DEBUG \
          PAUSE-HEARTBEAT <ms> stops this member's heartbeats for that long, so the others judge \
          it dead while it keeps serving; DEBUG REPLICATION-DELAY <ms> delivers standbys' \
-         acknowledgements to this member that late.",
+         acknowledgements to this member that late; DEBUG REPLICATION-DROP <per-mille> fails \
+         that share of standbys' requests to this member.",
         Body::Leaf(parse_debug)
     ),
     spec!(
@@ -2195,7 +2198,9 @@ pub async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
         Command::Z(cmd) => Box::pin(zmap::execute_z(cmd, ctx)).await,
         Command::Keys(cmd) => redis_cmd::execute(cmd, ctx),
         Command::Bucket(cmd) => Box::pin(bucket::execute(cmd, ctx)).await,
-        Command::DebugPauseHeartbeat(_) | Command::DebugReplicationDelay(_)
+        Command::DebugPauseHeartbeat(_)
+        | Command::DebugReplicationDelay(_)
+        | Command::DebugReplicationDrop(_)
             if !ctx.node.config.server.enable_debug_command =>
         {
             Err(CommandError::err(
@@ -2211,6 +2216,10 @@ pub async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
             ctx.node.volumes.set_ack_delay(std::time::Duration::from_millis(ms));
             Ok(Reply::ok())
         }
+        Command::DebugReplicationDrop(per_mille) => {
+            ctx.node.volumes.set_drop_per_mille(per_mille.min(1000));
+            Ok(Reply::ok())
+        }
         Command::Help(container) => Ok(docs::help(container)),
         Command::NotSupported(what) => {
             Err(CommandError::err_owned(format!("{what} is not supported yet")))
@@ -2218,7 +2227,8 @@ pub async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
     }
 }
 
-/// `DEBUG PAUSE-HEARTBEAT <ms>` | `DEBUG REPLICATION-DELAY <ms>`
+/// `DEBUG PAUSE-HEARTBEAT <ms>` | `DEBUG REPLICATION-DELAY <ms>` |
+/// `DEBUG REPLICATION-DROP <per-mille>`
 fn parse_debug(args: &mut args::Args<'_>) -> Result<Command, CommandError> {
     let sub = args.next_lossy()?.to_ascii_uppercase();
     let ms = u64::try_from(args.next_i64()?).map_err(|_| CommandError::NotInteger)?;
@@ -2226,6 +2236,7 @@ fn parse_debug(args: &mut args::Args<'_>) -> Result<Command, CommandError> {
     match sub.as_str() {
         "PAUSE-HEARTBEAT" => Ok(Command::DebugPauseHeartbeat(ms)),
         "REPLICATION-DELAY" => Ok(Command::DebugReplicationDelay(ms)),
+        "REPLICATION-DROP" => Ok(Command::DebugReplicationDrop(ms)),
         _ => Err(CommandError::err_owned(format!("unknown subcommand '{sub}'"))),
     }
 }

@@ -480,6 +480,11 @@ pub async fn execute(cmd: VolumeCmd, ctx: &mut Ctx<'_>) -> Result<Reply, Command
         }
         VolumeCmd::Follow { volume: name, member, at, version, wait_ms } => {
             let v = volume(ctx, &name)?;
+            if ctx.node.volumes.drop_request() {
+                return Err(CommandError::err(
+                    "replication request dropped (DEBUG REPLICATION-DROP)",
+                ));
+            }
             // A fault test may delay the acknowledgement, as a slow network would deliver it.
             let delay = ctx.node.volumes.ack_delay();
             if !delay.is_zero() {
