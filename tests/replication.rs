@@ -220,6 +220,29 @@ fn a_standby_catches_up_matches_byte_for_byte_and_takes_over() {
         let OwnedFrame::Array { data, .. } = field(&r, "standbys") else { panic!("{r:?}") };
         data.len() == 1 && int(&field(&data[0], "lag_bytes")) == 0
     });
+    // The internal commands answer bad requests clearly.
+    assert_eq!(
+        admin0.cmd_raw(&["SEGMENT.RANGE", "bucket-shard-0", "1", "0", "16", "32"]),
+        "-ERR Wrong number of parameters\r\n"
+    );
+    let tail = admin0.cmd(&["SEGMENT.TAILPOINTER", "bucket-shard-0", "1"]);
+    let OwnedFrame::Array { data, .. } = &tail else { panic!("{tail:?}") };
+    let durable = int(&data[0]);
+    assert!(durable > 64, "{tail:?}");
+    let past =
+        admin0.cmd_raw(&["SEGMENT.RANGE", "bucket-shard-0", "1", "0", &(durable + 1).to_string()]);
+    assert!(
+        past.starts_with("-ERR Segment 1 of volume bucket-shard-0 has no durable bytes"),
+        "{past}"
+    );
+    let head = admin0.cmd(&["SEGMENT.RANGE", "bucket-shard-0", "1", "0", "64"]);
+    let OwnedFrame::Array { data, .. } = &head else { panic!("{head:?}") };
+    let OwnedFrame::BlobString { data: header, .. } = &data[0] else { panic!("{head:?}") };
+    assert_eq!(header.len(), 64);
+    assert_eq!(
+        admin0.cmd_raw(&["CHANGELOG.WATCH", "bucket-shard-0", "0"]),
+        "-ERR CHANGELOG.WATCH is not supported yet\r\n"
+    );
     let r = admin1.cmd(&["VOLUME.INSPECT", "REPLICATION", "bucket-shard-0"]);
     assert_eq!(text(&field(&r, "role")), "standby");
     assert_eq!(text(&field(&r, "primary")), id0);

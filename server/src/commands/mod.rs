@@ -984,6 +984,45 @@ pub static COMMANDS: &[CommandSpec] = &[
         Body::Leaf(volume::parse_tailpointer)
     ),
     spec!(
+        "SEGMENT.INSERT",
+        "segment.insert",
+        "SEGMENT.INSERT",
+        -5,
+        F_ADMIN | NEEDS_CLUSTER,
+        Ports::AdminOnly,
+        ADMIN,
+        "volume",
+        "The original's replay of bytes at explicit positions; our standbys write their own \
+         copies (REPLICATION.FOLLOW, SEGMENT.RANGE), so it is not served.",
+        Body::Leaf(|_| Ok(Command::NotSupported("SEGMENT.INSERT")))
+    ),
+    spec!(
+        "CHANGELOG.WATCH",
+        "changelog.watch",
+        "CHANGELOG.WATCH",
+        3,
+        F_ADMIN | NEEDS_CLUSTER,
+        Ports::AdminOnly,
+        ADMIN,
+        "volume",
+        "The original's changelog follow; our standbys follow durable watermarks \
+         (REPLICATION.FOLLOW), so it is not served.",
+        Body::Leaf(|_| Ok(Command::NotSupported("CHANGELOG.WATCH")))
+    ),
+    spec!(
+        "CHANGELOG.RANGE",
+        "changelog.range",
+        "CHANGELOG.RANGE",
+        -5,
+        F_ADMIN | NEEDS_CLUSTER,
+        Ports::AdminOnly,
+        ADMIN,
+        "volume",
+        "The original's changelog read; our standbys follow durable watermarks \
+         (REPLICATION.FOLLOW), so it is not served.",
+        Body::Leaf(|_| Ok(Command::NotSupported("CHANGELOG.RANGE")))
+    ),
+    spec!(
         "REPLICATION.FOLLOW",
         "replication.follow",
         "REPLICATION.FOLLOW",
