@@ -911,3 +911,58 @@ fn seeded_faults_lose_no_acknowledged_write() {
     // Faults may leave a round without an acknowledged write; the run as a whole must have some.
     assert!(total > 0, "seed {seed}: no write was acknowledged");
 }
+
+/// An asynchronous standby that fell behind: `ROUTE SET PRIMARY` refuses it while the primary
+/// says it is behind; `… FORCE` (for a primary that is gone for good) promotes it, and the new
+/// primary reports exactly what it lacks, bounded by the standby's lag: the acknowledged writes it
+/// never received.
+#[test]
+fn a_forced_promotion_of_a_lagging_standby_reports_the_loss() {
+    let builder = Server::builder().members(2).set("server.enable_debug_command", "true");
+    let (server, mut admins, ids) = start_cluster(builder, &[("BUCKET", 1)]);
+    let [admin0, admin1] = &mut admins[..] else { unreachable!() };
+    let mut c0 = Raw::connect(server.clients[0]);
+    assert_eq!(c0.cmd_raw(&["BUCKET.CREATE", "l", "SHARDS", "0"]), "+OK\r\n");
+    eventually("the bucket shard takes writes", || {
+        !c0.cmd_raw(&["BUCKET.INSERT", "l", "DOCS", r#"{"n": 0}"#]).starts_with('-')
+    });
+    insert(&mut c0, "l", 1, 1, 20, 100);
+    eventually("the standby catches up", || {
+        int(&field(&replication(admin1, "bucket-shard-0"), "caught_up")) == 1
+    });
+    // From now on the standby's requests fail: ten acknowledged documents it never receives.
+    assert_eq!(admin0.cmd_raw(&["DEBUG", "REPLICATION-DROP", "1000"]), "+OK\r\n");
+    std::thread::sleep(Duration::from_millis(1_200));
+    insert(&mut c0, "l", 100, 1, 10, 100);
+    let lag = {
+        let r = replication(admin0, "bucket-shard-0");
+        let OwnedFrame::Array { data, .. } = field(&r, "standbys") else { panic!("{r:?}") };
+        int(&field(&data[0], "lag_bytes"))
+    };
+    assert!(lag > 0);
+    assert_eq!(
+        admin0.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", "BUCKET", "0", "READONLY"]),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        admin0.cmd_raw(&["VOLUME.ADMIN", "SET-STATUS", "bucket-shard-0", "READONLY"]),
+        "+OK\r\n"
+    );
+    let refused = admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "PRIMARY", "BUCKET", "0", &ids[1]]);
+    assert!(refused.starts_with("-ERR Standby is not caught up: "), "{refused}");
+    assert_eq!(
+        admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "STANDBY", "BUCKET", "0", &ids[1], "FORCE"]),
+        "-ERR FORCE applies to ROUTE SET PRIMARY only\r\n"
+    );
+    assert_eq!(
+        admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "PRIMARY", "BUCKET", "0", &ids[1], "FORCE"]),
+        "+OK\r\n"
+    );
+    eventually("the new primary reports what it lacks", || {
+        let r = replication(admin1, "bucket-shard-0");
+        text(&field(&r, "role")) == "primary" && int(&field(&r, "missing_entries")) == 10
+    });
+    let r = replication(admin1, "bucket-shard-0");
+    let missing = int(&field(&r, "missing_bytes"));
+    assert!(missing > 0 && missing <= lag, "{missing} missing, lag was {lag}");
+}

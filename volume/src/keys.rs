@@ -311,6 +311,20 @@ impl Keys {
         Ok(out)
     }
 
+    /// The metadata of entry `id` under `prefix`, if it exists and decodes.
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors.
+    pub async fn entry_metadata(
+        &self,
+        tx: &Transaction,
+        prefix: &[u8; 8],
+        id: &[u8; 12],
+    ) -> Result<Option<EntryMetadata>, MetaError> {
+        Ok(tx.get(&self.entry(prefix, id), false).await?.and_then(|v| EntryMetadata::decode(&v)))
+    }
+
     /// The position of the last live entry of a segment, from the segment index.
     ///
     /// # Errors

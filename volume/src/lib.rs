@@ -174,6 +174,8 @@ pub struct Volume {
     /// What standbys have copied and whether writes wait for one of them.
     pub replication: replication::Replication,
     fence: RwLock<Option<Fence>>,
+    /// Live entries (and their bytes) whose bytes this copy lacks, found when it was opened.
+    missing: Mutex<(u64, u64)>,
 }
 
 /// The ownership fence of a volume: a metadata key holding the shard's epoch, and the epoch this
@@ -291,15 +293,18 @@ impl Volume {
             })
             .await?;
         let mut segments = BTreeMap::new();
+        // Segments whose last live entry's bytes are not here: a copy promoted before it had
+        // everything (`ROUTE SET PRIMARY … FORCE`). Their entries are counted below.
+        let mut short = Vec::new();
         for id in &registered {
             match Segment::open(config.storage.as_ref(), &segments_dir, *id, &volume_id) {
                 Ok(s) => {
                     let end = last_positions.get(id).map_or(format::SEGMENT_HEADER_LEN, |&p| {
-                        let len = s
-                            .bytes(p, format::ENTRY_HEADER_LEN)
-                            .and_then(format::entry_len)
-                            .unwrap_or(0);
-                        p + format::ENTRY_HEADER_LEN + len
+                        let len = s.bytes(p, format::ENTRY_HEADER_LEN).and_then(format::entry_len);
+                        if len.is_none() {
+                            short.push(*id);
+                        }
+                        p + format::ENTRY_HEADER_LEN + len.unwrap_or(0)
                     });
                     s.seal_at(end);
                     segments.insert(*id, Arc::new(s));
@@ -328,7 +333,11 @@ impl Volume {
             counters: OpCounters::default(),
             replication: replication::Replication::default(),
             fence: RwLock::new(None),
+            missing: Mutex::new((0, 0)),
         };
+        if !short.is_empty() {
+            volume.count_missing(db, &short).await?;
+        }
         volume.counters.segments_created.fetch_add(1, Ordering::Relaxed);
         Ok(volume)
     }
@@ -432,6 +441,54 @@ impl Volume {
             let segment = self.new_segment(db, active.id + 1).await?;
             *self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = segment;
         }
+    }
+
+    /// Counts the live entries of `segments` whose bytes are not in this copy, and reports them:
+    /// what a standby promoted before it had caught up lost.
+    async fn count_missing(&self, db: &Database, segments: &[u64]) -> Result<()> {
+        let (mut entries, mut bytes) = (0u64, 0u64);
+        for &id in segments {
+            let Some(segment) = self.segment(id) else { continue };
+            let k = self.keys.clone();
+            let live = db
+                .run(|tx, _| {
+                    let k = k.clone();
+                    async move {
+                        let mut out = Vec::new();
+                        for (pos, entry, prefix) in k.segment_entries(&tx, id).await? {
+                            let len = k
+                                .entry_metadata(&tx, &prefix, &entry)
+                                .await?
+                                .map_or(0, |m| u64::from(m.length));
+                            out.push((pos, len));
+                        }
+                        Ok::<_, RunError>(out)
+                    }
+                })
+                .await?;
+            for (pos, len) in live {
+                let here = segment.bytes(pos, format::ENTRY_HEADER_LEN).and_then(format::entry_len);
+                if here != Some(len) {
+                    entries += 1;
+                    bytes += len;
+                }
+            }
+        }
+        if entries > 0 {
+            tracing::error!(
+                volume = %self.name,
+                entries,
+                bytes,
+                "this copy lacks the bytes of live entries: they were not replicated before it was promoted"
+            );
+        }
+        *self.missing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = (entries, bytes);
+        Ok(())
+    }
+
+    /// Live entries, and their bytes, this copy lacked when it was opened (see `count_missing`).
+    pub fn missing(&self) -> (u64, u64) {
+        *self.missing.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Sets (or clears) the ownership fence every write checks.

@@ -19,13 +19,35 @@ pub enum KrAdmin {
     FindMember(String),
     ListMembers,
     ListSilentMembers,
-    SetMemberStatus { member: String, status: String },
+    SetMemberStatus {
+        member: String,
+        status: String,
+    },
     RemoveMember(String),
-    DescribeShard { kind: ShardKind, shard: Shards },
+    DescribeShard {
+        kind: ShardKind,
+        shard: Shards,
+    },
     DescribeCluster,
-    SetShardStatus { kind: ShardKind, shards: Shards, status: String },
-    Route { op: RouteOp, role: RouteRole, kind: ShardKind, shards: Shards, member: String },
-    DropCluster { name: String, token: Option<String> },
+    SetShardStatus {
+        kind: ShardKind,
+        shards: Shards,
+        status: String,
+    },
+    Route {
+        op: RouteOp,
+        role: RouteRole,
+        kind: ShardKind,
+        shards: Shards,
+        member: String,
+        /// `ROUTE SET PRIMARY … FORCE` (our addition): promote a standby that is not caught up,
+        /// when the primary is gone for good; what the standby lacks is reported, not hidden.
+        force: bool,
+    },
+    DropCluster {
+        name: String,
+        token: Option<String>,
+    },
 }
 
 fn params() -> CommandError {
@@ -90,7 +112,17 @@ pub fn parse(args: &mut Args<'_>) -> Result<Command, CommandError> {
             _ => return Err(params()),
         },
         "ROUTE" => match rest {
-            [op, role, k, id, member] => {
+            [op, role, k, id, member] | [op, role, k, id, member, _] => {
+                let force = match rest.get(5) {
+                    None => false,
+                    Some(f) if text(f).eq_ignore_ascii_case("FORCE") => true,
+                    Some(f) => {
+                        return Err(CommandError::err_owned(format!(
+                            "Unsupported option {}",
+                            text(f)
+                        )));
+                    }
+                };
                 let op = match text(op).to_ascii_uppercase().as_str() {
                     "SET" => RouteOp::Set,
                     "UNSET" => RouteOp::Unset,
@@ -112,12 +144,16 @@ pub fn parse(args: &mut Args<'_>) -> Result<Command, CommandError> {
                         )));
                     }
                 };
+                if force && !(op == RouteOp::Set && role == RouteRole::Primary) {
+                    return Err(CommandError::err("FORCE applies to ROUTE SET PRIMARY only"));
+                }
                 KrAdmin::Route {
                     op,
                     role,
                     kind: kind(k)?,
                     shards: shards(id, true)?,
                     member: text(member),
+                    force,
                 }
             }
             _ => return Err(params()),
@@ -244,8 +280,8 @@ pub async fn execute(cmd: KrAdmin, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
             cluster.set_shard_status(kind, shards, &status).await?;
             Ok(Reply::ok())
         }
-        KrAdmin::Route { op, role, kind, shards, member } => {
-            if op == RouteOp::Set && role == RouteRole::Primary {
+        KrAdmin::Route { op, role, kind, shards, member, force } => {
+            if op == RouteOp::Set && role == RouteRole::Primary && !force {
                 check_caught_up(ctx, kind, shards, &member).await?;
             }
             ctx.node.cluster.route(op, role, kind, shards, &member).await?;

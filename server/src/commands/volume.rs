@@ -251,6 +251,11 @@ fn replication_reply(ctx: &Ctx<'_>, name: &str, detailed: bool) -> Result<Reply,
             (s("durable_bytes"), int(durable_total)),
             (s("standbys"), Reply::Array(standbys)),
         ];
+        // What this copy lacked when it opened (a standby promoted with FORCE before it had
+        // caught up): the loss, reported rather than hidden.
+        let (missing_entries, missing_bytes) = v.missing();
+        out.push((s("missing_entries"), int(missing_entries)));
+        out.push((s("missing_bytes"), int(missing_bytes)));
         if detailed {
             let segments = tails
                 .iter()
