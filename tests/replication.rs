@@ -180,15 +180,16 @@ fn replication(admin: &mut Raw, volume: &str) -> OwnedFrame {
     admin.cmd(&["VOLUME.STATS", volume, "REPLICATION"])
 }
 
-/// A standby added after 50 MB were written copies them while writes go on, ends with segment
-/// files equal byte for byte to the primary's, and after a manual failover serves every document.
+/// Three members: two standbys added after 50 MB were written copy them while writes go on, end
+/// with segment files equal byte for byte to the primary's, and after a manual failover one of
+/// them serves every document while the other follows it.
 #[test]
 fn a_standby_catches_up_matches_byte_for_byte_and_takes_over() {
     let builder =
-        Server::builder().members(2).set("volume.segment_size", &(8u64 << 20).to_string());
+        Server::builder().members(3).set("volume.segment_size", &(8u64 << 20).to_string());
     let (server, mut admins, ids) = start_cluster(builder, &[]);
     let (id0, id1) = (ids[0].clone(), ids[1].clone());
-    let [admin0, admin1] = &mut admins[..] else { unreachable!() };
+    let [admin0, admin1, admin2] = &mut admins[..] else { unreachable!() };
     let mut c0 = Raw::connect(server.clients[0]);
     assert_eq!(c0.cmd_raw(&["BUCKET.CREATE", "big", "SHARDS", "0"]), "+OK\r\n");
     eventually("the bucket shard opens", || {
@@ -203,22 +204,26 @@ fn a_standby_catches_up_matches_byte_for_byte_and_takes_over() {
         let mut w = Raw::connect(writer_addr);
         insert(&mut w, "big", 1_000_000, 40, 25, 4_096)
     });
-    assert_eq!(
-        admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "STANDBY", "BUCKET", "0", &id1]),
-        "+OK\r\n"
-    );
+    for id in [&id1, &ids[2]] {
+        assert_eq!(
+            admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "STANDBY", "BUCKET", "0", id]),
+            "+OK\r\n"
+        );
+    }
     written += writer.join().unwrap();
     written += insert(&mut c0, "big", 2_000_000, 5, 20, 1_000);
 
     // Caught up: the standby has nothing left to copy, the primary sees no lag.
-    eventually("the standby catches up", || {
-        let r = replication(admin1, "bucket-shard-0");
-        int(&field(&r, "caught_up")) == 1 && int(&field(&r, "lag_bytes")) == 0
-    });
-    eventually("the primary sees the standby's acknowledgement", || {
+    for admin in [&mut *admin1, &mut *admin2] {
+        eventually("a standby catches up", || {
+            let r = replication(admin, "bucket-shard-0");
+            int(&field(&r, "caught_up")) == 1 && int(&field(&r, "lag_bytes")) == 0
+        });
+    }
+    eventually("the primary sees both standbys' acknowledgements", || {
         let r = replication(admin0, "bucket-shard-0");
         let OwnedFrame::Array { data, .. } = field(&r, "standbys") else { panic!("{r:?}") };
-        data.len() == 1 && int(&field(&data[0], "lag_bytes")) == 0
+        data.len() == 2 && data.iter().all(|d| int(&field(d, "lag_bytes")) == 0)
     });
     // The internal commands answer bad requests clearly.
     assert_eq!(
@@ -248,16 +253,18 @@ fn a_standby_catches_up_matches_byte_for_byte_and_takes_over() {
     assert_eq!(text(&field(&r, "primary")), id0);
     assert!(int(&field(&r, "bytes_received")) > 50_000_000, "{r:?}");
 
-    // Byte for byte: every segment file of the primary, and nothing else.
+    // Byte for byte: every segment file of the primary, and nothing else, on both standbys.
     let primary = files(&segments_dir(server.data_dir(), &id0, "bucket-shard-0"));
-    let standby = files(&segments_dir(server.data_dir(), &id1, "bucket-shard-0"));
     assert!(primary.len() >= 7, "50 MB in 8 MiB segments: {} files", primary.len());
-    assert_eq!(
-        primary.iter().map(|f| &f.0).collect::<Vec<_>>(),
-        standby.iter().map(|f| &f.0).collect::<Vec<_>>()
-    );
-    for ((name, a), (_, b)) in primary.iter().zip(&standby) {
-        assert!(a == b, "segment {name} differs");
+    for id in [&id1, &ids[2]] {
+        let standby = files(&segments_dir(server.data_dir(), id, "bucket-shard-0"));
+        assert_eq!(
+            primary.iter().map(|f| &f.0).collect::<Vec<_>>(),
+            standby.iter().map(|f| &f.0).collect::<Vec<_>>()
+        );
+        for ((name, a), (_, b)) in primary.iter().zip(&standby) {
+            assert!(a == b, "segment {name} differs on {id}");
+        }
     }
 
     // A stopped standby is no longer caught up, and cannot be promoted.
@@ -322,6 +329,11 @@ fn a_standby_catches_up_matches_byte_for_byte_and_takes_over() {
     // The old primary now refuses writes and points at the new one.
     let reject = c0.cmd_raw(&["BUCKET.INSERT", "big", "DOCS", "{}"]);
     assert!(reject.starts_with("-REJECT 0 "), "{reject}");
+    // The other standby follows the new primary.
+    eventually("the other standby follows the new primary", || {
+        let r = replication(admin2, "bucket-shard-0");
+        text(&field(&r, "primary")) == id1 && int(&field(&r, "caught_up")) == 1
+    });
 }
 
 /// A sync standby: a write is answered only once the standby holds its bytes; a stopped sync
