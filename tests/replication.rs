@@ -978,3 +978,124 @@ fn a_forced_promotion_of_a_lagging_standby_reports_the_loss() {
     let missing = int(&field(&r, "missing_bytes"));
     assert!(missing > 0 && missing <= lag, "{missing} missing, lag was {lag}");
 }
+
+/// The primary is killed (SIGKILL, the whole process) under write load with a sync standby, and
+/// its volumes are lost with its disk. After the restart the sync standby is promoted (FORCE: the
+/// primary has no record of the standby's acknowledgements any more); it lacks nothing, and every
+/// acknowledged Redis key and bucket document is readable from it. The standby keeps its copies
+/// although the primary no longer lists those segments.
+#[test]
+fn a_sync_standby_holds_every_acknowledged_write_when_the_primary_dies_with_its_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let builder = || {
+        Server::builder()
+            .data_dir(dir.path())
+            .members(2)
+            .set("bucket.shards", "1")
+            .set("redis.shards", "1")
+            .set("redis.durability", "always")
+    };
+    let (mut server, mut admins, ids) =
+        start_cluster(builder(), &[("sync:BUCKET", 1), ("sync:REDIS", 1)]);
+    let mut c0 = Raw::connect(server.clients[0]);
+    assert_eq!(c0.cmd_raw(&["BUCKET.CREATE", "k", "SHARDS", "0"]), "+OK\r\n");
+    eventually("both shards take synchronous writes", || {
+        c0.cmd_raw(&["BUCKET.INSERT", "k", "DOCS", r#"{"w": -1}"#]).starts_with('*')
+            && c0.cmd_raw(&["SET", "warm", "1"]) == "+OK\r\n"
+    });
+    drop(admins.drain(..));
+    let writer = {
+        let addr = server.clients[0];
+        std::thread::spawn(move || {
+            let (mut docs, mut keys) = (Vec::new(), Vec::new());
+            let attempt = |args: &[&str]| {
+                std::panic::catch_unwind(|| Raw::connect(addr).cmd_raw(args)).unwrap_or_default()
+            };
+            let mut c = Raw::connect(addr);
+            for i in 0u64.. {
+                let doc = format!(r#"{{"w": {i}}}"#);
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    (
+                        c.cmd_raw(&["BUCKET.INSERT", "k", "DOCS", &doc]),
+                        c.cmd_raw(&["SET", &format!("w:{i}"), &i.to_string()]),
+                    )
+                }));
+                match r {
+                    Ok((d, k)) => {
+                        if d.starts_with('*') {
+                            docs.push(i);
+                        }
+                        if k == "+OK\r\n" {
+                            keys.push(i);
+                        }
+                    }
+                    // The process died: stop once it no longer accepts connections.
+                    Err(_) => {
+                        if attempt(&["PING"]).is_empty() {
+                            break;
+                        }
+                        c = Raw::connect(addr);
+                    }
+                }
+            }
+            (docs, keys)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1_500));
+    server.signal_and_wait("KILL");
+    let (docs, keys) = writer.join().unwrap();
+    assert!(docs.len() > 5 && keys.len() > 5, "{} docs, {} keys", docs.len(), keys.len());
+    // The primary's disk is gone.
+    let lost = segments_dir(server.data_dir(), &ids[0], "bucket-shard-0");
+    std::fs::remove_dir_all(lost.parent().unwrap().parent().unwrap()).unwrap();
+    drop(server);
+
+    let server = builder().set("cluster.force_initialization", "true").start();
+    let mut admin0 = Raw::connect(server.admins[0]);
+    let mut admin1 = Raw::connect(server.admins[1]);
+    for (kind, volume) in [("BUCKET", "bucket-shard-0"), ("REDIS", "redis-shard-0")] {
+        assert_eq!(
+            admin0.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", kind, "0", "READONLY"]),
+            "+OK\r\n"
+        );
+        assert_eq!(
+            admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "PRIMARY", kind, "0", &ids[1], "FORCE"]),
+            "+OK\r\n"
+        );
+        assert_eq!(
+            admin0.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", kind, "0", "READWRITE"]),
+            "+OK\r\n"
+        );
+        eventually("the promoted copy opens complete", || {
+            let r = replication(&mut admin1, volume);
+            matches!(&r, OwnedFrame::Array { .. } | OwnedFrame::Map { .. })
+                && pairs(&r).iter().any(|(k, v)| k == "role" && text(v) == "primary")
+        });
+        let r = replication(&mut admin1, volume);
+        assert_eq!(int(&field(&r, "missing_entries")), 0, "{volume}: {r:?}");
+    }
+    let mut c1 = Raw::connect(server.clients[1]);
+    eventually("the promoted member serves the Redis shard", || {
+        c1.cmd_raw(&["GET", "warm"]) == "$1\r\n1\r\n"
+    });
+    for i in &keys {
+        assert_eq!(
+            c1.cmd_raw(&["GET", &format!("w:{i}")]),
+            format!("${}\r\n{i}\r\n", i.to_string().len()),
+            "acknowledged key w:{i} lost"
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut reply = c1.cmd(&["BUCKET.QUERY", "k", "{}", "LIMIT", "1000"]);
+    loop {
+        let (cursor, batch) = support::cursor_docs(&reply);
+        if batch.is_empty() {
+            break;
+        }
+        seen.extend(batch.iter().filter_map(|d| d["w"].as_i64()));
+        reply = c1.cmd(&["BUCKET.ADVANCE", "QUERY", &cursor.to_string()]);
+    }
+    for i in &docs {
+        assert!(seen.contains(&(*i as i64)), "acknowledged document {i} lost");
+    }
+}

@@ -230,6 +230,21 @@ impl Standby {
         Ok((primary, format!("{}:{}", record.record.internal_host, record.record.internal_port)))
     }
 
+    /// The segment ids the volume's shared registry lists.
+    async fn registered_segments(&self) -> Result<Vec<u64>, String> {
+        let keys = kronotop_volume::keys::Keys::new(self.subspace.clone());
+        let (b, e) = keys.segments_range();
+        let kvs = self
+            .db
+            .run(|tx, _| {
+                let (b, e) = (b.clone(), e.clone());
+                async move { Ok(tx.get_range(&kronotop_meta::RangeOption::new(b, e), true).await?) }
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(kvs.kvs.iter().filter_map(|kv| keys.parse_segment(&kv.key)).collect())
+    }
+
     async fn persist(&self, progress: &Progress) -> Result<(), String> {
         let key = progress_key(&self.subspace, &self.cluster.me().id);
         let value = serde_json::to_vec(progress).map_err(|e| e.to_string())?;
@@ -298,9 +313,19 @@ impl Standby {
             if lock(&self.state.status).to_owned() != "RUNNING" {
                 *lock(&self.state.status) = "RUNNING";
             }
-            // Segments the primary no longer lists below its first one were vacuumed away.
-            if let Some(first) = tails.first().map(|t| t.segment) {
-                let gone: Vec<u64> = progress.segments.range(..first).map(|(id, _)| *id).collect();
+            // Segments the primary no longer lists below its first one may have been vacuumed
+            // away; a copy is deleted only once the shared registry no longer lists it either
+            // (a primary that lost its files must not make its standby lose the copies).
+            if let Some(first) = tails.first().map(|t| t.segment)
+                && progress.segments.range(..first).next().is_some()
+            {
+                let registered = self.registered_segments().await?;
+                let gone: Vec<u64> = progress
+                    .segments
+                    .range(..first)
+                    .map(|(id, _)| *id)
+                    .filter(|id| !registered.contains(id))
+                    .collect();
                 for id in gone {
                     files.remove(&id);
                     progress.segments.remove(&id);

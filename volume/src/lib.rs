@@ -293,8 +293,9 @@ impl Volume {
             })
             .await?;
         let mut segments = BTreeMap::new();
-        // Segments whose last live entry's bytes are not here: a copy promoted before it had
-        // everything (`ROUTE SET PRIMARY … FORCE`). Their entries are counted below.
+        // Segments whose last live entry's bytes (or whose file) are not here: a copy promoted
+        // before it had everything (`ROUTE SET PRIMARY … FORCE`), or a lost file. Their entries
+        // are counted below.
         let mut short = Vec::new();
         for id in &registered {
             match Segment::open(config.storage.as_ref(), &segments_dir, *id, &volume_id) {
@@ -310,7 +311,8 @@ impl Volume {
                     segments.insert(*id, Arc::new(s));
                 }
                 Err(e) => {
-                    tracing::error!(volume = name, segment = id, %e, "cannot open a registered segment")
+                    tracing::error!(volume = name, segment = id, %e, "cannot open a registered segment");
+                    short.push(*id);
                 }
             }
         }
@@ -448,7 +450,8 @@ impl Volume {
     async fn count_missing(&self, db: &Database, segments: &[u64]) -> Result<()> {
         let (mut entries, mut bytes) = (0u64, 0u64);
         for &id in segments {
-            let Some(segment) = self.segment(id) else { continue };
+            // A registered segment whose file could not be opened lacks every entry.
+            let segment = self.segment(id);
             let k = self.keys.clone();
             let live = db
                 .run(|tx, _| {
@@ -467,7 +470,10 @@ impl Volume {
                 })
                 .await?;
             for (pos, len) in live {
-                let here = segment.bytes(pos, format::ENTRY_HEADER_LEN).and_then(format::entry_len);
+                let here = segment
+                    .as_ref()
+                    .and_then(|s| s.bytes(pos, format::ENTRY_HEADER_LEN))
+                    .and_then(format::entry_len);
                 if here != Some(len) {
                     entries += 1;
                     bytes += len;
