@@ -161,19 +161,40 @@ fn insert(
     n
 }
 
-/// Counts the documents of a bucket through cursors.
-fn count(c: &mut Raw, bucket: &str) -> usize {
-    let mut total = 0;
+/// Every document of a bucket, through cursors.
+fn all_docs(c: &mut Raw, bucket: &str) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
     let mut reply = c.cmd(&["BUCKET.QUERY", bucket, "{}", "LIMIT", "1000"]);
     loop {
         let (cursor, docs) = support::cursor_docs(&reply);
-        total += docs.len();
         if docs.is_empty() {
-            break;
+            return all;
         }
+        all.extend(docs);
         reply = c.cmd(&["BUCKET.ADVANCE", "QUERY", &cursor.to_string()]);
     }
-    total
+}
+
+/// Counts the documents of a bucket.
+fn count(c: &mut Raw, bucket: &str) -> usize {
+    all_docs(c, bucket).len()
+}
+
+/// The checker of the failover tests: every acknowledged key `w:<i>` holds `i`, and every
+/// acknowledged document `{"w": i}` is in `bucket`, read through `c`.
+fn assert_acknowledged_writes_readable(c: &mut Raw, bucket: &str, docs: &[u64], keys: &[u64]) {
+    for i in keys {
+        assert_eq!(
+            c.cmd_raw(&["GET", &format!("w:{i}")]),
+            format!("${}\r\n{i}\r\n", i.to_string().len()),
+            "acknowledged key w:{i} lost"
+        );
+    }
+    let seen: std::collections::BTreeSet<i64> =
+        all_docs(c, bucket).iter().filter_map(|d| d["w"].as_i64()).collect();
+    for i in docs {
+        assert!(seen.contains(&(*i as i64)), "acknowledged document {i} lost");
+    }
 }
 
 fn replication(admin: &mut Raw, volume: &str) -> OwnedFrame {
@@ -629,26 +650,7 @@ fn a_sync_standby_takes_over_a_silent_primary_and_loses_nothing() {
     eventually("the new primary serves the REDIS shard", || {
         c1.cmd_raw(&["GET", "warm"]) == "$1\r\n1\r\n"
     });
-    for i in &keys {
-        assert_eq!(
-            c1.cmd_raw(&["GET", &format!("w:{i}")]),
-            format!("${}\r\n{i}\r\n", i.to_string().len()),
-            "acknowledged key w:{i} lost"
-        );
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    let mut reply = c1.cmd(&["BUCKET.QUERY", "af", "{}", "LIMIT", "1000"]);
-    loop {
-        let (cursor, batch) = support::cursor_docs(&reply);
-        if batch.is_empty() {
-            break;
-        }
-        seen.extend(batch.iter().filter_map(|d| d["w"].as_i64()));
-        reply = c1.cmd(&["BUCKET.ADVANCE", "QUERY", &cursor.to_string()]);
-    }
-    for i in &docs {
-        assert!(seen.contains(&(*i as i64)), "acknowledged document {i} lost");
-    }
+    assert_acknowledged_writes_readable(&mut c1, "af", &docs, &keys);
 
     // The asynchronous standby follows the new primary.
     eventually("the asynchronous standby follows the new primary", || {
@@ -1078,24 +1080,5 @@ fn a_sync_standby_holds_every_acknowledged_write_when_the_primary_dies_with_its_
     eventually("the promoted member serves the Redis shard", || {
         c1.cmd_raw(&["GET", "warm"]) == "$1\r\n1\r\n"
     });
-    for i in &keys {
-        assert_eq!(
-            c1.cmd_raw(&["GET", &format!("w:{i}")]),
-            format!("${}\r\n{i}\r\n", i.to_string().len()),
-            "acknowledged key w:{i} lost"
-        );
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    let mut reply = c1.cmd(&["BUCKET.QUERY", "k", "{}", "LIMIT", "1000"]);
-    loop {
-        let (cursor, batch) = support::cursor_docs(&reply);
-        if batch.is_empty() {
-            break;
-        }
-        seen.extend(batch.iter().filter_map(|d| d["w"].as_i64()));
-        reply = c1.cmd(&["BUCKET.ADVANCE", "QUERY", &cursor.to_string()]);
-    }
-    for i in &docs {
-        assert!(seen.contains(&(*i as i64)), "acknowledged document {i} lost");
-    }
+    assert_acknowledged_writes_readable(&mut c1, "k", &docs, &keys);
 }
