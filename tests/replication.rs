@@ -197,6 +197,16 @@ fn assert_acknowledged_writes_readable(c: &mut Raw, bucket: &str, docs: &[u64], 
     }
 }
 
+/// The last steps of a manual failover: the shard back to READWRITE, and the volume too on the
+/// new primary, once it has opened its copy (READONLY, as the old primary left it).
+fn finish_failover(old: &mut Raw, new: &mut Raw, kind: &str) {
+    assert_eq!(old.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", kind, "0", "READWRITE"]), "+OK\r\n");
+    let volume = format!("{}-shard-0", kind.to_ascii_lowercase());
+    eventually("the new primary opens its copy", || {
+        new.cmd_raw(&["VOLUME.ADMIN", "SET-STATUS", &volume, "READWRITE"]) == "+OK\r\n"
+    });
+}
+
 fn replication(admin: &mut Raw, volume: &str) -> OwnedFrame {
     admin.cmd(&["VOLUME.STATS", volume, "REPLICATION"])
 }
@@ -329,13 +339,7 @@ fn a_standby_catches_up_matches_byte_for_byte_and_takes_over() {
         admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "PRIMARY", "BUCKET", "0", &id1]),
         "+OK\r\n"
     );
-    assert_eq!(
-        admin0.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", "BUCKET", "0", "READWRITE"]),
-        "+OK\r\n"
-    );
-    eventually("the new primary opens its copy, READONLY as the volume was left", || {
-        admin1.cmd_raw(&["VOLUME.ADMIN", "SET-STATUS", "bucket-shard-0", "READWRITE"]) == "+OK\r\n"
-    });
+    finish_failover(admin0, admin1, "BUCKET");
     let mut c1 = Raw::connect(server.clients[1]);
     eventually("the new primary takes writes", || {
         !c1.cmd_raw(&["BUCKET.INSERT", "big", "DOCS", r#"{"n": -2}"#]).starts_with('-')
@@ -483,13 +487,7 @@ fn redis_keys_survive_a_failover_to_the_sync_standby() {
         admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "PRIMARY", "REDIS", "0", &id1]),
         "+OK\r\n"
     );
-    assert_eq!(
-        admin0.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", "REDIS", "0", "READWRITE"]),
-        "+OK\r\n"
-    );
-    eventually("the new primary opens its copy", || {
-        admin1.cmd_raw(&["VOLUME.ADMIN", "SET-STATUS", "redis-shard-0", "READWRITE"]) == "+OK\r\n"
-    });
+    finish_failover(admin0, admin1, "REDIS");
     let mut c1 = Raw::connect(server.clients[1]);
     eventually("the promoted member serves the shard", || {
         c1.cmd_raw(&["GET", "k0"]) == "$2\r\nv0\r\n"
@@ -540,14 +538,7 @@ fn a_former_primary_cannot_commit_after_a_failover() {
             admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "PRIMARY", "BUCKET", "0", &id1])
                 == "+OK\r\n"
         });
-        assert_eq!(
-            admin0.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", "BUCKET", "0", "READWRITE"]),
-            "+OK\r\n"
-        );
-        eventually("the new primary opens its copy", || {
-            admin1.cmd_raw(&["VOLUME.ADMIN", "SET-STATUS", "bucket-shard-0", "READWRITE"])
-                == "+OK\r\n"
-        });
+        finish_failover(admin0, admin1, "BUCKET");
         let committed = c0.cmd_raw(&["COMMIT"]);
         let mut c1 = Raw::connect(server.clients[1]);
         eventually("the new primary serves the bucket", || {
