@@ -214,6 +214,11 @@ pub async fn bootstrap(members: &[Arc<Node>]) -> anyhow::Result<()> {
         }
         cluster.set_shard_status(kind, Shards::All, "READWRITE").await?;
     }
+    // Every member learns of the new routes from its topology watch, a moment later; reload them
+    // now, so no member serves its first command with the routes of before the bootstrap.
+    for m in members {
+        m.cluster.reload().await?;
+    }
     tracing::info!(
         members = members.len(),
         "--bootstrap: cluster initialised and every shard routed"

@@ -495,17 +495,17 @@ pub fn bucket_server_from(b: Builder, shards: u32) -> Server {
     for shard in 0..shards {
         let probe = format!("probe{shard}");
         let deadline = Instant::now() + PATIENCE;
-        // `--bootstrap` routes the shards right after the member listens; until this member has
-        // loaded the routes, BUCKET.CREATE answers that the shard has no route.
+        // `--bootstrap` initialises the cluster and routes the shards right after the member
+        // listens; until this member has seen both, BUCKET.CREATE answers that the cluster is not
+        // initialised or that the shard has no route.
         loop {
             let created = c.cmd_raw(&["BUCKET.CREATE", &probe, "SHARDS", &shard.to_string()]);
             if created == "+OK\r\n" {
                 break;
             }
-            assert!(
-                created.starts_with("-ERR No route found") && Instant::now() < deadline,
-                "{created}"
-            );
+            let early = created.starts_with("-ERR No route found")
+                || created.starts_with("-ERR cluster has not been initialized");
+            assert!(early && Instant::now() < deadline, "{created}");
             std::thread::sleep(Duration::from_millis(50));
         }
         while c.cmd_raw(&["BUCKET.INSERT", &probe, "DOCS", "{}"]).starts_with('-') {
