@@ -2284,6 +2284,44 @@ fn parse_debug(args: &mut args::Args<'_>) -> Result<Command, CommandError> {
 mod tests {
     use super::*;
 
+    /// Every command of the table, and every subcommand of a container, is documented in
+    /// `docs/` (its name in backticks, as the command pages write it), so a new command cannot
+    /// land undocumented.
+    #[test]
+    fn every_command_is_documented() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+        let mut docs = String::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "md") {
+                docs.push_str(&std::fs::read_to_string(path).unwrap());
+            }
+        }
+        let documented = |name: &str| {
+            [" ", "`", "|"].iter().any(|end| docs.contains(&format!("`{name}{end}")))
+                || docs.contains(&format!("`{name} "))
+        };
+        let mut missing = Vec::new();
+        for spec in COMMANDS {
+            if !documented(spec.name) {
+                missing.push(spec.name.to_owned());
+            }
+            for sub in spec.subcommands() {
+                // Subcommands appear after their container: `CLIENT LIST`, `CLIENT|LIST`, or in
+                // a list of alternatives (`CLIENT ID|GETNAME|…`).
+                let found = docs.contains(&format!("{} {}", spec.name, sub.name))
+                    || docs.contains(&format!("{}|{}", spec.name, sub.name))
+                    || docs.contains(&format!("|{}", sub.name))
+                    || docs.contains(&format!("\\|{}", sub.name));
+                if !found {
+                    missing.push(format!("{} {}", spec.name, sub.name));
+                }
+            }
+        }
+        assert!(COMMANDS.len() > 100, "{}", COMMANDS.len());
+        assert!(missing.is_empty(), "commands not documented in docs/*.md: {missing:?}");
+    }
+
     #[test]
     fn table_is_consistent() {
         let mut seen = std::collections::HashSet::new();
