@@ -388,6 +388,8 @@ impl Standby {
                 if !tail.complete {
                     break;
                 }
+                // A complete segment's copy is done: no descriptor stays open for it.
+                files.remove(&tail.segment);
             }
             *lock(&self.state.positions) = progress.segments.clone();
             *lock(&self.state.tails) = tails;
