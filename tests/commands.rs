@@ -543,3 +543,65 @@ fn redis_cli_ping_and_hello() {
     let out = Command::new("redis-cli").args(["-p", &admin, "PING"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "PONG\n");
 }
+
+/// `SLOWLOG` and `INFO commandstats` as Redis keeps them: with the threshold at 0 every command
+/// is logged, newest first, with its arguments, client address and name; `LEN` and `RESET` work;
+/// `slowlog-max-len` bounds the log; the counters count calls and failures and `CONFIG
+/// RESETSTAT` clears them.
+#[test]
+fn slowlog_and_commandstats() {
+    let s = Server::start();
+    let mut c = s.connect();
+    assert_eq!(
+        c.cmd_raw(&["CONFIG", "GET", "slowlog-log-slower-than"]),
+        "*2\r\n$23\r\nslowlog-log-slower-than\r\n$5\r\n10000\r\n"
+    );
+    assert_eq!(
+        c.cmd_raw(&["CONFIG", "GET", "slowlog-max-len"]),
+        "*2\r\n$15\r\nslowlog-max-len\r\n$3\r\n128\r\n"
+    );
+    assert_eq!(c.cmd_raw(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]), "+OK\r\n");
+    assert_eq!(c.cmd_raw(&["SLOWLOG", "RESET"]), "+OK\r\n");
+    assert_eq!(c.cmd_raw(&["CLIENT", "SETNAME", "slowpoke"]), "+OK\r\n");
+    assert_eq!(c.cmd_raw(&["ECHO", "hello"]), "$5\r\nhello\r\n");
+    let got = c.cmd(&["SLOWLOG", "GET", "1"]);
+    let OwnedFrame::Array { data: entries, .. } = &got else { panic!("{got:?}") };
+    assert_eq!(entries.len(), 1);
+    let OwnedFrame::Array { data: e, .. } = &entries[0] else { panic!("{got:?}") };
+    assert_eq!(e.len(), 6);
+    let OwnedFrame::Array { data: argv, .. } = &e[3] else { panic!("{got:?}") };
+    assert_eq!(argv.iter().map(text).collect::<Vec<_>>(), ["ECHO", "hello"]);
+    assert!(text(&e[4]).starts_with("127.0.0.1:"), "{got:?}");
+    assert_eq!(text(&e[5]), "slowpoke");
+    // RESET, CLIENT SETNAME, ECHO, SLOWLOG GET: four entries.
+    assert_eq!(c.cmd_raw(&["SLOWLOG", "LEN"]), ":4\r\n");
+    assert_eq!(c.cmd_raw(&["CONFIG", "SET", "slowlog-max-len", "2"]), "+OK\r\n");
+    c.cmd_raw(&["PING"]);
+    assert_eq!(c.cmd_raw(&["SLOWLOG", "LEN"]), ":2\r\n");
+    assert_eq!(c.cmd_raw(&["SLOWLOG", "RESET"]), "+OK\r\n");
+    assert_eq!(c.cmd_raw(&["CONFIG", "SET", "slowlog-log-slower-than", "-1"]), "+OK\r\n");
+    c.cmd_raw(&["PING"]);
+    // As in Redis, a call is logged after it ran: RESET itself is there; nothing after the
+    // threshold went negative is.
+    assert_eq!(c.cmd_raw(&["SLOWLOG", "LEN"]), ":1\r\n");
+    assert_eq!(
+        c.cmd_raw(&["SLOWLOG", "GET", "-2"]),
+        "-ERR count should be greater than or equal to -1\r\n"
+    );
+    assert!(c.cmd_raw(&["SLOWLOG", "NOPE"]).starts_with("-ERR unknown subcommand 'NOPE'"));
+
+    assert_eq!(c.cmd_raw(&["CONFIG", "RESETSTAT"]), "+OK\r\n");
+    for _ in 0..3 {
+        c.cmd_raw(&["PING"]);
+    }
+    c.cmd_raw(&["CONFIG", "SET", "maxclients", "0"]);
+    let info = text(&c.cmd(&["INFO", "commandstats"]));
+    assert!(info.starts_with("# Commandstats\r\n"), "{info}");
+    assert!(info.contains("cmdstat_ping:calls=3,"), "{info}");
+    assert!(
+        info.contains("cmdstat_config|set:calls=1,") && info.contains("failed_calls=1"),
+        "{info}"
+    );
+    // Not among the default sections, as in Redis.
+    assert!(!text(&c.cmd(&["INFO"])).contains("# Commandstats"));
+}

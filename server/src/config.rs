@@ -261,6 +261,11 @@ pub struct ServerConfig {
     /// Serve `DEBUG` (fault-test hooks) on the admin port; off by default, as Redis's
     /// `enable-debug-command`.
     pub enable_debug_command: bool,
+    /// Commands slower than this many microseconds enter the slow log; negative disables it,
+    /// 0 logs every command (Redis's `slowlog-log-slower-than`, default 10000).
+    pub slowlog_log_slower_than: i64,
+    /// Most entries the slow log keeps (Redis's `slowlog-max-len`, default 128).
+    pub slowlog_max_len: u64,
 }
 
 impl Default for ServerConfig {
@@ -271,6 +276,8 @@ impl Default for ServerConfig {
             proto_max_bulk_len: crate::protocol::request::DEFAULT_MAX_BULK_LEN,
             shutdown_timeout_ms: 10_000,
             enable_debug_command: false,
+            slowlog_log_slower_than: 10_000,
+            slowlog_max_len: 128,
         }
     }
 }

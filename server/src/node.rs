@@ -177,6 +177,8 @@ pub struct Settings {
     pub maxclients: AtomicUsize,
     pub protected_mode: AtomicBool,
     pub proto_max_bulk_len: AtomicU64,
+    pub slowlog_log_slower_than: std::sync::atomic::AtomicI64,
+    pub slowlog_max_len: AtomicU64,
 }
 
 /// Server-wide counters shown by `INFO stats` and cleared by `CONFIG RESETSTAT`.
@@ -374,6 +376,8 @@ pub struct Node {
     pub redis: Arc<crate::redis_shards::RedisShards>,
     /// Connections to other members' admin ports.
     pub peers: crate::peers::Peers,
+    /// `INFO commandstats` counters and the slow log.
+    pub command_stats: crate::commands::slowlog::CommandStats,
     /// Round-robin counter for the shard of a `BUCKET.CREATE` without `SHARDS`.
     pub bucket_round_robin: AtomicUsize,
     /// Bucket-leaf subspaces by namespace, with the namespace version they were opened at.
@@ -414,6 +418,10 @@ impl Node {
             maxclients: AtomicUsize::new(config.server.maxclients),
             protected_mode: AtomicBool::new(config.server.protected_mode),
             proto_max_bulk_len: AtomicU64::new(config.server.proto_max_bulk_len),
+            slowlog_log_slower_than: std::sync::atomic::AtomicI64::new(
+                config.server.slowlog_log_slower_than,
+            ),
+            slowlog_max_len: AtomicU64::new(config.server.slowlog_max_len),
         };
         Ok(Node {
             config,
@@ -435,6 +443,7 @@ impl Node {
             volumes,
             redis,
             peers: crate::peers::Peers::new(masterauth),
+            command_stats: crate::commands::slowlog::CommandStats::default(),
             bucket_round_robin: AtomicUsize::new(0),
             bucket_leaves: Mutex::default(),
             index_builders: Mutex::default(),

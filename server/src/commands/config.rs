@@ -120,6 +120,30 @@ static PARAMS: &[Param] = &[
             Ok(())
         }),
     },
+    Param {
+        name: "slowlog-log-slower-than",
+        get: |n| n.settings.slowlog_log_slower_than.load(Ordering::Relaxed).to_string(),
+        set: Some(|n, raw, dry_run| {
+            let v: i64 = raw.parse().map_err(|_| "argument couldn't be parsed into an integer")?;
+            if dry_run {
+                return Ok(());
+            }
+            n.settings.slowlog_log_slower_than.store(v, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "slowlog-max-len",
+        get: |n| n.settings.slowlog_max_len.load(Ordering::Relaxed).to_string(),
+        set: Some(|n, raw, dry_run| {
+            let v = parse_u64(raw, 0, i64::MAX as u64)?;
+            if dry_run {
+                return Ok(());
+            }
+            n.settings.slowlog_max_len.store(v, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
     // Redis's persistence switches, answered truthfully (we take no RDB snapshots and keep no
     // append-only file: data is made durable by the Volume). Tools such as redis-benchmark read
     // them at start and warn when they are missing.
@@ -200,6 +224,7 @@ pub fn execute(cmd: ConfigCmd, ctx: &mut Ctx<'_>) -> Result<Reply, CommandError>
         }
         ConfigCmd::ResetStat => {
             node.stats.reset();
+            node.command_stats.reset_counters();
             Ok(Reply::ok())
         }
     }

@@ -32,6 +32,14 @@ pub fn info(requested: &[String], ctx: &Ctx<'_>) -> Reply {
         }
         write_section(section, ctx, &mut out);
     }
+    // As in Redis, `commandstats` is not part of the default sections, only of `all`.
+    let everything = requested.iter().any(|s| matches!(s.as_str(), "all" | "everything"));
+    if everything || requested.iter().any(|s| s == "commandstats") {
+        if !out.is_empty() {
+            out.push_str("\r\n");
+        }
+        ctx.node.command_stats.info_section(&mut out);
+    }
     Reply::Verbatim(out)
 }
 

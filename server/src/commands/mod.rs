@@ -24,6 +24,7 @@ mod kr_admin;
 mod namespace;
 pub mod redis_cmd;
 mod session;
+pub mod slowlog;
 mod volume;
 mod zmap;
 
@@ -180,6 +181,7 @@ pub enum Command {
     DebugReplicationDelay(u64),
     /// `DEBUG REPLICATION-DROP <per-mille>`: that share of standbys' requests fail.
     DebugReplicationDrop(u64),
+    Slowlog(slowlog::SlowlogCmd),
     /// `HELP` of a container command: its subcommands and what they do.
     Help(&'static str),
     /// A command the table knows whose implementation belongs to an issue not done yet.
@@ -940,6 +942,19 @@ pub static COMMANDS: &[CommandSpec] = &[
         "volume",
         "Statistics of a volume: VOLUME.STATS <volume> [OPCOUNTERS|SEGMENTS|REPLICATION|RESET].",
         Body::Leaf(volume::parse_stats)
+    ),
+    spec!(
+        "SLOWLOG",
+        "slowlog",
+        "SLOWLOG",
+        -2,
+        0,
+        Ports::Both,
+        ADMIN,
+        "server",
+        "The slow log: SLOWLOG GET [count] | LEN | RESET | HELP; commands slower than \
+         slowlog-log-slower-than microseconds, newest first, at most slowlog-max-len.",
+        Body::Leaf(slowlog::parse)
     ),
     spec!(
         "DEBUG",
@@ -2188,6 +2203,7 @@ pub async fn dispatch(args: &[Bytes], ctx: &mut Ctx<'_>) -> (Reply, Option<&'sta
     if ctx.session.multi.is_some() && !NOT_QUEUED.contains(&spec.name) {
         return (redis_cmd::queue(spec, &resolved.exec, args, ctx), Some(spec.full));
     }
+    let started = std::time::Instant::now();
     let reply = match resolved.exec {
         Exec::Redis(op) => redis_cmd::run(spec, op, args, ctx),
         Exec::Parse(parse) => {
@@ -2198,6 +2214,23 @@ pub async fn dispatch(args: &[Bytes], ctx: &mut Ctx<'_>) -> (Reply, Option<&'sta
             }
         }
     };
+    let (slower_than, max_len) = slowlog::thresholds(ctx);
+    let usec = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let client = &ctx.session.client;
+    // The client's name is read only for a call that enters the slow log.
+    let slow = u64::try_from(slower_than).is_ok_and(|t| usec >= t);
+    ctx.node.command_stats.record(
+        slowlog::Call {
+            name: spec.full,
+            usec,
+            failed: matches!(reply, Reply::Error(_)),
+            args,
+            addr: client.addr,
+            client_name: if slow { client.info().name.clone() } else { None },
+        },
+        slower_than,
+        max_len,
+    );
     (reply, Some(spec.full))
 }
 
@@ -2259,6 +2292,7 @@ pub async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
             ctx.node.volumes.set_drop_per_mille(per_mille.min(1000));
             Ok(Reply::ok())
         }
+        Command::Slowlog(cmd) => Ok(slowlog::execute(cmd, ctx)),
         Command::Help(container) => Ok(docs::help(container)),
         Command::NotSupported(what) => {
             Err(CommandError::err_owned(format!("{what} is not supported yet")))

@@ -1,0 +1,273 @@
+//! `SLOWLOG GET|LEN|RESET|HELP` and the per-command counters of `INFO commandstats`, as Redis
+//! keeps them: every executed command is timed in `dispatch`; those slower than
+//! `slowlog-log-slower-than` microseconds (Redis's default 10000; negative disables, 0 logs every
+//! command) enter a log of at most `slowlog-max-len` entries (Redis's default 128), newest first.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use super::args::Args;
+use super::{Command, Ctx};
+use crate::error::CommandError;
+use crate::protocol::reply::Reply;
+
+/// Most arguments a slow-log entry keeps (Redis's `SLOWLOG_ENTRY_MAX_ARGC`); the last one then
+/// says how many more there were.
+const MAX_ARGS: usize = 32;
+
+/// Longest argument a slow-log entry keeps (Redis's `SLOWLOG_ENTRY_MAX_STRING`).
+const MAX_ARG_LEN: usize = 128;
+
+/// Counters of one command for `INFO commandstats`.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    calls: u64,
+    usec: u64,
+    failed: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    id: u64,
+    unix_secs: u64,
+    usec: u64,
+    args: Vec<Bytes>,
+    addr: String,
+    name: String,
+}
+
+/// The counters and the slow log of a node.
+#[derive(Debug, Default)]
+pub struct CommandStats {
+    counters: Mutex<HashMap<&'static str, Counters>>,
+    log: Mutex<(u64, VecDeque<Entry>)>,
+}
+
+/// What `record` needs to know of the call.
+#[derive(Debug)]
+pub struct Call<'a> {
+    pub name: &'static str,
+    pub usec: u64,
+    pub failed: bool,
+    pub args: &'a [Bytes],
+    pub addr: std::net::SocketAddr,
+    pub client_name: Option<Bytes>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl CommandStats {
+    /// Counts a call and logs it when slower than `slower_than` microseconds.
+    pub fn record(&self, call: Call<'_>, slower_than: i64, max_len: u64) {
+        {
+            let mut counters = lock(&self.counters);
+            let c = counters.entry(call.name).or_default();
+            c.calls += 1;
+            c.usec += call.usec;
+            c.failed += u64::from(call.failed);
+        }
+        if slower_than < 0 || call.usec < slower_than.unsigned_abs() || max_len == 0 {
+            return;
+        }
+        let mut args: Vec<Bytes> = call
+            .args
+            .iter()
+            .take(if call.args.len() > MAX_ARGS { MAX_ARGS - 1 } else { MAX_ARGS })
+            .map(|a| {
+                if a.len() > MAX_ARG_LEN {
+                    let mut short = a[..MAX_ARG_LEN].to_vec();
+                    short.extend_from_slice(
+                        format!("... ({} more bytes)", a.len() - MAX_ARG_LEN).as_bytes(),
+                    );
+                    Bytes::from(short)
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        if call.args.len() > MAX_ARGS {
+            args.push(Bytes::from(format!(
+                "... ({} more arguments)",
+                call.args.len() - MAX_ARGS + 1
+            )));
+        }
+        let unix_secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let name = call.client_name.map(|n| String::from_utf8_lossy(&n).into_owned());
+        let mut log = lock(&self.log);
+        let id = log.0;
+        log.0 += 1;
+        log.1.push_front(Entry {
+            id,
+            unix_secs,
+            usec: call.usec,
+            args,
+            addr: call.addr.to_string(),
+            name: name.unwrap_or_default(),
+        });
+        let keep = usize::try_from(max_len).unwrap_or(usize::MAX);
+        log.1.truncate(keep);
+    }
+
+    /// Clears the counters (`CONFIG RESETSTAT`).
+    pub fn reset_counters(&self) {
+        lock(&self.counters).clear();
+    }
+
+    /// The `# Commandstats` section of `INFO`, in Redis's format, commands in name order.
+    pub fn info_section(&self, out: &mut String) {
+        let counters = lock(&self.counters).clone();
+        let mut names: Vec<&&str> = counters.keys().collect();
+        names.sort();
+        out.push_str("# Commandstats\r\n");
+        for name in names {
+            let c = counters[*name];
+            let per_call = if c.calls == 0 { 0.0 } else { c.usec as f64 / c.calls as f64 };
+            out.push_str(&format!(
+                "cmdstat_{name}:calls={},usec={},usec_per_call={per_call:.2},rejected_calls=0,failed_calls={}\r\n",
+                c.calls, c.usec, c.failed
+            ));
+        }
+    }
+}
+
+/// The `SLOWLOG` subcommands.
+#[derive(Debug)]
+pub enum SlowlogCmd {
+    Get(Option<i64>),
+    Len,
+    Reset,
+    Help,
+}
+
+/// `SLOWLOG GET [count] | LEN | RESET | HELP`
+pub fn parse(args: &mut Args<'_>) -> Result<Command, CommandError> {
+    let sub = args.next_lossy()?.to_ascii_uppercase();
+    let cmd = match sub.as_str() {
+        "GET" => {
+            let count = if args.is_empty() { None } else { Some(args.next_i64()?) };
+            if count.is_some_and(|c| c < -1) {
+                return Err(CommandError::err("count should be greater than or equal to -1"));
+            }
+            SlowlogCmd::Get(count)
+        }
+        "LEN" => SlowlogCmd::Len,
+        "RESET" => SlowlogCmd::Reset,
+        "HELP" => SlowlogCmd::Help,
+        _ => {
+            return Err(CommandError::err_owned(format!(
+                "unknown subcommand '{sub}'. Try SLOWLOG HELP."
+            )));
+        }
+    };
+    args.finish()?;
+    Ok(Command::Slowlog(cmd))
+}
+
+pub fn execute(cmd: SlowlogCmd, ctx: &Ctx<'_>) -> Reply {
+    let stats = &ctx.node.command_stats;
+    match cmd {
+        SlowlogCmd::Len => Reply::Integer(lock(&stats.log).1.len() as i64),
+        SlowlogCmd::Reset => {
+            lock(&stats.log).1.clear();
+            Reply::ok()
+        }
+        SlowlogCmd::Get(count) => {
+            // Redis's default is the 10 newest; -1 asks for all.
+            let n = match count {
+                None => 10,
+                Some(-1) => usize::MAX,
+                Some(c) => usize::try_from(c).unwrap_or(0),
+            };
+            let log = lock(&stats.log);
+            Reply::Array(
+                log.1
+                    .iter()
+                    .take(n)
+                    .map(|e| {
+                        Reply::Array(vec![
+                            Reply::Integer(i64::try_from(e.id).unwrap_or(i64::MAX)),
+                            Reply::Integer(i64::try_from(e.unix_secs).unwrap_or(i64::MAX)),
+                            Reply::Integer(i64::try_from(e.usec).unwrap_or(i64::MAX)),
+                            Reply::Array(e.args.iter().cloned().map(Reply::Bulk).collect()),
+                            Reply::bulk_str(&e.addr),
+                            Reply::bulk_str(&e.name),
+                        ])
+                    })
+                    .collect(),
+            )
+        }
+        SlowlogCmd::Help => Reply::Array(
+            [
+                "SLOWLOG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "GET [<count>]",
+                "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
+                "    Entries are made of:",
+                "    id, timestamp, time in microseconds, arguments array, client IP and port,",
+                "    client name",
+                "LEN",
+                "    Return the length of the slowlog.",
+                "RESET",
+                "    Reset the slowlog.",
+                "HELP",
+                "    Print this help.",
+            ]
+            .iter()
+            .map(|l| Reply::simple(l))
+            .collect(),
+        ),
+    }
+}
+
+/// The thresholds `record` uses, from the node's runtime settings.
+pub fn thresholds(ctx: &Ctx<'_>) -> (i64, u64) {
+    let s = &ctx.node.settings;
+    (s.slowlog_log_slower_than.load(Ordering::Relaxed), s.slowlog_max_len.load(Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call<'a>(name: &'static str, usec: u64, args: &'a [Bytes]) -> Call<'a> {
+        Call {
+            name,
+            usec,
+            failed: false,
+            args,
+            addr: "127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!()),
+            client_name: None,
+        }
+    }
+
+    #[test]
+    fn slow_calls_are_logged_newest_first_and_trimmed() {
+        let s = CommandStats::default();
+        let args: Vec<Bytes> = (0..40).map(|i| Bytes::from(format!("a{i}"))).collect();
+        s.record(call("get", 5, &args[..2]), 10, 2);
+        s.record(call("set", 50, &args), 10, 2);
+        s.record(call("del", 60, &args[..1]), 10, 2);
+        s.record(call("hset", 70, &args[..1]), 10, 2);
+        let log = lock(&s.log);
+        assert_eq!(log.1.len(), 2);
+        assert_eq!((log.1[0].id, log.1[1].id), (2, 1));
+        drop(log);
+        s.record(call("set", 50, &args), 10, 10);
+        let log = lock(&s.log);
+        assert_eq!(log.1[0].args.len(), MAX_ARGS);
+        assert_eq!(log.1[0].args[MAX_ARGS - 1], Bytes::from("... (9 more arguments)"));
+        drop(log);
+        let mut out = String::new();
+        s.info_section(&mut out);
+        assert!(out.contains("cmdstat_set:calls=2,usec=100,usec_per_call=50.00"), "{out}");
+        assert!(out.contains("cmdstat_get:calls=1,usec=5,"), "{out}");
+        // A negative threshold logs nothing.
+        s.record(call("ping", 1_000_000, &args[..1]), -1, 10);
+        assert_eq!(lock(&s.log).1.len(), 3);
+    }
+}
