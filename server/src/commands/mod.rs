@@ -2221,6 +2221,7 @@ pub async fn dispatch(args: &[Bytes], ctx: &mut Ctx<'_>) -> (Reply, Option<&'sta
     let slow = u64::try_from(slower_than).is_ok_and(|t| usec >= t);
     ctx.node.command_stats.record(
         slowlog::Call {
+            client: client.id,
             name: spec.full,
             usec,
             failed: matches!(reply, Reply::Error(_)),
