@@ -602,6 +602,23 @@ fn slowlog_and_commandstats() {
         info.contains("cmdstat_config|set:calls=1,") && info.contains("failed_calls=1"),
         "{info}"
     );
-    // Not among the default sections, as in Redis.
-    assert!(!text(&c.cmd(&["INFO"])).contains("# Commandstats"));
+    let latency = text(&c.cmd(&["INFO", "latencystats"]));
+    let line = latency
+        .lines()
+        .find(|l| l.starts_with("latency_percentiles_usec_ping:"))
+        .unwrap_or_else(|| panic!("{latency}"));
+    let values: Vec<f64> = line
+        .split(':')
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .map(|kv| kv.split('=').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(values.len(), 3, "{line}");
+    assert!(values[0] <= values[1] && values[1] <= values[2], "{line}");
+    // Neither is among the default sections, as in Redis; `all` has both.
+    let default = text(&c.cmd(&["INFO"]));
+    assert!(!default.contains("# Commandstats") && !default.contains("# Latencystats"));
+    let all = text(&c.cmd(&["INFO", "all"]));
+    assert!(all.contains("# Commandstats") && all.contains("# Latencystats"));
 }

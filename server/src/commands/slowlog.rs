@@ -1,5 +1,5 @@
-//! `SLOWLOG GET|LEN|RESET|HELP` and the per-command counters of `INFO commandstats`, as Redis
-//! keeps them: every executed command is timed in `dispatch`; those slower than
+//! `SLOWLOG GET|LEN|RESET|HELP`, and the per-command counters and latency histograms of
+//! `INFO commandstats` and `INFO latencystats`, as Redis keeps them: every executed command is timed in `dispatch`; those slower than
 //! `slowlog-log-slower-than` microseconds (Redis's default 10000; negative disables, 0 logs every
 //! command) enter a log of at most `slowlog-max-len` entries (Redis's default 128), newest first.
 
@@ -22,12 +22,75 @@ const MAX_ARGS: usize = 32;
 /// Longest argument a slow-log entry keeps (Redis's `SLOWLOG_ENTRY_MAX_STRING`).
 const MAX_ARG_LEN: usize = 128;
 
-/// Counters of one command for `INFO commandstats`.
-#[derive(Debug, Default, Clone, Copy)]
+/// Latency buckets: values below 8 µs exactly, then 8 buckets per power of two (3 significant
+/// bits, at most 12.5 % wide), up to 2^40 µs (12 days), which bounds the array at 312 entries.
+const SUB_BITS: u32 = 3;
+const MAX_EXP: u32 = 40;
+const BUCKETS: usize = (1 << SUB_BITS) + ((MAX_EXP - SUB_BITS + 1) << SUB_BITS) as usize;
+
+fn bucket(usec: u64) -> usize {
+    let v = usec.min((1u64 << (MAX_EXP + 1)) - 1);
+    if v < 1 << SUB_BITS {
+        return v as usize;
+    }
+    let exp = 63 - v.leading_zeros();
+    let sub = (v >> (exp - SUB_BITS)) & ((1 << SUB_BITS) - 1);
+    (1 << SUB_BITS) + (((exp - SUB_BITS) << SUB_BITS) as usize) + sub as usize
+}
+
+/// The largest value a bucket holds (what a percentile in it reports).
+fn bucket_top(index: usize) -> u64 {
+    let sub_count = 1usize << SUB_BITS;
+    if index < sub_count {
+        return index as u64;
+    }
+    let exp = ((index - sub_count) >> SUB_BITS) as u32 + SUB_BITS;
+    let sub = ((index - sub_count) & (sub_count - 1)) as u64;
+    let width = 1u64 << (exp - SUB_BITS);
+    (1u64 << exp) + (sub + 1) * width - 1
+}
+
+/// Counters of one command for `INFO commandstats` and `latencystats`.
+#[derive(Debug, Clone)]
 struct Counters {
     calls: u64,
     usec: u64,
     failed: u64,
+    latency: Box<[u32; BUCKETS]>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters { calls: 0, usec: 0, failed: 0, latency: Box::new([0; BUCKETS]) }
+    }
+}
+
+impl Counters {
+    fn add(&mut self, other: &Counters) {
+        self.calls += other.calls;
+        self.usec += other.usec;
+        self.failed += other.failed;
+        for (a, b) in self.latency.iter_mut().zip(other.latency.iter()) {
+            *a = a.saturating_add(*b);
+        }
+    }
+
+    /// The latency at percentile `p` (0 to 100), as the top of its bucket.
+    fn percentile(&self, p: f64) -> u64 {
+        let total: u64 = self.latency.iter().map(|&c| u64::from(c)).sum();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((p / 100.0) * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0u64;
+        for (i, &c) in self.latency.iter().enumerate() {
+            seen += u64::from(c);
+            if seen >= rank {
+                return bucket_top(i);
+            }
+        }
+        bucket_top(BUCKETS - 1)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +141,8 @@ impl CommandStats {
             c.calls += 1;
             c.usec += call.usec;
             c.failed += u64::from(call.failed);
+            let b = &mut c.latency[bucket(call.usec)];
+            *b = b.saturating_add(1);
         }
         if slower_than < 0 || call.usec < slower_than.unsigned_abs() || max_len == 0 {
             return;
@@ -128,22 +193,43 @@ impl CommandStats {
         }
     }
 
-    /// The `# Commandstats` section of `INFO`, in Redis's format, commands in name order.
-    pub fn info_section(&self, out: &mut String) {
+    /// Every shard's counters summed, by command.
+    fn merged(&self) -> HashMap<&'static str, Counters> {
         let mut counters: HashMap<&'static str, Counters> = HashMap::new();
         for shard in &self.counters {
             for (name, c) in lock(shard).iter() {
-                let sum = counters.entry(name).or_default();
-                sum.calls += c.calls;
-                sum.usec += c.usec;
-                sum.failed += c.failed;
+                counters.entry(name).or_default().add(c);
             }
         }
+        counters
+    }
+
+    /// The `# Latencystats` section of `INFO`, in Redis's format: p50, p99 and p99.9 of every
+    /// command run, in microseconds (the top of the 12.5 %-wide bucket the percentile falls in).
+    pub fn latency_section(&self, out: &mut String) {
+        let counters = self.merged();
+        let mut names: Vec<&&str> = counters.keys().collect();
+        names.sort();
+        out.push_str("# Latencystats\r\n");
+        for name in names {
+            let c = &counters[*name];
+            out.push_str(&format!(
+                "latency_percentiles_usec_{name}:p50={:.3},p99={:.3},p99.9={:.3}\r\n",
+                c.percentile(50.0) as f64,
+                c.percentile(99.0) as f64,
+                c.percentile(99.9) as f64
+            ));
+        }
+    }
+
+    /// The `# Commandstats` section of `INFO`, in Redis's format, commands in name order.
+    pub fn info_section(&self, out: &mut String) {
+        let counters = self.merged();
         let mut names: Vec<&&str> = counters.keys().collect();
         names.sort();
         out.push_str("# Commandstats\r\n");
         for name in names {
-            let c = counters[*name];
+            let c = &counters[*name];
             let per_call = if c.calls == 0 { 0.0 } else { c.usec as f64 / c.calls as f64 };
             out.push_str(&format!(
                 "cmdstat_{name}:calls={},usec={},usec_per_call={per_call:.2},rejected_calls=0,failed_calls={}\r\n",
@@ -261,6 +347,26 @@ mod tests {
             addr: "127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!()),
             client_name: None,
         }
+    }
+
+    #[test]
+    fn latency_buckets_and_percentiles() {
+        // Every value falls in a bucket whose top is at least the value and at most 12.5 % above.
+        for v in [0u64, 1, 7, 8, 9, 15, 16, 100, 1_000, 12_345, 1 << 30, 1 << 40] {
+            let top = bucket_top(bucket(v));
+            assert!(top >= v && top as f64 <= v as f64 * 1.125 + 1.0, "{v} -> {top}");
+        }
+        assert!(bucket(u64::MAX) < BUCKETS);
+        let mut c = Counters::default();
+        for v in 1..=1000u64 {
+            c.latency[bucket(v)] += 1;
+        }
+        let p50 = c.percentile(50.0);
+        assert!((500..=563).contains(&p50), "{p50}");
+        let p99 = c.percentile(99.0);
+        assert!((990..=1023).contains(&p99), "{p99}");
+        assert!(c.percentile(99.9) >= p99);
+        assert_eq!(Counters::default().percentile(50.0), 0);
     }
 
     #[test]
