@@ -141,14 +141,7 @@ impl Keys {
 }
 
 /// Reads an `i64` stored little-endian (as atomic ADD writes it); missing or short is 0.
-pub fn le_i64(v: Option<&[u8]>) -> i64 {
-    let mut b = [0u8; 8];
-    if let Some(v) = v {
-        let n = v.len().min(8);
-        b[..n].copy_from_slice(&v[..n]);
-    }
-    i64::from_le_bytes(b)
-}
+pub use kronotop_meta::atomic::le_i64;
 
 /// Turns a cluster error into the retry loop's error, keeping metadata codes reachable.
 pub fn run_error(e: ClusterError) -> RunError {

@@ -805,12 +805,7 @@ impl Cluster {
                 }
                 "sync_standby" => route.sync_standby = Some(text).filter(|p| !p.is_empty()),
                 "failed_over_from" => route.failed_over_from = Some(text).filter(|p| !p.is_empty()),
-                "epoch" => {
-                    let mut b = [0u8; 8];
-                    let n = kv.value.len().min(8);
-                    b[..n].copy_from_slice(&kv.value[..n]);
-                    route.epoch = i64::from_le_bytes(b);
-                }
+                "epoch" => route.epoch = keys::le_i64(Some(&kv.value)),
                 _ => {}
             }
         }

@@ -8,6 +8,17 @@
 
 use crate::types::{MutationType, limits};
 
+/// Reads a little-endian counter as `ADD` mutations keep it: a missing key is 0, and a shorter
+/// value is zero-extended, as FoundationDB does when it adds to one.
+pub fn le_i64(value: Option<&[u8]>) -> i64 {
+    let mut b = [0u8; 8];
+    if let Some(v) = value {
+        let n = v.len().min(8);
+        b[..n].copy_from_slice(&v[..n]);
+    }
+    i64::from_le_bytes(b)
+}
+
 /// Applies `op` with `param` to `existing`; `None` means the key is (or becomes) absent.
 /// Versionstamp mutations are not handled here: they are resolved at commit.
 pub fn apply(op: MutationType, existing: Option<&[u8]>, param: &[u8]) -> Option<Vec<u8>> {

@@ -389,16 +389,7 @@ async fn allocate(tx: &Transaction, hca: &Subspace) -> Result<i64, MetaError> {
             }
             let key = counters.pack(&start);
             tx.atomic_op(&key, &1i64.to_le_bytes(), MutationType::Add);
-            let count = tx
-                .get(&key, true)
-                .await?
-                .map(|v| {
-                    let mut b = [0u8; 8];
-                    let n = v.len().min(8);
-                    b[..n].copy_from_slice(&v[..n]);
-                    i64::from_le_bytes(b)
-                })
-                .unwrap_or(0);
+            let count = crate::atomic::le_i64(tx.get(&key, true).await?.as_deref());
             let window = window_size(start);
             if count * 2 < window {
                 break window;

@@ -273,14 +273,7 @@ impl Keys {
         tx: &Transaction,
         segment: u64,
     ) -> Result<(i64, i64), MetaError> {
-        let read = |v: Option<bytes::Bytes>| {
-            v.map_or(0, |v| {
-                let mut b = [0u8; 8];
-                let n = v.len().min(8);
-                b[..n].copy_from_slice(&v[..n]);
-                i64::from_le_bytes(b)
-            })
-        };
+        let read = |v: Option<bytes::Bytes>| kronotop_meta::atomic::le_i64(v.as_deref());
         let c = read(tx.get(&self.stat(segment, "cardinality"), true).await?);
         let u = read(tx.get(&self.stat(segment, "used"), true).await?);
         Ok((c, u))

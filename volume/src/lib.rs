@@ -243,7 +243,10 @@ impl Volume {
         let mut fresh_id = [0u8; 16];
         getrandom::fill(&mut fresh_id).map_err(|e| VolumeError::BadMetadata(e.to_string()))?;
         let k = keys.clone();
-        let (volume_id, registered, status) = db
+        // One transaction reads the volume's identity, status, segments, and where each segment's
+        // data ends: after its last live entry. Standbys copy up to there; bytes after it
+        // (deleted or never committed entries) are referenced by nothing.
+        let (volume_id, registered, status, last_positions) = db
             .run(|tx, _| {
                 let k = k.clone();
                 async move {
@@ -260,9 +263,13 @@ impl Volume {
                     };
                     let (b, e) = k.segments_range();
                     let mut registered = Vec::new();
+                    let mut last_positions = BTreeMap::new();
                     for kv in tx.get_range(&RangeOption::new(b, e), false).await?.kvs {
                         if let Some(seg) = k.parse_segment(&kv.key) {
                             registered.push(seg);
+                            if let Some(pos) = k.last_entry_position(&tx, seg).await? {
+                                last_positions.insert(seg, pos);
+                            }
                         }
                     }
                     let status = tx
@@ -270,25 +277,7 @@ impl Volume {
                         .await?
                         .and_then(|s| VolumeStatus::parse(&String::from_utf8_lossy(&s)))
                         .unwrap_or(VolumeStatus::ReadWrite);
-                    Ok::<_, RunError>((id, registered, status))
-                }
-            })
-            .await?;
-        // Where each segment's data ends: after its last live entry. Standbys copy up to there;
-        // bytes after it (deleted or never committed entries) are referenced by nothing.
-        let k = keys.clone();
-        let regs = registered.clone();
-        let last_positions = db
-            .run(|tx, _| {
-                let (k, regs) = (k.clone(), regs.clone());
-                async move {
-                    let mut out = BTreeMap::new();
-                    for id in regs {
-                        if let Some(pos) = k.last_entry_position(&tx, id).await? {
-                            out.insert(id, pos);
-                        }
-                    }
-                    Ok::<_, RunError>(out)
+                    Ok::<_, RunError>((id, registered, status, last_positions))
                 }
             })
             .await?;
@@ -506,12 +495,7 @@ impl Volume {
     async fn check_fence(&self, tx: &Transaction) -> Result<()> {
         let fence = self.fence.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let Some(fence) = fence else { return Ok(()) };
-        let found = tx.get(&fence.key, false).await?.map_or(0, |v| {
-            let mut b = [0u8; 8];
-            let n = v.len().min(8);
-            b[..n].copy_from_slice(&v[..n]);
-            i64::from_le_bytes(b)
-        });
+        let found = kronotop_meta::atomic::le_i64(tx.get(&fence.key, false).await?.as_deref());
         if found != fence.epoch {
             return Err(VolumeError::Fenced(self.name.clone(), fence.epoch, found));
         }

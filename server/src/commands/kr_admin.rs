@@ -385,9 +385,7 @@ async fn primary_view_of_lag(
     standby: &str,
 ) -> Option<Option<i64>> {
     use redis_protocol::resp2::types::OwnedFrame;
-    let members = ctx.node.cluster.list_members().await.ok()?;
-    let record = &members.iter().find(|m| m.record.id == primary)?.record;
-    let addr = format!("{}:{}", record.internal_host, record.internal_port);
+    let addr = ctx.node.redis.member_internal_address(primary)?;
     let volume = kind.volume_name(shard);
     let args: [&[u8]; 3] = [b"VOLUME.STATS", volume.as_bytes(), b"REPLICATION"];
     let reply =
