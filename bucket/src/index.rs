@@ -148,6 +148,15 @@ fn opt_name(d: &Document) -> Result<Option<String>, BucketError> {
     }
 }
 
+/// Refuses keys a spec does not know: a misspelt option (`uniqe: true`) would otherwise build an
+/// index other than the one asked for, silently.
+fn known_keys(d: &Document, allowed: &[&str], of: &str) -> Result<(), BucketError> {
+    match d.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(schema(&format!("Invalid index schema: unknown option '{k}' for {of}"))),
+        None => Ok(()),
+    }
+}
+
 fn refuse_collation(d: &Document) -> Result<(), BucketError> {
     if d.contains_key("collation") {
         return Err(schema("collations are not supported"));
@@ -197,6 +206,11 @@ pub fn parse_schema(doc: &Document) -> Result<Vec<IndexDef>, BucketError> {
                     return Err(schema("Invalid index schema"));
                 };
                 refuse_collation(spec)?;
+                known_keys(
+                    spec,
+                    &["bson_type", "multi_key", "unique", "name"],
+                    &format!("'{selector}'"),
+                )?;
                 let bson_type = bson_type(spec, "'bson_type' cannot be null")?;
                 let multi_key = opt_bool(spec, "multi_key")?;
                 let unique = opt_bool(spec, "unique")?;
@@ -225,6 +239,7 @@ pub fn parse_schema(doc: &Document) -> Result<Vec<IndexDef>, BucketError> {
 
 fn parse_compound(spec: &Document) -> Result<IndexDef, BucketError> {
     refuse_collation(spec)?;
+    known_keys(spec, &["fields", "unique", "name"], "a compound index")?;
     let Some(Bson::Array(raw_fields)) = spec.get("fields") else {
         return Err(schema("Compound index requires at least 2 fields"));
     };
@@ -237,6 +252,7 @@ fn parse_compound(spec: &Document) -> Result<IndexDef, BucketError> {
     let mut fields: Vec<IndexField> = Vec::with_capacity(raw_fields.len());
     for f in raw_fields {
         let Bson::Document(f) = f else { return Err(schema("Invalid index schema")) };
+        known_keys(f, &["selector", "bson_type", "multi_key"], "a compound index field")?;
         let selector = match f.get("selector") {
             Some(Bson::String(s)) if !s.is_empty() => s.clone(),
             _ => return Err(schema("Each compound index field must have a 'selector'")),
@@ -406,6 +422,23 @@ mod tests {
             {"selector": "a", "bson_type": "int32", "multi_key": true},
             {"selector": "b", "bson_type": "int32", "multi_key": true}]}]}),
             "Compound index allows at most one multi-key field"
+        );
+        // A misspelt option is refused rather than ignored.
+        assert_eq!(
+            err(doc! {"email": {"bson_type": "string", "uniqe": true}}),
+            "Invalid index schema: unknown option 'uniqe' for 'email'"
+        );
+        assert_eq!(
+            err(
+                doc! {"$compound": [{"fields": [{"selector": "a", "bson_type": "int32"}, {"selector": "b", "bson_type": "int32"}], "uniq": true}]}
+            ),
+            "Invalid index schema: unknown option 'uniq' for a compound index"
+        );
+        assert_eq!(
+            err(
+                doc! {"$compound": [{"fields": [{"selector": "a", "bson_type": "int32", "mk": true}, {"selector": "b", "bson_type": "int32"}]}]}
+            ),
+            "Invalid index schema: unknown option 'mk' for a compound index field"
         );
         let many: Vec<Bson> = (0..33)
             .map(|i| Bson::Document(doc! {"selector": format!("f{i}"), "bson_type": "int32"}))

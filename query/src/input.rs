@@ -33,14 +33,27 @@ pub fn decode_document(bytes: &[u8]) -> Result<Document, ParseError> {
     // relaxed syntax (unquoted keys, single quotes, trailing commas) needs.
     let json: serde_json::Value = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(_) => {
-            json5::from_str(text).map_err(|e| ParseError::new(format!("invalid JSON: {e}")))?
-        }
+        Err(_) => json5::from_str(text).map_err(json5_message)?,
     };
     match Bson::try_from(json) {
         Ok(Bson::Document(d)) => Ok(d),
         Ok(_) => Err(ParseError::new("expected a document")),
         Err(e) => Err(ParseError::new(format!("invalid extended JSON: {e}"))),
+    }
+}
+
+/// One line for a client: the JSON5 reader's parse errors are multi-line drawings with a caret,
+/// which a RESP error (one line) cannot carry, so only the position and the expectation remain.
+fn json5_message(err: json5::Error) -> ParseError {
+    let json5::Error::Message { msg, location } = err;
+    // The drawing's last line reads "  = expected …"; other messages are one line already.
+    let what = msg.lines().last().unwrap_or_default().trim().trim_start_matches("= ").trim();
+    match location {
+        Some(at) => ParseError::new(format!(
+            "invalid JSON at line {}, column {}: {what}",
+            at.line, at.column
+        )),
+        None => ParseError::new(format!("invalid JSON: {what}")),
     }
 }
 
@@ -60,6 +73,10 @@ mod tests {
         assert!(matches!(d.get("_id"), Some(Bson::ObjectId(_))));
         assert_eq!(d.get("n"), Some(&Bson::Int64(7)));
         assert!(decode_document(b"{a:").is_err());
+        // A syntax error is one line, with where and what was expected.
+        let msg = decode_document(b"{name: ").unwrap_err().to_string();
+        assert!(msg.ends_with("invalid JSON at line 1, column 8: expected array, boolean, null, number, object, or string"), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
         assert!(decode_document(b"[1]").is_err());
     }
 
