@@ -547,6 +547,46 @@ fn the_bootstrap_command_routes_primaries_and_standbys() {
     );
 }
 
+/// `REMOVE-MEMBER` forgets a member only when it is not RUNNING and no route names it: a route
+/// naming a forgotten member would send clients and standbys to nobody.
+#[test]
+fn a_member_is_removed_only_once_no_route_names_it() {
+    let server =
+        Server::builder().members(2).set("bucket.shards", "2").set("redis.shards", "1").start();
+    let mut a = Raw::connect(server.admins[0]);
+    assert_eq!(a.cmd_raw(&["KR.ADMIN", "INITIALIZE-CLUSTER"]), "+OK\r\n");
+    let ids: Vec<String> = server.admins.iter().map(|a| member_id(&mut Raw::connect(*a))).collect();
+    let route = |a: &mut Raw, args: &[&str]| {
+        let mut full = vec!["KR.ADMIN", "ROUTE"];
+        full.extend_from_slice(args);
+        assert_eq!(a.cmd_raw(&full), "+OK\r\n", "{args:?}");
+    };
+    route(&mut a, &["SET", "PRIMARY", "BUCKET", "*", &ids[0]]);
+    route(&mut a, &["SET", "STANDBY", "BUCKET", "0", &ids[1]]);
+    assert_eq!(a.cmd_raw(&["KR.ADMIN", "SET-MEMBER-STATUS", &ids[1], "STOPPED"]), "+OK\r\n");
+    assert_eq!(
+        a.cmd_raw(&["KR.ADMIN", "REMOVE-MEMBER", &ids[1]]),
+        "-ERR Member is still routed: standby of BUCKET 0; move its shards or unset its standby \
+         routes first\r\n"
+    );
+    assert_eq!(a.cmd_raw(&["KR.ADMIN", "SET-MEMBER-STATUS", &ids[0], "STOPPED"]), "+OK\r\n");
+    assert_eq!(
+        a.cmd_raw(&["KR.ADMIN", "REMOVE-MEMBER", &ids[0]]),
+        "-ERR Member is still routed: primary of BUCKET 0, primary of BUCKET 1; move its shards \
+         or unset its standby routes first\r\n"
+    );
+    assert_eq!(a.cmd_raw(&["KR.ADMIN", "SET-MEMBER-STATUS", &ids[0], "RUNNING"]), "+OK\r\n");
+    route(&mut a, &["UNSET", "STANDBY", "BUCKET", "0", &ids[1]]);
+    assert_eq!(a.cmd_raw(&["KR.ADMIN", "REMOVE-MEMBER", &ids[1]]), "+OK\r\n");
+    assert_eq!(
+        a.cmd_raw(&["KR.ADMIN", "FIND-MEMBER", &ids[1]]),
+        format!("-ERR Member: {} not registered\r\n", ids[1])
+    );
+    // The remaining member still serves its shards.
+    let s0 = a.cmd(&["KR.ADMIN", "DESCRIBE-SHARD", "BUCKET", "0"]);
+    assert_eq!(text(&field(&s0, "primary")), ids[0]);
+}
+
 /// `CLUSTER …` in Redis Cluster's formats, over three members whose REDIS shards are spread.
 #[test]
 fn cluster_commands_describe_the_redis_slots() {

@@ -66,6 +66,8 @@ pub enum ClusterError {
     InvalidMemberStatus(String),
     #[error("Member in RUNNING status cannot be removed")]
     RunningCannotBeRemoved,
+    #[error("Member is still routed: {0}; move its shards or unset its standby routes first")]
+    StillRouted(String),
     #[error("Invalid shard status {0}")]
     InvalidShardStatus(String),
     #[error("member not found")]
@@ -962,11 +964,11 @@ impl Cluster {
         self.set_member_status_raw(&id, status).await
     }
 
-    /// `REMOVE-MEMBER`: forgets a member that is not RUNNING.
+    /// `REMOVE-MEMBER`: forgets a member that is not RUNNING and no route names.
     ///
     /// # Errors
     ///
-    /// `RunningCannotBeRemoved`, `NotRegistered`, member-id errors; metadata errors.
+    /// `RunningCannotBeRemoved`, `StillRouted`, `NotRegistered`, member-id errors; metadata errors.
     pub async fn remove_member(&self, arg: &str) -> Result<()> {
         self.require_initialized()?;
         let id = self.resolve_member(arg).await?;
@@ -978,6 +980,27 @@ impl Cluster {
                     let record = read_record(&tx, &keys, &id).await.map_err(custom)?;
                     if record.status == MemberStatus::Running {
                         return Err(custom(ClusterError::RunningCannotBeRemoved));
+                    }
+                    // A route naming a forgotten member would point clients and standbys at
+                    // nobody, so its shards must be moved (or its standby routes unset) first.
+                    let counts = self.counts(&tx, &keys).await.map_err(custom)?;
+                    let routes =
+                        self.read_routes(&tx, &keys, &counts, false).await.map_err(custom)?;
+                    let routed: Vec<String> = routes
+                        .iter()
+                        .filter_map(|((kind, shard), route)| {
+                            let role = if route.primary.as_deref() == Some(id.as_str()) {
+                                "primary"
+                            } else if route.standbys.contains(&id) {
+                                "standby"
+                            } else {
+                                return None;
+                            };
+                            Some(format!("{role} of {} {shard}", kind.key().to_ascii_uppercase()))
+                        })
+                        .collect();
+                    if !routed.is_empty() {
+                        return Err(custom(ClusterError::StillRouted(routed.join(", "))));
                     }
                     let (b, e) = keys.member_range(&id);
                     tx.clear_range(&b, &e);
