@@ -2357,6 +2357,49 @@ mod tests {
         assert!(missing.is_empty(), "commands not documented in docs/*.md: {missing:?}");
     }
 
+    /// `docs/command-reference.md` has a section for every command of the table, with its
+    /// syntax (naming every subcommand), reply, errors and an example that runs the command
+    /// itself, so the reference cannot fall behind the table.
+    #[test]
+    fn every_command_has_a_reference_section() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/command-reference.md");
+        let page = std::fs::read_to_string(path).unwrap();
+        let mut problems = Vec::new();
+        for spec in COMMANDS {
+            let heading = format!("\n### {}\n", spec.name);
+            let Some(start) = page.find(&heading) else {
+                problems.push(format!("{}: no section", spec.name));
+                continue;
+            };
+            let body = &page[start + heading.len()..];
+            let section = &body[..body
+                .find("\n## ")
+                .or_else(|| body.find("\n### "))
+                .map_or(body.len(), |end| body.find("\n### ").map_or(end, |next| next.min(end)))];
+            for part in ["**Syntax**", "**Reply**", "**Errors**", "**Example**", "```console"] {
+                if !section.contains(part) {
+                    problems.push(format!("{}: no {part}", spec.name));
+                }
+            }
+            let runs_itself = section.lines().any(|l| {
+                l.contains("> ")
+                    && l.split("> ").nth(1).is_some_and(|c| {
+                        c.split(' ').next().is_some_and(|n| n.eq_ignore_ascii_case(spec.name))
+                    })
+            });
+            if !runs_itself {
+                problems.push(format!("{}: the example does not run it", spec.name));
+            }
+            for sub in spec.subcommands() {
+                if !section.contains(&format!("{} {}", spec.name, sub.name)) {
+                    problems.push(format!("{} {}: not in the section", spec.name, sub.name));
+                }
+            }
+        }
+        assert!(problems.is_empty(), "docs/command-reference.md: {problems:#?}");
+    }
+
     #[test]
     fn table_is_consistent() {
         let mut seen = std::collections::HashSet::new();
