@@ -63,6 +63,11 @@ fn create_insert_query_and_cursors() {
     assert!(
         c.cmd_raw(&["BUCKET.INSERT", "users", "DOCS", "{a:"]).starts_with("-ERR BQL parse error")
     );
+    // BSON cannot hold a NUL byte in a field name; JSON can spell one (found by fuzzing).
+    assert_eq!(
+        c.cmd_raw(&["BUCKET.INSERT", "users", "DOCS", r#"{"a\u0000b": 1}"#]),
+        "-ERR BQL parse error: field names cannot contain a NUL byte: \"a\\0b\"\r\n"
+    );
 
     // A filter, in _id order.
     let (cursor, found) = docs(&c.cmd(&["BUCKET.QUERY", "users", "{age: {$gt: 30}}"]));

@@ -36,10 +36,41 @@ pub fn decode_document(bytes: &[u8]) -> Result<Document, ParseError> {
         Err(_) => json5::from_str(text).map_err(json5_message)?,
     };
     match Bson::try_from(json) {
-        Ok(Bson::Document(d)) => Ok(d),
+        Ok(Bson::Document(d)) => {
+            check_cstrings(&d)?;
+            Ok(d)
+        }
         Ok(_) => Err(ParseError::new("expected a document")),
         Err(e) => Err(ParseError::new(format!("invalid extended JSON: {e}"))),
     }
+}
+
+/// BSON writes field names and regular expressions as NUL-terminated strings, so JSON text (where
+/// `\u0000` is legal) must not put a NUL byte in them: such a document could never be stored.
+/// Found by the `document_decode` fuzz target.
+fn check_cstrings(doc: &Document) -> Result<(), ParseError> {
+    fn value(v: &Bson) -> Result<(), ParseError> {
+        match v {
+            Bson::Document(d) => check_cstrings(d),
+            Bson::Array(items) => items.iter().try_for_each(value),
+            Bson::RegularExpression(re)
+                if re.pattern.contains('\0') || re.options.contains('\0') =>
+            {
+                Err(ParseError::new("regular expressions cannot contain a NUL byte"))
+            }
+            _ => Ok(()),
+        }
+    }
+    for (key, v) in doc {
+        if key.contains('\0') {
+            return Err(ParseError::new(format!(
+                "field names cannot contain a NUL byte: {:?}",
+                key
+            )));
+        }
+        value(v)?;
+    }
+    Ok(())
 }
 
 /// One line for a client: the JSON5 reader's parse errors are multi-line drawings with a caret,
@@ -73,6 +104,19 @@ mod tests {
         assert!(matches!(d.get("_id"), Some(Bson::ObjectId(_))));
         assert_eq!(d.get("n"), Some(&Bson::Int64(7)));
         assert!(decode_document(b"{a:").is_err());
+        // NUL bytes cannot be stored in BSON field names or regular expressions (fuzzing found
+        // the first: `fuzz/seeds/document_decode/regression-nul-key`).
+        let msg = decode_document(br#"{"x": {"$numberDe\u0000mal": "1.50"}}"#).unwrap_err();
+        assert_eq!(
+            msg.to_string(),
+            "BQL parse error: field names cannot contain a NUL byte: \"$numberDe\\0mal\""
+        );
+        assert!(decode_document(br#"{"x": [{"a\u0000": 1}]}"#).is_err());
+        let re = decode_document(
+            br#"{"r": {"$regularExpression": {"pattern": "a\u0000", "options": ""}}}"#,
+        );
+        assert!(re.is_err(), "{re:?}");
+        assert!(decode_document(br#"{"s": "NUL in a value is fine: \u0000"}"#).is_ok());
         // A syntax error is one line, with where and what was expected.
         let msg = decode_document(b"{name: ").unwrap_err().to_string();
         assert!(msg.ends_with("invalid JSON at line 1, column 8: expected array, boolean, null, number, object, or string"), "{msg}");
