@@ -74,6 +74,18 @@ enum Backend {
 pub struct Database {
     backend: Backend,
     retry_limit: u32,
+    stats: Arc<CommitStats>,
+}
+
+/// Outcomes of commits through one database (and its clones), for metrics.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// Commits that succeeded, read-only ones included.
+    pub committed: std::sync::atomic::AtomicU64,
+    /// Commits refused with `not_committed` (a read conflicted with a later write).
+    pub conflicts: std::sync::atomic::AtomicU64,
+    /// Commits that failed otherwise (too old, unknown result, size limits…).
+    pub failed: std::sync::atomic::AtomicU64,
 }
 
 impl Database {
@@ -86,6 +98,7 @@ impl Database {
         Ok(Database {
             backend: Backend::Embedded(embedded::Database::open(dir, options)?),
             retry_limit: DEFAULT_RETRY_LIMIT,
+            stats: Arc::default(),
         })
     }
 
@@ -99,12 +112,18 @@ impl Database {
         Ok(Database {
             backend: Backend::Fdb(fdb::Database::open(cluster_file)?),
             retry_limit: DEFAULT_RETRY_LIMIT,
+            stats: Arc::default(),
         })
     }
 
     /// Sets how many times `run` retries a retryable error before giving up.
     pub fn set_retry_limit(&mut self, limit: u32) {
         self.retry_limit = limit;
+    }
+
+    /// Commit outcomes so far, shared by every clone of this database.
+    pub fn commit_stats(&self) -> &CommitStats {
+        &self.stats
     }
 
     /// The name of the backend, for logs and `INFO`.
@@ -129,6 +148,7 @@ impl Database {
                 Backend::Fdb(db) => Tx::Fdb(db.create_trx()?),
             }),
             user_version: Arc::default(),
+            stats: Arc::clone(&self.stats),
         })
     }
 
@@ -209,6 +229,7 @@ pub struct Transaction {
     inner: Arc<Tx>,
     /// Next 2-byte user version for versionstamps made in this transaction.
     user_version: Arc<std::sync::atomic::AtomicU32>,
+    stats: Arc<CommitStats>,
 }
 
 impl Transaction {
@@ -400,10 +421,17 @@ impl Transaction {
     /// `not_committed` on a conflict, `transaction_too_old`, the size errors of the mutations,
     /// `commit_unknown_result`…
     pub async fn commit(self) -> MetaResult<i64> {
-        match self.inner.as_ref() {
+        let result = match self.inner.as_ref() {
             Tx::Embedded(t) => t.commit().await,
             #[cfg(feature = "fdb")]
             Tx::Fdb(t) => t.commit().await,
-        }
+        };
+        let counter = match &result {
+            Ok(_) => &self.stats.committed,
+            Err(e) if *e == MetaError::NOT_COMMITTED => &self.stats.conflicts,
+            Err(_) => &self.stats.failed,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        result
     }
 }

@@ -52,6 +52,24 @@ pub struct Config {
     pub server: ServerConfig,
     pub auth: AuthConfig,
     pub session_attributes: SessionAttributesConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus endpoint (`GET /metrics`), off unless a port is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the HTTP listener.
+    pub host: String,
+    /// Its port; unset (the default) serves no metrics, 0 picks a free port (logged). With
+    /// `--members N`, member `i` uses `port + i`.
+    pub port: Option<u16>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { host: "127.0.0.1".to_owned(), port: None }
+    }
 }
 
 impl Default for Config {
@@ -71,6 +89,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             auth: AuthConfig::default(),
             session_attributes: SessionAttributesConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -513,6 +532,10 @@ fn set_path(
             return Err(format!("{dotted} is a section, not a key"));
         }
         Some(_) => toml::Value::String(raw.to_owned()),
+        // The one optional integer: the metrics port, unset by default.
+        None if matches!(path, [a, b] if a == "metrics" && b == "port") => toml::Value::Integer(
+            raw.trim().parse().map_err(|_| format!("{dotted} expects an integer, got '{raw}'"))?,
+        ),
         None => {
             // Keys with no default value: optional strings and the entries of string maps.
             let optional = matches!(path, [a, b] if a == "auth" && (b == "requirepass" || b == "masterauth"))
@@ -576,7 +599,7 @@ mod tests {
         let defaults = toml::Table::try_from(Config::default()).unwrap();
         let mut all = Vec::new();
         keys("", &defaults, &mut all);
-        all.extend(["auth.requirepass", "auth.masterauth"].map(str::to_owned));
+        all.extend(["auth.requirepass", "auth.masterauth", "metrics.port"].map(str::to_owned));
         assert!(all.len() > 30, "{all:?}");
         // `auth.users` is a map documented as `auth.users.<name>`.
         let missing: Vec<&String> = all

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use crate::commands::{Ctx, dispatch};
 use crate::error::CommandError;
 use crate::node::{ClientHandle, Node};
+use crate::protocol::reply::Reply;
 use crate::protocol::reply::encode;
 use crate::protocol::request::{Limits, RequestParser};
 use crate::session::Session;
@@ -111,7 +112,10 @@ async fn run(
                     };
                     let Some((reply, name)) = outcome else { return Ok(()) };
                     commands += 1;
-                    errors += u64::from(reply.is_error());
+                    if let Reply::Error(line) = &reply {
+                        errors += 1;
+                        node.command_stats.count_error(line);
+                    }
                     last_command = name.or(last_command);
                     encode(reply, session.protocol, &mut out);
                     if session.close_after_reply {
@@ -136,6 +140,7 @@ async fn run(
                 Err(err) => {
                     tracing::debug!(client = session.client.id, %err, "closing connection");
                     node.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                    node.command_stats.count_error("ERR");
                     encode(
                         CommandError::err_owned(err.to_string()).to_reply(),
                         session.protocol,

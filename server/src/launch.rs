@@ -43,6 +43,9 @@ pub fn member_config(base: &Config, index: u16, count: u16) -> Config {
         if c.network.admin.port != 0 {
             c.network.admin.port = c.network.admin.port.saturating_add(index);
         }
+        if let Some(port) = c.metrics.port.filter(|p| *p != 0) {
+            c.metrics.port = Some(port.saturating_add(index));
+        }
     }
     c
 }
@@ -120,6 +123,16 @@ pub async fn start_member(
 ) -> anyhow::Result<Member> {
     let listeners = Listeners::bind(&config.network).await?;
     let addrs = listeners.addrs()?;
+    let metrics = match config.metrics.port {
+        Some(port) => Some(
+            tokio::net::TcpListener::bind((config.metrics.host.as_str(), port))
+                .await
+                .with_context(|| {
+                    format!("cannot bind the metrics listener {}:{port}", config.metrics.host)
+                })?,
+        ),
+        None => None,
+    };
     let record = MemberRecord {
         id: dir.id.clone(),
         status: MemberStatus::Running,
@@ -157,6 +170,10 @@ pub async fn start_member(
     let node =
         Arc::new(Node::new(config, config_file, addrs, meta.clone(), cluster, volumes, redis)?);
     tokio::spawn(crate::commands::bucket::resume_builds(Arc::clone(&node)));
+    if let Some(listener) = metrics {
+        tracing::info!(member = index, kind = "metrics", addr = %listener.local_addr()?, "listening");
+        tokio::spawn(crate::metrics::serve(listener, Arc::clone(&node)));
+    }
     tracing::info!(
         member = index,
         member_id = %node.member_id,

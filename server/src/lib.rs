@@ -19,6 +19,7 @@ pub mod connection;
 pub mod error;
 pub mod launch;
 pub mod member;
+pub mod metrics;
 pub mod node;
 pub mod peers;
 pub mod protocol;

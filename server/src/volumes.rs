@@ -342,6 +342,16 @@ impl Volumes {
         (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % 1000 < p
     }
 
+    /// Every standby task's state, by volume name.
+    pub fn replica_states(&self) -> Vec<(String, Arc<ReplicaState>)> {
+        self.replica_states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect()
+    }
+
     /// The state of the standby task of a volume, running or last run.
     pub fn replica_state(&self, name: &str) -> Option<Arc<ReplicaState>> {
         self.replica_states

@@ -152,6 +152,8 @@ pub struct OpCounters {
     pub bytes_appended: AtomicU64,
     pub bytes_read: AtomicU64,
     pub segments_created: AtomicU64,
+    /// Data syncs (`fdatasync`) run for appends; one serves every append waiting on it.
+    pub syncs: AtomicU64,
 }
 
 /// An open volume.
@@ -563,7 +565,9 @@ impl Volume {
         let mut synced: Vec<u64> = Vec::new();
         for (segment, _, _) in &written {
             if !synced.contains(&segment.id) {
-                segment.sync_after_write().await.map_err(io_err(&self.name))?;
+                if segment.sync_after_write().await.map_err(io_err(&self.name))? {
+                    self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+                }
                 synced.push(segment.id);
             }
         }

@@ -197,12 +197,13 @@ impl Segment {
     }
 
     /// Returns once a sync that started after the caller's (already completed) write has
-    /// completed: one sync serves every appender whose write completed before it began.
+    /// completed: one sync serves every appender whose write completed before it began. Returns
+    /// whether this caller ran the sync (so the syncs can be counted once each).
     ///
     /// # Errors
     ///
     /// The sync's error; the segment is then poisoned.
-    pub async fn sync_after_write(self: &Arc<Self>) -> std::io::Result<()> {
+    pub async fn sync_after_write(self: &Arc<Self>) -> std::io::Result<bool> {
         // Any sync numbered above `seen` started after our write completed.
         let need = self.syncs_started.load(Ordering::Acquire) + 1;
         loop {
@@ -213,11 +214,11 @@ impl Segment {
                 )));
             }
             if self.syncs_completed.load(Ordering::Acquire) >= need {
-                return Ok(());
+                return Ok(false);
             }
             let _leader = self.sync_lock.lock().await;
             if self.syncs_completed.load(Ordering::Acquire) >= need {
-                return Ok(());
+                return Ok(false);
             }
             if self.poisoned.load(Ordering::Acquire) {
                 continue;
@@ -228,7 +229,10 @@ impl Segment {
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(e)));
             match result {
-                Ok(()) => self.syncs_completed.store(number, Ordering::Release),
+                Ok(()) => {
+                    self.syncs_completed.store(number, Ordering::Release);
+                    return Ok(true);
+                }
                 Err(e) => {
                     self.poisoned.store(true, Ordering::Release);
                     return Err(e);

@@ -40,6 +40,12 @@ pub fn info(requested: &[String], ctx: &Ctx<'_>) -> Reply {
         }
         ctx.node.command_stats.info_section(&mut out);
     }
+    if everything || requested.iter().any(|s| s == "errorstats") {
+        if !out.is_empty() {
+            out.push_str("\r\n");
+        }
+        ctx.node.command_stats.errorstats_section(&mut out);
+    }
     if everything || requested.iter().any(|s| s == "latencystats") {
         if !out.is_empty() {
             out.push_str("\r\n");

@@ -25,7 +25,7 @@ mod namespace;
 pub mod redis_cmd;
 mod session;
 pub mod slowlog;
-mod volume;
+pub mod volume;
 mod zmap;
 
 use std::collections::HashMap;

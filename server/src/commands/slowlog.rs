@@ -108,11 +108,25 @@ struct Entry {
 /// times the cores of the machines we run on.
 const SHARDS: usize = 16;
 
+/// Most distinct error prefixes counted; later ones are not (Redis's `ERROR_STATS_NUMBER`, 128),
+/// so a flood of odd prefixes cannot grow the table.
+const MAX_ERROR_PREFIXES: usize = 128;
+
 /// The counters and the slow log of a node.
 #[derive(Debug, Default)]
 pub struct CommandStats {
     counters: [Mutex<HashMap<&'static str, Counters>>; SHARDS],
     log: Mutex<(u64, VecDeque<Entry>)>,
+    /// Error replies by prefix (`ERR`, `WRONGTYPE`, …), for `INFO errorstats` and metrics.
+    errors: Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+/// One command's totals, as metrics show them.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandTotals {
+    pub calls: u64,
+    pub usec: u64,
+    pub failed: u64,
 }
 
 /// What `record` needs to know of the call.
@@ -191,6 +205,44 @@ impl CommandStats {
         for shard in &self.counters {
             lock(shard).clear();
         }
+        lock(&self.errors).clear();
+    }
+
+    /// Counts an error reply by its prefix, the first word of `line` (`ERR`, `WRONGTYPE`).
+    pub fn count_error(&self, line: &str) {
+        let prefix = line.split(' ').next().unwrap_or_default();
+        let mut errors = lock(&self.errors);
+        if let Some(n) = errors.get_mut(prefix) {
+            *n += 1;
+        } else if errors.len() < MAX_ERROR_PREFIXES {
+            errors.insert(prefix.to_owned(), 1);
+        }
+    }
+
+    /// Error replies by prefix, in prefix order.
+    pub fn errors(&self) -> Vec<(String, u64)> {
+        lock(&self.errors).iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// The `# Errorstats` section of `INFO`, in Redis's format.
+    pub fn errorstats_section(&self, out: &mut String) {
+        out.push_str("# Errorstats\r\n");
+        for (prefix, n) in self.errors() {
+            out.push_str(&format!("errorstat_{prefix}:count={n}\r\n"));
+        }
+    }
+
+    /// Every command's totals, in name order.
+    pub fn snapshot(&self) -> Vec<(&'static str, CommandTotals)> {
+        let mut all: Vec<(&'static str, CommandTotals)> = self
+            .merged()
+            .into_iter()
+            .map(|(name, c)| {
+                (name, CommandTotals { calls: c.calls, usec: c.usec, failed: c.failed })
+            })
+            .collect();
+        all.sort_by_key(|(name, _)| *name);
+        all
     }
 
     /// Every shard's counters summed, by command.

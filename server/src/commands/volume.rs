@@ -213,6 +213,31 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The durable bytes of `tails` that lie after `at`: what a standby acknowledging `at` lacks.
+fn lag_behind(
+    tails: &[kronotop_volume::replication::Tail],
+    at: kronotop_volume::replication::Position,
+) -> u64 {
+    tails
+        .iter()
+        .map(|t| match t.segment.cmp(&at.segment) {
+            std::cmp::Ordering::Less => 0,
+            std::cmp::Ordering::Equal => t.durable.saturating_sub(at.position),
+            std::cmp::Ordering::Greater => t.durable,
+        })
+        .sum()
+}
+
+/// Each standby's lag behind this primary's volume, in bytes (for metrics).
+pub fn standby_lags(v: &kronotop_volume::Volume) -> Vec<(String, u64)> {
+    let tails = v.tails();
+    v.replication
+        .acks()
+        .into_iter()
+        .map(|(member, ack)| (member, lag_behind(&tails, ack.at)))
+        .collect()
+}
+
 /// `VOLUME.INSPECT REPLICATION` (detailed) and `VOLUME.STATS … REPLICATION`: on a primary, its
 /// standbys' acknowledgements; on a standby, its copy's progress.
 fn replication_reply(ctx: &Ctx<'_>, name: &str, detailed: bool) -> Result<Reply, CommandError> {
@@ -226,14 +251,7 @@ fn replication_reply(ctx: &Ctx<'_>, name: &str, detailed: bool) -> Result<Reply,
             .acks()
             .into_iter()
             .map(|(member, ack)| {
-                let lag: u64 = tails
-                    .iter()
-                    .map(|t| match t.segment.cmp(&ack.at.segment) {
-                        std::cmp::Ordering::Less => 0,
-                        std::cmp::Ordering::Equal => t.durable.saturating_sub(ack.at.position),
-                        std::cmp::Ordering::Greater => t.durable,
-                    })
-                    .sum();
+                let lag = lag_behind(&tails, ack.at);
                 Reply::Map(vec![
                     (s("member_id"), s(&member)),
                     (s("segment"), int(ack.at.segment)),
@@ -521,6 +539,7 @@ pub async fn execute(cmd: VolumeCmd, ctx: &mut Ctx<'_>) -> Result<Reply, Command
                         &c.bytes_appended,
                         &c.bytes_read,
                         &c.segments_created,
+                        &c.syncs,
                     ] {
                         counter.store(0, Ordering::Relaxed);
                     }
@@ -539,6 +558,7 @@ pub async fn execute(cmd: VolumeCmd, ctx: &mut Ctx<'_>) -> Result<Reply, Command
                         (Reply::bulk_str("bytes_appended"), n(&c.bytes_appended)),
                         (Reply::bulk_str("bytes_read"), n(&c.bytes_read)),
                         (Reply::bulk_str("segments_created"), n(&c.segments_created)),
+                        (Reply::bulk_str("syncs"), n(&c.syncs)),
                     ]))
                 }
                 Some("SEGMENTS") => {
