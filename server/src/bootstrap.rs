@@ -13,6 +13,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -47,9 +48,13 @@ pub fn parse_assignment(kind: &str, spec: &str) -> anyhow::Result<Assignment> {
     Ok(Assignment { kind, addr: addr.to_owned(), shards })
 }
 
+/// A blocking connection, plain or TLS.
+trait Io: Read + Write {}
+impl<T: Read + Write> Io for T {}
+
 /// A blocking RESP3 connection to an admin port.
 struct Admin {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     buf: Vec<u8>,
 }
 
@@ -57,10 +62,18 @@ struct Admin {
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Admin {
-    fn connect(addr: &str) -> anyhow::Result<Admin> {
-        let stream =
-            TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
-        stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+    fn connect(addr: &str, tls: Option<&Arc<rustls::ClientConfig>>) -> anyhow::Result<Admin> {
+        let tcp = TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
+        tcp.set_read_timeout(Some(REPLY_TIMEOUT))?;
+        let stream: Box<dyn Io> = match tls {
+            None => Box::new(tcp),
+            Some(config) => {
+                let name = crate::tls::server_name(addr).map_err(anyhow::Error::msg)?;
+                let conn = rustls::ClientConnection::new(Arc::clone(config), name)
+                    .with_context(|| format!("TLS to {addr}"))?;
+                Box::new(rustls::StreamOwned::new(conn, tcp))
+            }
+        };
         let mut admin = Admin { stream, buf: Vec::new() };
         admin.ok(&["HELLO", "3"])?;
         Ok(admin)
@@ -137,6 +150,7 @@ pub fn run(
     standbys: &[Assignment],
     sync_standbys: &[Assignment],
     discovery: Duration,
+    tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> anyhow::Result<Vec<String>> {
     // A sync standby is a standby first; one named both ways is routed once.
     let mut standbys = standbys.to_vec();
@@ -158,7 +172,7 @@ pub fn run(
     let standbys = &standbys[..];
     let first = primaries.first().context("at least one --primary is required")?;
     let mut log = Vec::new();
-    let mut admin = Admin::connect(&first.addr)?;
+    let mut admin = Admin::connect(&first.addr, tls)?;
     match admin.call(&["KR.ADMIN", "INITIALIZE-CLUSTER"])? {
         Ok(_) => log.push(format!("initialised the cluster through {}", first.addr)),
         Err(e) if e.contains("cluster has already been initialized") => {
@@ -195,7 +209,7 @@ pub fn run(
     let mut ids = std::collections::BTreeMap::new();
     for a in &all {
         if !ids.contains_key(&a.addr) {
-            let mut member = Admin::connect(&a.addr)?;
+            let mut member = Admin::connect(&a.addr, tls)?;
             // A member learns of the initialisation through its topology watch, a moment after
             // the first member did it; until then it answers that the cluster is not initialised.
             let me = loop {

@@ -53,6 +53,20 @@ pub struct Config {
     pub auth: AuthConfig,
     pub session_attributes: SessionAttributesConfig,
     pub metrics: MetricsConfig,
+    pub tls: TlsConfig,
+}
+
+/// Certificates for the listeners that set `tls = true`, and for connections to other members.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with this member's certificate chain, leaf first.
+    pub cert_file: String,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// PEM file with the CA certificates that client certificates and other members'
+    /// certificates must chain to.
+    pub ca_file: String,
 }
 
 /// The Prometheus endpoint (`GET /metrics`), off unless a port is set.
@@ -90,6 +104,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             session_attributes: SessionAttributesConfig::default(),
             metrics: MetricsConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -253,13 +268,31 @@ pub struct ListenerConfig {
     pub host: String,
     /// 0 picks a free port (tests use this; the bound address is logged).
     pub port: u16,
+    /// Serve TLS on this listener (with `tls.cert_file` and `tls.key_file`); plain-text clients
+    /// are then refused. On the admin listener it also makes this member speak TLS to the other
+    /// members' admin ports (replication, document reads), so members share this setting.
+    pub tls: bool,
+    /// Client certificates on a TLS listener: `no`, `optional` (checked when given) or
+    /// `required`, verified against `tls.ca_file` (Redis's `tls-auth-clients`).
+    pub tls_client_certs: String,
 }
 
 impl Default for NetworkConfig {
     fn default() -> Self {
         NetworkConfig {
-            client: ListenerConfig { host: "127.0.0.1".to_owned(), port: 5484 },
-            admin: ListenerConfig { host: "127.0.0.1".to_owned(), port: 3320 },
+            client: ListenerConfig {
+                host: "127.0.0.1".to_owned(),
+                port: 5484,
+                tls: false,
+                tls_client_certs: "no".to_owned(),
+            },
+            // Members present their certificate to each other, so the admin port asks for one.
+            admin: ListenerConfig {
+                host: "127.0.0.1".to_owned(),
+                port: 3320,
+                tls: false,
+                tls_client_certs: "required".to_owned(),
+            },
             announce_host: String::new(),
         }
     }
@@ -463,6 +496,27 @@ impl Config {
             "meta.backend must be embedded or foundationdb",
         )?;
         check(!self.default_namespace.is_empty(), "default_namespace must not be empty")?;
+        for (name, listener) in [("client", &self.network.client), ("admin", &self.network.admin)] {
+            check(
+                matches!(listener.tls_client_certs.as_str(), "no" | "optional" | "required"),
+                &format!("network.{name}.tls_client_certs must be no, optional or required"),
+            )?;
+            if listener.tls {
+                check(
+                    !self.tls.cert_file.is_empty() && !self.tls.key_file.is_empty(),
+                    &format!("network.{name}.tls needs tls.cert_file and tls.key_file"),
+                )?;
+                check(
+                    listener.tls_client_certs == "no" || !self.tls.ca_file.is_empty(),
+                    &format!("network.{name}.tls_client_certs needs tls.ca_file"),
+                )?;
+            }
+        }
+        // Members verify each other's certificates against the CA.
+        check(
+            !self.network.admin.tls || !self.tls.ca_file.is_empty(),
+            "network.admin.tls needs tls.ca_file (members verify each other's certificates)",
+        )?;
         for (name, listener) in [("client", &self.network.client), ("admin", &self.network.admin)] {
             if listener.host.parse::<IpAddr>().is_err() && listener.host != "localhost" {
                 return Err(invalid(

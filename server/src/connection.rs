@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::commands::{Ctx, dispatch};
 use crate::error::CommandError;
@@ -40,7 +40,11 @@ const SHRINK_ABOVE: usize = 1024 * 1024;
 const LINGER: Duration = Duration::from_millis(200);
 
 /// Serves one accepted connection until the client leaves, is killed, or the server shuts down.
-pub async fn serve(stream: TcpStream, node: Arc<Node>, client: Arc<ClientHandle>) {
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    node: Arc<Node>,
+    client: Arc<ClientHandle>,
+) {
     let id = client.id;
     let mut session = Session::new(&node, client);
     if let Err(err) = run(stream, &node, &mut session).await {
@@ -49,13 +53,11 @@ pub async fn serve(stream: TcpStream, node: Arc<Node>, client: Arc<ClientHandle>
     node.clients.unregister(id);
 }
 
-async fn run(
-    mut stream: TcpStream,
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     node: &Arc<Node>,
     session: &mut Session,
 ) -> std::io::Result<()> {
-    // Replies to pipelined requests are written in one go; Nagle would only delay them.
-    stream.set_nodelay(true)?;
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let mut parser = RequestParser::new();
@@ -211,7 +213,7 @@ async fn settle(session: &mut Session) -> std::io::Result<()> {
 
 /// Half-closes the connection and drains what the client still sends for a moment, so the last
 /// reply (often an error explaining the close) reaches the client.
-async fn linger_close(mut stream: TcpStream) -> std::io::Result<()> {
+async fn linger_close<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> std::io::Result<()> {
     stream.shutdown().await?;
     let mut sink = [0u8; 4096];
     let deadline = tokio::time::Instant::now() + LINGER;

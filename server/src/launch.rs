@@ -121,6 +121,8 @@ pub async fn start_member(
     dir: MemberDir,
     index: u16,
 ) -> anyhow::Result<Member> {
+    // Certificates first: a member that cannot serve TLS as configured must not start at all.
+    let tls = crate::tls::Tls::load(&config).context("cannot set up TLS")?;
     let listeners = Listeners::bind(&config.network).await?;
     let addrs = listeners.addrs()?;
     let metrics = match config.metrics.port {
@@ -154,7 +156,7 @@ pub async fn start_member(
         Arc::clone(&cluster),
         dir.path.join("volumes"),
         volume_config,
-        crate::peers::Peers::new(config.auth.masterauth.clone()),
+        crate::peers::Peers::new(config.auth.masterauth.clone(), tls.peers()),
         config.replication.clone(),
     )
     .await;
@@ -167,8 +169,14 @@ pub async fn start_member(
     let redis =
         RedisShards::start(meta.clone(), Arc::clone(&cluster), Arc::clone(&volumes), durability)
             .await;
-    let node =
-        Arc::new(Node::new(config, config_file, addrs, meta.clone(), cluster, volumes, redis)?);
+    let node = Arc::new(Node::new(
+        config,
+        config_file,
+        addrs,
+        meta.clone(),
+        cluster,
+        (volumes, redis, tls),
+    )?);
     tokio::spawn(crate::commands::bucket::resume_builds(Arc::clone(&node)));
     if let Some(listener) = metrics {
         tracing::info!(member = index, kind = "metrics", addr = %listener.local_addr()?, "listening");

@@ -27,4 +27,5 @@ pub mod redis_shards;
 pub mod replication;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod volumes;

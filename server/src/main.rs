@@ -77,6 +77,16 @@ enum Sub {
         /// Seconds to wait for the shards to appear after initialisation.
         #[arg(long, default_value_t = 30)]
         shard_discovery_timeout: u64,
+        /// Connect over TLS, trusting the CA certificates in this PEM file (admin ports with
+        /// `network.admin.tls = true`).
+        #[arg(long, value_name = "FILE")]
+        tls_ca: Option<String>,
+        /// The client certificate (PEM) to present over TLS; admin ports ask for one by default.
+        #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_key"])]
+        tls_cert: Option<String>,
+        /// The client certificate's private key (PEM).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<String>,
     },
 }
 
@@ -89,16 +99,31 @@ fn assignments(flat: &[String]) -> anyhow::Result<Vec<kronotop_server::bootstrap
         .collect()
 }
 
+/// `kronotop bootstrap`'s TLS files: the CA, and the client certificate and key.
+struct BootstrapTls<'a> {
+    ca: Option<&'a str>,
+    identity: Option<(&'a str, &'a str)>,
+}
+
 fn bootstrap_command(
     primary: &[String],
     standby: &[String],
     sync_standby: &[String],
     timeout: u64,
+    tls: &BootstrapTls<'_>,
 ) -> ExitCode {
     let result = assignments(primary).and_then(|p| {
         let s = assignments(standby)?;
         let sync = assignments(sync_standby)?;
-        kronotop_server::bootstrap::run(&p, &s, &sync, std::time::Duration::from_secs(timeout))
+        let tls =
+            tls.ca.map(|ca| kronotop_server::tls::client_config(ca, tls.identity)).transpose()?;
+        kronotop_server::bootstrap::run(
+            &p,
+            &s,
+            &sync,
+            std::time::Duration::from_secs(timeout),
+            tls.as_ref(),
+        )
     });
     match result {
         Ok(lines) => {
@@ -120,10 +145,21 @@ const RESERVED_FDS: u64 = 32;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Sub::Bootstrap { primary, standby, sync_standby, shard_discovery_timeout }) =
-        &cli.command
+    if let Some(Sub::Bootstrap {
+        primary,
+        standby,
+        sync_standby,
+        shard_discovery_timeout,
+        tls_ca,
+        tls_cert,
+        tls_key,
+    }) = &cli.command
     {
-        return bootstrap_command(primary, standby, sync_standby, *shard_discovery_timeout);
+        let tls = BootstrapTls {
+            ca: tls_ca.as_deref(),
+            identity: tls_cert.as_deref().zip(tls_key.as_deref()),
+        };
+        return bootstrap_command(primary, standby, sync_standby, *shard_discovery_timeout, &tls);
     }
     let overrides = Overrides {
         host: cli.host,

@@ -376,6 +376,8 @@ pub struct Node {
     pub redis: Arc<crate::redis_shards::RedisShards>,
     /// Connections to other members' admin ports.
     pub peers: crate::peers::Peers,
+    /// TLS acceptors of the listeners that speak TLS, and the connector for other members.
+    pub tls: crate::tls::Tls,
     /// `INFO commandstats` counters and the slow log.
     pub command_stats: crate::commands::slowlog::CommandStats,
     /// Round-robin counter for the shard of a `BUCKET.CREATE` without `SHARDS`.
@@ -408,8 +410,11 @@ impl Node {
         bound: BoundAddrs,
         meta: Database,
         cluster: Arc<Cluster>,
-        volumes: Arc<crate::volumes::Volumes>,
-        redis: Arc<crate::redis_shards::RedisShards>,
+        (volumes, redis, tls): (
+            Arc<crate::volumes::Volumes>,
+            Arc<crate::redis_shards::RedisShards>,
+            crate::tls::Tls,
+        ),
     ) -> Result<Node, getrandom::Error> {
         let member_id = cluster.me().id;
         let auth = Auth::from_config(&mut config)?;
@@ -442,7 +447,8 @@ impl Node {
             cluster,
             volumes,
             redis,
-            peers: crate::peers::Peers::new(masterauth),
+            peers: crate::peers::Peers::new(masterauth, tls.peers()),
+            tls,
             command_stats: crate::commands::slowlog::CommandStats::default(),
             bucket_round_robin: AtomicUsize::new(0),
             bucket_leaves: Mutex::default(),

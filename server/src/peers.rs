@@ -10,7 +10,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::tls::PeerIo;
+
+type Stream = Box<dyn PeerIo>;
 
 use redis_protocol::resp2::types::OwnedFrame;
 
@@ -22,12 +26,20 @@ const DEADLINE: Duration = Duration::from_secs(5);
 const POOL_PER_ADDRESS: usize = 4;
 
 /// Connections to other members.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Peers {
-    idle: std::sync::Mutex<HashMap<String, Vec<TcpStream>>>,
+    idle: std::sync::Mutex<HashMap<String, Vec<Stream>>>,
     /// The password new connections authenticate with as `default` (`auth.masterauth`), for
     /// members whose admin ports require one.
     password: Option<String>,
+    /// Set when members' admin ports speak TLS.
+    tls: Option<TlsConnector>,
+}
+
+impl std::fmt::Debug for Peers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peers").field("tls", &self.tls.is_some()).finish_non_exhaustive()
+    }
 }
 
 fn request(args: &[&[u8]]) -> Vec<u8> {
@@ -41,7 +53,7 @@ fn request(args: &[&[u8]]) -> Vec<u8> {
 }
 
 /// Reads one whole reply frame; an error line becomes `Err` with its text.
-async fn read_frame(stream: &mut TcpStream) -> Result<OwnedFrame, String> {
+async fn read_frame(stream: &mut Stream) -> Result<OwnedFrame, String> {
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         if !buf.is_empty() {
@@ -61,7 +73,7 @@ async fn read_frame(stream: &mut TcpStream) -> Result<OwnedFrame, String> {
 /// Authenticates a new connection with `HELLO 2 AUTH default <password>` and reads the whole
 /// reply (a map, not the bulk string `read_bulk` reads), so nothing of it is left for the next
 /// request.
-async fn authenticate(stream: &mut TcpStream, password: &str) -> Result<(), String> {
+async fn authenticate(stream: &mut Stream, password: &str) -> Result<(), String> {
     stream
         .write_all(&request(&[b"HELLO", b"2", b"AUTH", b"default", password.as_bytes()]))
         .await
@@ -70,16 +82,16 @@ async fn authenticate(stream: &mut TcpStream, password: &str) -> Result<(), Stri
 }
 
 impl Peers {
-    /// Connections that authenticate with `password` when it is set.
-    pub fn new(password: Option<String>) -> Peers {
-        Peers { idle: std::sync::Mutex::default(), password }
+    /// Connections that authenticate with `password` when it is set, over TLS when `tls` is.
+    pub fn new(password: Option<String>, tls: Option<TlsConnector>) -> Peers {
+        Peers { idle: std::sync::Mutex::default(), password, tls }
     }
 
-    fn take(&self, addr: &str) -> Option<TcpStream> {
+    fn take(&self, addr: &str) -> Option<Stream> {
         self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_mut(addr)?.pop()
     }
 
-    fn give_back(&self, addr: &str, stream: TcpStream) {
+    fn give_back(&self, addr: &str, stream: Stream) {
         let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let pool = idle.entry(addr.to_owned()).or_default();
         if pool.len() < POOL_PER_ADDRESS {
@@ -114,8 +126,7 @@ impl Peers {
             let mut stream = match self.take(addr) {
                 Some(s) => s,
                 None => {
-                    let mut s =
-                        TcpStream::connect(addr).await.map_err(|e| format!("{addr}: {e}"))?;
+                    let mut s = crate::tls::connect(addr, self.tls.as_ref()).await?;
                     if let Some(password) = &self.password {
                         authenticate(&mut s, password).await?;
                     }

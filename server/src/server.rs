@@ -131,6 +131,9 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener, port: PortKind, tra
             }
         };
         node.stats.connections_received.fetch_add(1, Ordering::Relaxed);
+        // Replies to pipelined requests are written in one go; Nagle would only delay them.
+        let _ = stream.set_nodelay(true);
+        let tls = node.tls.acceptor(port).cloned();
         if protected_mode_denies(
             node.settings.protected_mode.load(Ordering::Relaxed),
             node.auth.has_default_password(),
@@ -138,26 +141,73 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener, port: PortKind, tra
             peer.ip(),
         ) {
             node.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
-            tracker.spawn(refuse(stream, DENIED_REPLY));
+            tracker.spawn(refuse(stream, tls, DENIED_REPLY));
             continue;
         }
         let max = node.settings.maxclients.load(Ordering::Relaxed);
         match node.clients.register(peer, laddr, port, max, DEFAULT_USER) {
             Some(client) => {
-                tracker.spawn(crate::connection::serve(stream, Arc::clone(&node), client));
+                tracker.spawn(serve(stream, tls, Arc::clone(&node), client));
             }
             None => {
                 node.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
-                tracker.spawn(refuse(stream, MAX_CLIENTS_REPLY));
+                tracker.spawn(refuse(stream, tls, MAX_CLIENTS_REPLY));
             }
         }
     }
 }
 
-/// Writes a refusal and closes the connection.
-async fn refuse(mut stream: TcpStream, reply: &'static [u8]) {
-    let _ = stream.write_all(reply).await;
-    let _ = stream.shutdown().await;
+/// Completes the TLS handshake of a listener that speaks TLS, within `HANDSHAKE_TIMEOUT`; a
+/// client that does not (plain text, an unknown certificate) gets `None` and is dropped.
+async fn handshake(
+    stream: TcpStream,
+    acceptor: &tokio_rustls::TlsAcceptor,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let peer = stream.peer_addr().ok();
+    match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(err)) => {
+            tracing::debug!(?peer, %err, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(?peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Serves a registered client, after the TLS handshake on a TLS listener.
+async fn serve(
+    stream: TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    node: Arc<Node>,
+    client: Arc<crate::node::ClientHandle>,
+) {
+    match tls {
+        None => crate::connection::serve(stream, node, client).await,
+        Some(acceptor) => match handshake(stream, &acceptor).await {
+            Some(tls) => crate::connection::serve(tls, node, client).await,
+            None => node.clients.unregister(client.id),
+        },
+    }
+}
+
+/// Writes a refusal and closes the connection (inside TLS on a TLS listener, so the client can
+/// read it).
+async fn refuse(stream: TcpStream, tls: Option<tokio_rustls::TlsAcceptor>, reply: &'static [u8]) {
+    async fn write<S: tokio::io::AsyncWrite + Unpin>(mut stream: S, reply: &[u8]) {
+        let _ = stream.write_all(reply).await;
+        let _ = stream.shutdown().await;
+    }
+    match tls {
+        None => write(stream, reply).await,
+        Some(acceptor) => {
+            if let Some(tls) = handshake(stream, &acceptor).await {
+                write(tls, reply).await;
+            }
+        }
+    }
 }
 
 fn is_loopback(ip: IpAddr) -> bool {
