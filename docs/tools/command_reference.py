@@ -146,6 +146,29 @@ cmd("SLOWLOG", "server", ["SLOWLOG GET [count]", "SLOWLOG LEN", "SLOWLOG RESET",
     "SLOWLOG HELP.`",
     ["CONFIG SET slowlog-log-slower-than 0", "SLOWLOG RESET", "ECHO traced",
      "SLOWLOG LEN", "SLOWLOG GET 1", "CONFIG SET slowlog-log-slower-than 10000"])
+cmd("ACL", "server", ["ACL SETUSER user [rule [rule ...]]", "ACL GETUSER user",
+                      "ACL DELUSER user [user ...]", "ACL LIST", "ACL USERS", "ACL WHOAMI",
+                      "ACL CAT [category]", "ACL HELP"],
+    "SETUSER: `OK`; the user is stored in the metadata store and every member enforces it. "
+    "GETUSER: map of `flags`, `passwords` (salted digests), `commands`, `keys`, `channels` "
+    "(always empty), `namespaces`, `selectors`; null for no such user. DELUSER: how many users "
+    "were deleted (their connections are closed). LIST: one `user <name> <rules>` line per user. "
+    "USERS: names. WHOAMI: this connection's user. CAT: the categories, or one category's "
+    "commands. Rules: `on`, `off`, `>password`, `<password`, `nopass`, `resetpass`, `~pattern`, "
+    "`allkeys`, `resetkeys`, `ns~pattern` (namespaces for ZMap, bucket and namespace commands; "
+    "ours), `allnamespaces`, `resetnamespaces`, `+command`, `-command`, `+command|sub`, "
+    "`+@category`, `-@category`, `allcommands`, `nocommands`, `reset`; see "
+    "[security.md](security.md)",
+    "`ERR Error in ACL SETUSER modifier '<rule>': Syntax error` (or `Unknown command or category "
+    "name in ACL`, `no such password`, `… not supported` for `#digest`, `%R~`, `&channel` and "
+    "selectors), and the user is left as it was; `ERR The 'default' user cannot be removed`; "
+    "`ERR Unknown category '<c>'`; a restricted user gets `NOPERM User <u> has no permissions to "
+    "run the '<cmd>' command`, `NOPERM No permissions to access a key` or `NOPERM No permissions "
+    "to access the namespace '<ns>'`",
+    ["ACL SETUSER reporter on >s3cret ~report:* +@read ns~reports.*",
+     "ACL GETUSER reporter", "ACL SETUSER reporter +nosuchcommand", "ACL USERS", "ACL WHOAMI",
+     "AUTH reporter s3cret", "GET report:today", "SET report:today done", "ACL WHOAMI",
+     "AUTH default anything", "ACL DELUSER reporter", "ACL CAT"])
 cmd("DEBUG", "server", ["DEBUG PAUSE-HEARTBEAT ms", "DEBUG REPLICATION-DELAY ms",
                         "DEBUG REPLICATION-DROP per-mille"],
     "`OK`. Fault-test hooks: PAUSE-HEARTBEAT stops this member's heartbeats for that long (the "

@@ -48,6 +48,15 @@ pub fn parse_assignment(kind: &str, spec: &str) -> anyhow::Result<Assignment> {
     Ok(Assignment { kind, addr: addr.to_owned(), shards })
 }
 
+/// How `kronotop bootstrap` reaches the admin ports.
+#[derive(Debug, Default)]
+pub struct Connect {
+    /// TLS, for admin ports with `network.admin.tls = true`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// A user and password to log in with, for admin ports that require one.
+    pub auth: Option<(String, String)>,
+}
+
 /// A blocking connection, plain or TLS.
 trait Io: Read + Write {}
 impl<T: Read + Write> Io for T {}
@@ -62,7 +71,8 @@ struct Admin {
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Admin {
-    fn connect(addr: &str, tls: Option<&Arc<rustls::ClientConfig>>) -> anyhow::Result<Admin> {
+    fn connect(addr: &str, how: &Connect) -> anyhow::Result<Admin> {
+        let tls = how.tls.as_ref();
         let tcp = TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
         tcp.set_read_timeout(Some(REPLY_TIMEOUT))?;
         let stream: Box<dyn Io> = match tls {
@@ -75,7 +85,10 @@ impl Admin {
             }
         };
         let mut admin = Admin { stream, buf: Vec::new() };
-        admin.ok(&["HELLO", "3"])?;
+        match &how.auth {
+            Some((user, pass)) => admin.ok(&["HELLO", "3", "AUTH", user, pass])?,
+            None => admin.ok(&["HELLO", "3"])?,
+        }
         Ok(admin)
     }
 
@@ -150,7 +163,7 @@ pub fn run(
     standbys: &[Assignment],
     sync_standbys: &[Assignment],
     discovery: Duration,
-    tls: Option<&Arc<rustls::ClientConfig>>,
+    how: &Connect,
 ) -> anyhow::Result<Vec<String>> {
     // A sync standby is a standby first; one named both ways is routed once.
     let mut standbys = standbys.to_vec();
@@ -172,7 +185,7 @@ pub fn run(
     let standbys = &standbys[..];
     let first = primaries.first().context("at least one --primary is required")?;
     let mut log = Vec::new();
-    let mut admin = Admin::connect(&first.addr, tls)?;
+    let mut admin = Admin::connect(&first.addr, how)?;
     match admin.call(&["KR.ADMIN", "INITIALIZE-CLUSTER"])? {
         Ok(_) => log.push(format!("initialised the cluster through {}", first.addr)),
         Err(e) if e.contains("cluster has already been initialized") => {
@@ -209,7 +222,7 @@ pub fn run(
     let mut ids = std::collections::BTreeMap::new();
     for a in &all {
         if !ids.contains_key(&a.addr) {
-            let mut member = Admin::connect(&a.addr, tls)?;
+            let mut member = Admin::connect(&a.addr, how)?;
             // A member learns of the initialisation through its topology watch, a moment after
             // the first member did it; until then it answers that the cluster is not initialised.
             let me = loop {

@@ -178,6 +178,10 @@ pub async fn start_member(
         (volumes, redis, tls),
     )?);
     tokio::spawn(crate::commands::bucket::resume_builds(Arc::clone(&node)));
+    if let Err(err) = crate::acl::refresh(&node).await {
+        tracing::warn!(%err, "cannot load the ACL users");
+    }
+    tokio::spawn(crate::acl::follow(Arc::clone(&node)));
     if let Some(listener) = metrics {
         tracing::info!(member = index, kind = "metrics", addr = %listener.local_addr()?, "listening");
         tokio::spawn(crate::metrics::serve(listener, Arc::clone(&node)));

@@ -12,6 +12,7 @@
 //! This crate sits at the top of the workspace: it may depend on every crate of ours, and none of
 //! them may depend on it.
 
+pub mod acl;
 pub mod bootstrap;
 pub mod commands;
 pub mod config;

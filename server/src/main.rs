@@ -87,6 +87,13 @@ enum Sub {
         /// The client certificate's private key (PEM).
         #[arg(long, value_name = "FILE", requires = "tls_cert")]
         tls_key: Option<String>,
+        /// The user to log in as on the admin ports.
+        #[arg(long, default_value = "default", requires = "password")]
+        user: String,
+        /// The password to log in with (or the KRONOTOP_PASSWORD environment variable), for
+        /// admin ports that require one.
+        #[arg(long, env = "KRONOTOP_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
     },
 }
 
@@ -99,10 +106,11 @@ fn assignments(flat: &[String]) -> anyhow::Result<Vec<kronotop_server::bootstrap
         .collect()
 }
 
-/// `kronotop bootstrap`'s TLS files: the CA, and the client certificate and key.
+/// `kronotop bootstrap`'s TLS files (the CA, and the client certificate and key) and login.
 struct BootstrapTls<'a> {
     ca: Option<&'a str>,
     identity: Option<(&'a str, &'a str)>,
+    auth: Option<(String, String)>,
 }
 
 fn bootstrap_command(
@@ -110,19 +118,20 @@ fn bootstrap_command(
     standby: &[String],
     sync_standby: &[String],
     timeout: u64,
-    tls: &BootstrapTls<'_>,
+    how: &BootstrapTls<'_>,
 ) -> ExitCode {
     let result = assignments(primary).and_then(|p| {
         let s = assignments(standby)?;
         let sync = assignments(sync_standby)?;
         let tls =
-            tls.ca.map(|ca| kronotop_server::tls::client_config(ca, tls.identity)).transpose()?;
+            how.ca.map(|ca| kronotop_server::tls::client_config(ca, how.identity)).transpose()?;
+        let connect = kronotop_server::bootstrap::Connect { tls, auth: how.auth.clone() };
         kronotop_server::bootstrap::run(
             &p,
             &s,
             &sync,
             std::time::Duration::from_secs(timeout),
-            tls.as_ref(),
+            &connect,
         )
     });
     match result {
@@ -153,11 +162,14 @@ fn main() -> ExitCode {
         tls_ca,
         tls_cert,
         tls_key,
+        user,
+        password,
     }) = &cli.command
     {
         let tls = BootstrapTls {
             ca: tls_ca.as_deref(),
             identity: tls_cert.as_deref().zip(tls_key.as_deref()),
+            auth: password.clone().map(|p| (user.clone(), p)),
         };
         return bootstrap_command(primary, standby, sync_standby, *shard_discovery_timeout, &tls);
     }

@@ -82,13 +82,26 @@ impl PasswordHash {
     pub fn display(&self) -> String {
         format!("sha256${}${}", hex::encode(self.salt), hex::encode(self.digest))
     }
+
+    /// Reads the `display` form back (stored ACL users keep their passwords in it).
+    pub fn parse(text: &str) -> Option<PasswordHash> {
+        let rest = text.strip_prefix("sha256$")?;
+        let (salt, digest) = rest.split_once('$')?;
+        Some(PasswordHash {
+            salt: hex::decode(salt).ok()?.try_into().ok()?,
+            digest: hex::decode(digest).ok()?.try_into().ok()?,
+        })
+    }
 }
 
-/// Credentials: the `default` user's password (`requirepass`) and named users.
+/// Credentials: the `default` user's password (`requirepass`), the users of the configuration
+/// file, and the ACL users stored in the metadata store, which take precedence.
 #[derive(Debug, Default)]
 pub struct Auth {
     requirepass: RwLock<Option<PasswordHash>>,
     users: BTreeMap<String, PasswordHash>,
+    /// The stored ACL users (kept current by `crate::acl::follow`) and the failed-AUTH counters.
+    pub acl: Arc<crate::acl::Acl>,
 }
 
 /// The user name of `requirepass`, as in Redis.
@@ -109,16 +122,56 @@ impl Auth {
         for (name, pass) in std::mem::take(&mut config.auth.users) {
             users.insert(name, PasswordHash::new(pass.as_bytes())?);
         }
-        Ok(Auth { requirepass: RwLock::new(requirepass), users })
+        Ok(Auth { requirepass: RwLock::new(requirepass), users, acl: Arc::default() })
     }
 
     fn requirepass(&self) -> std::sync::RwLockReadGuard<'_, Option<PasswordHash>> {
         self.requirepass.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether clients must authenticate before using commands.
+    /// Whether clients must authenticate before using commands: unless the `default` user is
+    /// enabled and needs no password.
     pub fn required(&self) -> bool {
-        self.requirepass().is_some() || !self.users.is_empty()
+        match self.acl.get(DEFAULT_USER) {
+            Some(user) => !(user.enabled && user.nopass),
+            None => self.requirepass().is_some() || !self.users.is_empty(),
+        }
+    }
+
+    /// Whether a new connection on `port` must authenticate: on the client port when the
+    /// `default` user needs a password; on the admin port as soon as any user has a password,
+    /// so that a password-less `default` user cannot administer a cluster that has users.
+    pub fn required_on(&self, port: PortKind) -> bool {
+        self.required()
+            || (port == PortKind::Admin
+                && (self.requirepass().is_some()
+                    || !self.users.is_empty()
+                    || self.acl.all().values().any(|u| !u.passwords.is_empty())))
+    }
+
+    /// Whether `name` is a user (stored, configured, or `default`).
+    pub fn exists(&self, name: &str) -> bool {
+        name == DEFAULT_USER || self.acl.get(name).is_some() || self.users.contains_key(name)
+    }
+
+    /// The user `ACL` shows for `name` when none is stored: the configured one, with every
+    /// permission.
+    pub fn configured(&self, name: &str) -> Option<crate::acl::AclUser> {
+        if name == DEFAULT_USER {
+            return Some(crate::acl::AclUser::full(name, self.requirepass().as_ref()));
+        }
+        self.users.get(name).map(|hash| crate::acl::AclUser::full(name, Some(hash)))
+    }
+
+    /// Whether `name` is a user of the configuration file (or `default`), which outlives the
+    /// deletion of a stored user of the same name.
+    pub fn exists_configured(&self, name: &str) -> bool {
+        name == DEFAULT_USER || self.users.contains_key(name)
+    }
+
+    /// Names of the configured users (`default` included).
+    pub fn configured_names(&self) -> Vec<String> {
+        std::iter::once(DEFAULT_USER.to_owned()).chain(self.users.keys().cloned()).collect()
     }
 
     /// Whether the default user has a password (protected mode looks at this, as Redis does).
@@ -149,6 +202,20 @@ impl Auth {
     /// called without any password configured…` for the one-argument form when the default user
     /// has no password.
     pub fn check(&self, user: Option<&[u8]>, pass: &[u8]) -> Result<String, CommandError> {
+        let name = match user {
+            None => DEFAULT_USER,
+            Some(n) => std::str::from_utf8(n).map_err(|_| CommandError::WrongPass)?,
+        };
+        if let Some(stored) = self.acl.get(name) {
+            return match (user, stored.enabled && stored.nopass) {
+                (None, true) => Err(CommandError::err(
+                    "AUTH <password> called without any password configured for the default \
+                     user. Are you sure your configuration is correct?",
+                )),
+                _ if stored.accepts(pass) => Ok(name.to_owned()),
+                _ => Err(CommandError::WrongPass),
+            };
+        }
         match user {
             None | Some(b"default") => match self.requirepass().as_ref() {
                 Some(hash) if hash.verify(pass) => Ok(DEFAULT_USER.to_owned()),
@@ -378,6 +445,8 @@ pub struct Node {
     pub peers: crate::peers::Peers,
     /// TLS acceptors of the listeners that speak TLS, and the connector for other members.
     pub tls: crate::tls::Tls,
+    /// Where the ACL users are stored.
+    pub acl_store: crate::acl::Store,
     /// `INFO commandstats` counters and the slow log.
     pub command_stats: crate::commands::slowlog::CommandStats,
     /// Round-robin counter for the shard of a `BUCKET.CREATE` without `SHARDS`.
@@ -419,6 +488,10 @@ impl Node {
         let member_id = cluster.me().id;
         let auth = Auth::from_config(&mut config)?;
         let masterauth = config.auth.masterauth.take();
+        let acl_store = crate::acl::Store::new(
+            meta.clone(),
+            vec!["kronotop".to_owned(), config.cluster.name.clone()],
+        );
         let settings = Settings {
             maxclients: AtomicUsize::new(config.server.maxclients),
             protected_mode: AtomicBool::new(config.server.protected_mode),
@@ -447,6 +520,7 @@ impl Node {
             cluster,
             volumes,
             redis,
+            acl_store,
             peers: crate::peers::Peers::new(masterauth, tls.peers()),
             tls,
             command_stats: crate::commands::slowlog::CommandStats::default(),

@@ -127,9 +127,9 @@ impl Peers {
                 Some(s) => s,
                 None => {
                     let mut s = crate::tls::connect(addr, self.tls.as_ref()).await?;
-                    if let Some(password) = &self.password {
-                        authenticate(&mut s, password).await?;
-                    }
+                    // Always log in as `default`: an admin port asks for it once any user has
+                    // a password, and a password-less `default` accepts any (here empty) one.
+                    authenticate(&mut s, self.password.as_deref().unwrap_or_default()).await?;
                     s
                 }
             };

@@ -130,6 +130,10 @@ pub struct Session {
     pub authenticated: bool,
     /// The user this session is authenticated as (`default` until `AUTH` names another).
     pub user: String,
+    /// The stored ACL user of `user` when it is restricted (`None`: every permission), as of
+    /// `acl_version`; refreshed when the member's ACL copy changes.
+    pub acl_user: Option<Arc<crate::acl::AclUser>>,
+    pub acl_version: u64,
     /// The namespace data commands address.
     pub namespace: String,
     pub attributes: SessionAttributes,
@@ -190,8 +194,11 @@ impl Session {
             client,
             port,
             protocol: Protocol::Resp2,
-            authenticated: !node.auth.required(),
+            authenticated: !node.auth.required_on(port),
             user: DEFAULT_USER.to_owned(),
+            acl_user: None,
+            // No version is this one, so the first command looks the user up.
+            acl_version: u64::MAX,
             namespace: node.config.default_namespace.clone(),
             attributes: SessionAttributes::from_config(&node.config.session_attributes),
             snapshot_read: false,

@@ -58,10 +58,30 @@ pub fn auth(user: Option<Bytes>, pass: Bytes, ctx: &mut Ctx<'_>) -> Result<Reply
 }
 
 fn authenticate(user: Option<&[u8]>, pass: &[u8], ctx: &mut Ctx<'_>) -> Result<(), CommandError> {
-    let name = ctx.node.auth.check(user, pass)?;
+    let ip = ctx.session.client.addr.ip();
+    let acl = &ctx.node.auth.acl;
+    // A client address that failed too often is not even checked until its window ends, so a
+    // password cannot be guessed at the speed of the network.
+    if let Some(wait) = acl.locked_out(ip) {
+        return Err(CommandError::err_owned(format!(
+            "too many failed authentication attempts from this address; retry in {} s",
+            wait.as_secs().max(1)
+        )));
+    }
+    let name = match ctx.node.auth.check(user, pass) {
+        Ok(name) => name,
+        Err(err) => {
+            if matches!(err, CommandError::WrongPass) {
+                acl.failed(ip);
+            }
+            return Err(err);
+        }
+    };
+    acl.succeeded(ip);
     ctx.session.authenticated = true;
     ctx.session.client.info().user.clone_from(&name);
     ctx.session.user = name;
+    ctx.session.acl_version = u64::MAX;
     Ok(())
 }
 

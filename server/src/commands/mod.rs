@@ -11,6 +11,7 @@
 //! initialised, authentication. A command's own code then only parses (through `Args`) and
 //! executes, returning a `Reply`.
 
+pub mod acl_cmd;
 pub mod args;
 pub mod bucket;
 mod client;
@@ -182,6 +183,7 @@ pub enum Command {
     /// `DEBUG REPLICATION-DROP <per-mille>`: that share of standbys' requests fail.
     DebugReplicationDrop(u64),
     Slowlog(slowlog::SlowlogCmd),
+    Acl(acl_cmd::AclCmd),
     /// `HELP` of a container command: its subcommands and what they do.
     Help(&'static str),
     /// A command the table knows whose implementation belongs to an issue not done yet.
@@ -224,6 +226,106 @@ macro_rules! spec {
 use flags::{
     ADMIN as F_ADMIN, BLOCKING, FAST, LOADING, NEEDS_CLUSTER, NO_AUTH, READONLY, STALE, WRITE,
 };
+
+static ACL_SUBCOMMANDS: &[CommandSpec] = &[
+    spec!(
+        "CAT",
+        "acl|cat",
+        "ACL|CAT",
+        -2,
+        LOADING | STALE,
+        Ports::Both,
+        SERVER_SLOW,
+        "server",
+        "Lists the ACL categories, or the commands of one: [category].",
+        Body::Leaf(acl_cmd::parse_cat)
+    ),
+    spec!(
+        "DELUSER",
+        "acl|deluser",
+        "ACL|DELUSER",
+        -3,
+        F_ADMIN | NEEDS_CLUSTER,
+        Ports::Both,
+        ADMIN,
+        "server",
+        "Deletes stored users and closes their connections: user [user ...].",
+        Body::Leaf(acl_cmd::parse_deluser)
+    ),
+    spec!(
+        "GETUSER",
+        "acl|getuser",
+        "ACL|GETUSER",
+        3,
+        F_ADMIN | LOADING | STALE,
+        Ports::Both,
+        ADMIN,
+        "server",
+        "A user's flags, password digests, command rules, key and namespace patterns.",
+        Body::Leaf(acl_cmd::parse_getuser)
+    ),
+    spec!(
+        "LIST",
+        "acl|list",
+        "ACL|LIST",
+        2,
+        F_ADMIN | LOADING | STALE,
+        Ports::Both,
+        ADMIN,
+        "server",
+        "Every user as the rules that rebuild it.",
+        Body::Leaf(acl_cmd::parse_list)
+    ),
+    spec!(
+        "SETUSER",
+        "acl|setuser",
+        "ACL|SETUSER",
+        -3,
+        F_ADMIN | NEEDS_CLUSTER,
+        Ports::Both,
+        ADMIN,
+        "server",
+        "Creates or changes a user with Redis's rules (on, >pass, ~keys, +@cat, -cmd, …) and \
+         ns~namespace patterns; every member enforces it.",
+        Body::Leaf(acl_cmd::parse_setuser)
+    ),
+    spec!(
+        "USERS",
+        "acl|users",
+        "ACL|USERS",
+        2,
+        F_ADMIN | LOADING | STALE,
+        Ports::Both,
+        ADMIN,
+        "server",
+        "The user names.",
+        Body::Leaf(acl_cmd::parse_users)
+    ),
+    spec!(
+        "WHOAMI",
+        "acl|whoami",
+        "ACL|WHOAMI",
+        2,
+        LOADING | STALE,
+        Ports::Both,
+        SERVER_SLOW,
+        "server",
+        "The user of this connection.",
+        Body::Leaf(acl_cmd::parse_whoami)
+    ),
+    spec!(
+        "HELP",
+        "acl|help",
+        "ACL|HELP",
+        2,
+        LOADING | STALE,
+        Ports::Both,
+        SERVER_SLOW,
+        "server",
+        "Returns helpful text about the ACL subcommands.",
+        Body::Leaf(|_| Ok(Command::Help("ACL")))
+    ),
+];
 
 static CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
     spec!(
@@ -942,6 +1044,18 @@ pub static COMMANDS: &[CommandSpec] = &[
         "volume",
         "Statistics of a volume: VOLUME.STATS <volume> [OPCOUNTERS|SEGMENTS|REPLICATION|RESET].",
         Body::Leaf(volume::parse_stats)
+    ),
+    spec!(
+        "ACL",
+        "acl",
+        "ACL",
+        -2,
+        0,
+        Ports::Both,
+        &["@slow"],
+        "server",
+        "A container for Access List Control commands.",
+        Body::Container { subcommands: ACL_SUBCOMMANDS, bare: None }
     ),
     spec!(
         "SLOWLOG",
@@ -2111,6 +2225,8 @@ fn find_sub(container: &CommandSpec, name: &[u8]) -> Option<&'static CommandSpec
 /// A request that passed the central checks.
 #[derive(Debug)]
 pub struct Resolved {
+    /// The top-level command (the container of a subcommand).
+    pub top: &'static CommandSpec,
     pub spec: &'static CommandSpec,
     /// How many leading words name the command (1, or 2 with a subcommand).
     pub name_words: usize,
@@ -2183,7 +2299,69 @@ pub fn resolve(
     if !authenticated && !top.has_flag(NO_AUTH) {
         return Err(CommandError::NoAuth);
     }
-    Ok(Resolved { spec, name_words, exec })
+    Ok(Resolved { top, spec, name_words, exec })
+}
+
+/// Checks the session user's ACL permissions for a resolved request: the command, its Redis
+/// keys, and the namespace of ZMap, bucket and namespace commands. Users with every permission
+/// (the configured ones, and stored ones with `+@all ~* ns~*`) skip the checks.
+///
+/// # Errors
+///
+/// `NOPERM` with Redis's texts (ours for namespaces).
+fn check_acl(resolved: &Resolved, args: &[Bytes], ctx: &mut Ctx<'_>) -> Result<(), CommandError> {
+    let acl = &ctx.node.auth.acl;
+    let version = acl.version.load(std::sync::atomic::Ordering::Acquire);
+    if ctx.session.acl_version != version {
+        ctx.session.acl_user = acl.get(&ctx.session.user).filter(|u| !u.unrestricted());
+        ctx.session.acl_version = version;
+    }
+    let Some(user) = ctx.session.acl_user.as_ref() else { return Ok(()) };
+    let spec = resolved.spec;
+    // The commands that log in (AUTH, HELLO, QUIT) need no permission, as in Redis: a
+    // restricted user must always be able to become another.
+    if spec.has_flag(NO_AUTH) {
+        return Ok(());
+    }
+    if !user.may_run(resolved.top, spec) {
+        return Err(CommandError::Prefixed {
+            prefix: "NOPERM",
+            message: format!(
+                "User {} has no permissions to run the '{}' command",
+                user.name, spec.full
+            ),
+        });
+    }
+    let (first, last, step) = spec.keys;
+    if first > 0 {
+        let n = i32::try_from(args.len()).unwrap_or(i32::MAX);
+        let last = if last < 0 { n + last } else { last.min(n - 1) };
+        let step = usize::try_from(step.max(1)).unwrap_or(1);
+        let (first, last) =
+            (usize::try_from(first).unwrap_or(0), usize::try_from(last).unwrap_or(0));
+        if (first..=last).step_by(step).filter_map(|i| args.get(i)).any(|k| !user.may_access_key(k))
+        {
+            return Err(CommandError::Prefixed {
+                prefix: "NOPERM",
+                message: "No permissions to access a key".to_owned(),
+            });
+        }
+    }
+    let namespaces: Vec<String> = match resolved.top.group {
+        "zmap" | "bucket" => vec![ctx.session.namespace.clone()],
+        "namespace" => args[resolved.name_words..]
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+        _ => Vec::new(),
+    };
+    if let Some(ns) = namespaces.iter().find(|ns| !user.may_use_namespace(ns)) {
+        return Err(CommandError::Prefixed {
+            prefix: "NOPERM",
+            message: format!("No permissions to access the namespace '{ns}'"),
+        });
+    }
+    Ok(())
 }
 
 /// Commands that run at once inside `MULTI` instead of being queued, as in Redis.
@@ -2200,6 +2378,10 @@ pub async fn dispatch(args: &[Bytes], ctx: &mut Ctx<'_>) -> (Reply, Option<&'sta
         }
     };
     let spec = resolved.spec;
+    if let Err(e) = check_acl(&resolved, args, ctx) {
+        redis_cmd::mark_dirty(ctx);
+        return (e.to_reply(), Some(spec.full));
+    }
     if ctx.session.multi.is_some() && !NOT_QUEUED.contains(&spec.name) {
         return (redis_cmd::queue(spec, &resolved.exec, args, ctx), Some(spec.full));
     }
@@ -2294,6 +2476,7 @@ pub async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
             Ok(Reply::ok())
         }
         Command::Slowlog(cmd) => Ok(slowlog::execute(cmd, ctx)),
+        Command::Acl(cmd) => Box::pin(acl_cmd::execute(cmd, ctx)).await,
         Command::Help(container) => Ok(docs::help(container)),
         Command::NotSupported(what) => {
             Err(CommandError::err_owned(format!("{what} is not supported yet")))
