@@ -112,6 +112,29 @@ def check(protocol):
     assert r.dbsize() == 0
 
 
+def check_acl():
+    """redis-py's ACL helpers against our ACL commands, and a restricted user's NOPERM."""
+    r = redis.Redis(host=host, port=int(port), decode_responses=True)
+    assert r.acl_setuser("eve", enabled=True, passwords=["+pw"], keys=["e:*"],
+                         commands=["+get", "+set"]) is True
+    user = r.acl_getuser("eve")
+    assert user["enabled"] is True and user["keys"] == ["~e:*"], user
+    assert user["commands"] == ["+get", "+set"], user
+    assert "eve" in r.acl_users() and r.acl_whoami() == "default"
+    assert any(line.startswith("user eve on #sha256$") for line in r.acl_list())
+    assert "read" in r.acl_cat()
+    eve = redis.Redis(host=host, port=int(port), username="eve", password="pw", decode_responses=True)
+    assert eve.set("e:1", "x") is True and eve.get("e:1") == "x"
+    try:
+        eve.set("other", "x")
+        raise AssertionError("a key outside ~e:* was written")
+    except redis.exceptions.NoPermissionError:
+        pass
+    assert r.acl_deluser("eve") == 1
+    r.delete("e:1")
+
+
 for proto in (2, 3):
     check(proto)
+check_acl()
 print("redis-py: all checks passed for RESP2 and RESP3")
