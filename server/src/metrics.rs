@@ -109,6 +109,8 @@ async fn answer(mut stream: TcpStream, node: &Node) -> std::io::Result<()> {
 
 /// Reads one of a volume's operation counters.
 type ReadCounter = fn(&kronotop_volume::OpCounters) -> u64;
+/// Reads one of a command's totals.
+type PerCommand = fn(&crate::commands::slowlog::CommandTotals) -> f64;
 
 /// A metric family: its help and type lines, then samples.
 struct Family<'a> {
@@ -173,69 +175,44 @@ pub fn render(node: &Node) -> String {
         f.sample("kronotop_connected_clients", &[("port", port)], n);
     }
     let s = &node.stats;
-    counter(
-        o,
-        "kronotop_connections_received_total",
-        "Connections accepted.",
-        Stats::get(&s.connections_received),
-    );
-    counter(
-        o,
-        "kronotop_rejected_connections_total",
-        "Connections refused (maxclients, protected mode).",
-        Stats::get(&s.rejected_connections),
-    );
-    counter(
-        o,
-        "kronotop_commands_processed_total",
-        "Commands run, all names together.",
-        Stats::get(&s.commands_processed),
-    );
-    counter(
-        o,
-        "kronotop_protocol_errors_total",
-        "Connections closed for a malformed request.",
-        Stats::get(&s.protocol_errors),
-    );
-    counter(
-        o,
-        "kronotop_net_input_bytes_total",
-        "Bytes read from clients.",
-        Stats::get(&s.net_input_bytes),
-    );
-    counter(
-        o,
-        "kronotop_net_output_bytes_total",
-        "Bytes written to clients.",
-        Stats::get(&s.net_output_bytes),
-    );
+    for (name, help, value) in [
+        ("kronotop_connections_received_total", "Connections accepted.", &s.connections_received),
+        (
+            "kronotop_rejected_connections_total",
+            "Connections refused (maxclients, protected mode).",
+            &s.rejected_connections,
+        ),
+        (
+            "kronotop_commands_processed_total",
+            "Commands run, all names together.",
+            &s.commands_processed,
+        ),
+        (
+            "kronotop_protocol_errors_total",
+            "Connections closed for a malformed request.",
+            &s.protocol_errors,
+        ),
+        ("kronotop_net_input_bytes_total", "Bytes read from clients.", &s.net_input_bytes),
+        ("kronotop_net_output_bytes_total", "Bytes written to clients.", &s.net_output_bytes),
+    ] {
+        counter(o, name, help, Stats::get(value));
+    }
 
     let commands = node.command_stats.snapshot();
-    let mut f = Family::new(o, "kronotop_commands_total", "counter", "Calls, by command.");
-    for (name, c) in &commands {
-        f.sample("kronotop_commands_total", &[("command", name)], c.calls);
-    }
-    let mut f = Family::new(
-        o,
-        "kronotop_command_failures_total",
-        "counter",
-        "Calls answered with an error, by command.",
-    );
-    for (name, c) in &commands {
-        f.sample("kronotop_command_failures_total", &[("command", name)], c.failed);
-    }
-    let mut f = Family::new(
-        o,
-        "kronotop_command_duration_seconds_total",
-        "counter",
-        "Time spent running each command.",
-    );
-    for (name, c) in &commands {
-        f.sample(
-            "kronotop_command_duration_seconds_total",
-            &[("command", name)],
-            c.usec as f64 / 1e6,
-        );
+    let per_command: [(&str, &str, PerCommand); 3] = [
+        ("kronotop_commands_total", "Calls, by command.", |c| c.calls as f64),
+        ("kronotop_command_failures_total", "Calls answered with an error, by command.", |c| {
+            c.failed as f64
+        }),
+        ("kronotop_command_duration_seconds_total", "Time spent running each command.", |c| {
+            c.usec as f64 / 1e6
+        }),
+    ];
+    for (name, help, read) in per_command {
+        let mut f = Family::new(o, name, "counter", help);
+        for (command, c) in &commands {
+            f.sample(name, &[("command", command)], read(c));
+        }
     }
     let mut f = Family::new(o, "kronotop_errors_total", "counter", "Error replies, by prefix.");
     for (prefix, n) in node.command_stats.errors() {
