@@ -1,9 +1,10 @@
 //! The Kronotop server: listeners, connections, sessions, the command table, reply encoding,
 //! configuration and shutdown. The `kronotop` binary is a thin `main.rs` over this library.
 //!
-//! A request travels: `server` accepts (admission: `maxclients`, protected mode) →
-//! `connection` frames it with `protocol::request` → `commands::resolve` runs the central checks
-//! (unknown command, arity, listener, cluster initialised, authentication) → the command's parse
+//! A request travels: `server` accepts (admission: `maxclients`, protected mode, the `tls`
+//! handshake) → `connection` frames it with `protocol::request` → `commands::resolve` runs the
+//! central checks (unknown command, arity, listener, cluster initialised, authentication) and
+//! `acl` rules decide what the session's user may run → the command's parse
 //! function reads its arguments through `commands::args::Args` → it executes against the domain
 //! crates and returns a `protocol::reply::Reply` → `protocol::reply::encode` writes RESP3 or RESP2.
 //!
