@@ -11,14 +11,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::commands::{Ctx, dispatch};
 use crate::error::CommandError;
 use crate::node::{ClientHandle, Node};
-use crate::protocol::reply::Reply;
-use crate::protocol::reply::encode;
+use crate::protocol::reply::{Reply, encode};
 use crate::protocol::request::{Limits, RequestParser};
 use crate::session::Session;
 
