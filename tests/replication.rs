@@ -199,6 +199,17 @@ fn assert_acknowledged_writes_readable(c: &mut Raw, bucket: &str, docs: &[u64], 
 
 /// The last steps of a manual failover: the shard back to READWRITE, and the volume too on the
 /// new primary, once it has opened its copy (READONLY, as the old primary left it).
+/// The first step of a manual failover of shard 0: the shard and its volume stop taking writes
+/// (what `finish_failover` undoes on the new primary).
+fn stop_writes(primary: &mut Raw, kind: &str) {
+    let volume = format!("{}-shard-0", kind.to_ascii_lowercase());
+    assert_eq!(
+        primary.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", kind, "0", "READONLY"]),
+        "+OK\r\n"
+    );
+    assert_eq!(primary.cmd_raw(&["VOLUME.ADMIN", "SET-STATUS", &volume, "READONLY"]), "+OK\r\n");
+}
+
 fn finish_failover(old: &mut Raw, new: &mut Raw, kind: &str) {
     assert_eq!(old.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", kind, "0", "READWRITE"]), "+OK\r\n");
     let volume = format!("{}-shard-0", kind.to_ascii_lowercase());
@@ -472,14 +483,7 @@ fn redis_keys_survive_a_failover_to_the_sync_standby() {
         assert_eq!(c0.cmd_raw(&["SET", &format!("k{i}"), &format!("v{i}")]), "+OK\r\n");
     }
     assert_eq!(c0.cmd_raw(&["HSET", "h", "a", "1", "b", "2"]), ":2\r\n");
-    assert_eq!(
-        admin0.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", "REDIS", "0", "READONLY"]),
-        "+OK\r\n"
-    );
-    assert_eq!(
-        admin0.cmd_raw(&["VOLUME.ADMIN", "SET-STATUS", "redis-shard-0", "READONLY"]),
-        "+OK\r\n"
-    );
+    stop_writes(admin0, "REDIS");
     eventually("the standby catches up", || {
         int(&field(&replication(admin1, "redis-shard-0"), "caught_up")) == 1
     });
@@ -526,14 +530,7 @@ fn a_former_primary_cannot_commit_after_a_failover() {
         let inserted = c0.cmd_raw(&["BUCKET.INSERT", "f", "DOCS", r#"{"late": 1}"#]);
         assert!(inserted.starts_with("*1"), "{inserted}");
 
-        assert_eq!(
-            admin0.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", "BUCKET", "0", "READONLY"]),
-            "+OK\r\n"
-        );
-        assert_eq!(
-            admin0.cmd_raw(&["VOLUME.ADMIN", "SET-STATUS", "bucket-shard-0", "READONLY"]),
-            "+OK\r\n"
-        );
+        stop_writes(admin0, "BUCKET");
         eventually("the standby catches up", || {
             admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "PRIMARY", "BUCKET", "0", &id1])
                 == "+OK\r\n"
@@ -945,14 +942,7 @@ fn a_forced_promotion_of_a_lagging_standby_reports_the_loss() {
         int(&field(&data[0], "lag_bytes"))
     };
     assert!(lag > 0);
-    assert_eq!(
-        admin0.cmd_raw(&["KR.ADMIN", "SET-SHARD-STATUS", "BUCKET", "0", "READONLY"]),
-        "+OK\r\n"
-    );
-    assert_eq!(
-        admin0.cmd_raw(&["VOLUME.ADMIN", "SET-STATUS", "bucket-shard-0", "READONLY"]),
-        "+OK\r\n"
-    );
+    stop_writes(admin0, "BUCKET");
     let refused = admin0.cmd_raw(&["KR.ADMIN", "ROUTE", "SET", "PRIMARY", "BUCKET", "0", &ids[1]]);
     assert!(refused.starts_with("-ERR Standby is not caught up: "), "{refused}");
     assert_eq!(

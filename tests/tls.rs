@@ -80,55 +80,27 @@ fn tls(addr: SocketAddr, certs: &Certs, identity: Option<&str>) -> Tls {
     rustls::StreamOwned::new(rustls::ClientConnection::new(Arc::clone(&config), name).unwrap(), tcp)
 }
 
-/// Sends one command and reads its whole reply, as raw RESP text; an I/O error (a refused
-/// handshake, a closed connection) comes back as `Err`.
+/// Sends one command and reads its whole reply (framed by the kit's decoder), as raw RESP text;
+/// an I/O error (a refused handshake, a closed connection) comes back as `Err`.
 fn call(stream: &mut impl ReadWrite, args: &[&str]) -> std::io::Result<String> {
-    let mut req = format!("*{}\r\n", args.len());
-    for a in args {
-        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-    }
-    stream.write_all(req.as_bytes())?;
+    let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    stream.write_all(&support::encode(&bytes))?;
     stream.flush()?;
-    let mut out = String::new();
-    read_reply(stream, &mut out)?;
-    Ok(out)
+    let mut buf = Vec::new();
+    loop {
+        if let Some((_, len)) = support::decode(&buf) {
+            return Ok(String::from_utf8_lossy(&buf[..len]).into_owned());
+        }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk)? {
+            0 => return Err(std::io::Error::other("connection closed")),
+            n => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
 }
 
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
-
-fn read_line(stream: &mut impl ReadWrite) -> std::io::Result<String> {
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while !line.ends_with(b"\r\n") {
-        if stream.read(&mut byte)? == 0 {
-            return Err(std::io::Error::other("connection closed"));
-        }
-        line.push(byte[0]);
-    }
-    Ok(String::from_utf8_lossy(&line).into_owned())
-}
-
-/// Appends one whole RESP2 reply to `out`.
-fn read_reply(stream: &mut impl ReadWrite, out: &mut String) -> std::io::Result<()> {
-    let line = read_line(stream)?;
-    out.push_str(&line);
-    let n: i64 = line[1..line.len() - 2].parse().unwrap_or(-1);
-    match line.as_bytes()[0] {
-        b'$' if n >= 0 => {
-            let mut payload = vec![0u8; usize::try_from(n).unwrap() + 2];
-            stream.read_exact(&mut payload)?;
-            out.push_str(&String::from_utf8_lossy(&payload));
-        }
-        b'*' => {
-            for _ in 0..n.max(0) {
-                read_reply(stream, out)?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
 
 /// The `field` of a RESP2 flat-map reply, as text.
 fn field(reply: &str, name: &str) -> String {

@@ -249,16 +249,22 @@ fn known_command_or_category(name: &str) -> bool {
     })
 }
 
-/// Every ACL category the command table uses, without `@`, sorted.
-pub fn categories() -> Vec<String> {
-    let mut all: Vec<String> = crate::commands::COMMANDS
-        .iter()
-        .flat_map(|s| s.categories.iter().chain(s.subcommands().iter().flat_map(|x| x.categories)))
-        .map(|c| c.trim_start_matches('@').to_owned())
-        .collect();
-    all.sort();
-    all.dedup();
-    all
+/// Every ACL category the command table uses, without `@`, sorted; computed once, since the
+/// table is static.
+pub fn categories() -> &'static [String] {
+    static CATEGORIES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    CATEGORIES.get_or_init(|| {
+        let mut all: Vec<String> = crate::commands::COMMANDS
+            .iter()
+            .flat_map(|s| {
+                s.categories.iter().chain(s.subcommands().iter().flat_map(|x| x.categories))
+            })
+            .map(|c| c.trim_start_matches('@').to_owned())
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    })
 }
 
 /// Most failed `AUTH` attempts from one client address within `FAILURE_WINDOW` before further
@@ -486,7 +492,8 @@ pub async fn refresh(node: &crate::node::Node) -> Result<(), StoreError> {
     let users = node.acl_store.load().await?;
     let before = node.auth.acl.all();
     let gone: Vec<&String> = before.keys().filter(|name| !users.contains_key(*name)).collect();
-    for client in node.clients.all() {
+    // Most reloads delete nobody; only then are the connections looked at.
+    for client in if gone.is_empty() { Vec::new() } else { node.clients.all() } {
         let user = client.info().user.clone();
         if gone.iter().any(|g| **g == user) && !node.auth.exists_configured(&user) {
             client.kill.cancel();
@@ -557,7 +564,8 @@ mod tests {
         u.apply(&["on", "nopass", "~a*", "ns~shop.*", "+@read"]).unwrap();
         assert_eq!(u.describe(), "on nopass ~a* ns~shop.* -@all +@read");
         let mut rebuilt = AclUser::new("carol");
-        let rules: Vec<&str> = u.describe().leak().split(' ').collect();
+        let described = u.describe();
+        let rules: Vec<&str> = described.split(' ').collect();
         rebuilt.apply(&rules).unwrap();
         assert_eq!(rebuilt, u);
     }
