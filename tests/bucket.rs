@@ -622,3 +622,75 @@ fn open_cursors_are_capped_per_session() {
     // RESP2: the map of 1,024 cursors is a flat array of 2,048 items.
     assert!(open.contains("*2048\r\n"), "{}", &open[..open.len().min(80)]);
 }
+
+/// Concurrent inserts of the same `_id` or the same unique value: in every round exactly one of
+/// the clients succeeds and the others get `DUPLICATEKEY`, while the documents of the clients
+/// inserting distinct ones at the same moment are all stored; what is stored is exactly what was
+/// acknowledged.
+#[test]
+fn concurrent_duplicate_inserts_get_one_success_each() {
+    let s = support::bucket_server(1);
+    let mut c = s.connect();
+    assert_eq!(
+        c.cmd_raw(&[
+            "BUCKET.CREATE",
+            "g",
+            "INDEXES",
+            r#"{"email": {"bson_type": "string", "unique": true}}"#
+        ]),
+        "+OK\r\n"
+    );
+    const CLIENTS: usize = 12;
+    const ROUNDS: usize = 30;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS));
+    // In every round, four clients insert the same `_id`, four the same unique email, and four a
+    // document of their own (a unique index counts a missing field as null, so every document
+    // has an email).
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|t| {
+            let (addr, barrier) = (s.client, std::sync::Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                let mut w = Raw::connect(addr);
+                (0..ROUNDS)
+                    .map(|r| {
+                        let doc = match t % 3 {
+                            0 => format!(r#"{{"_id": "{:024x}", "email": "i{t}-{r}"}}"#, r + 1),
+                            1 => format!(r#"{{"email": "e{r}", "t": {t}}}"#),
+                            _ => format!(r#"{{"email": "u{t}-{r}"}}"#),
+                        };
+                        barrier.wait();
+                        w.cmd_raw(&["BUCKET.INSERT", "g", "DOCS", &doc])
+                    })
+                    .collect::<Vec<String>>()
+            })
+        })
+        .collect();
+    let replies: Vec<Vec<String>> = clients.into_iter().map(|h| h.join().unwrap()).collect();
+    fn ok(x: &str) -> bool {
+        x.starts_with("*1\r\n")
+    }
+    for r in 0..ROUNDS {
+        let of = |kind: usize| -> Vec<&String> {
+            replies.iter().enumerate().filter(|(t, _)| t % 3 == kind).map(|(_, v)| &v[r]).collect()
+        };
+        let same_id = of(0);
+        assert_eq!(same_id.iter().filter(|x| ok(x)).count(), 1, "{same_id:?}");
+        let dup = format!("-DUPLICATEKEY Duplicate key: _id '{:024x}'\r\n", r + 1);
+        assert_eq!(same_id.iter().filter(|x| ***x == dup).count(), 3, "{same_id:?}");
+        let same_email = of(1);
+        assert_eq!(same_email.iter().filter(|x| ok(x)).count(), 1, "{same_email:?}");
+        let dup = format!("-DUPLICATEKEY Duplicate key: 'email' \"e{r}\"\r\n");
+        assert_eq!(same_email.iter().filter(|x| ***x == dup).count(), 3, "{same_email:?}");
+        let own = of(2);
+        assert!(own.iter().all(|x| ok(x)), "{own:?}");
+    }
+    let mut stored = 0;
+    let (cursor, mut batch) = docs(&c.cmd(&["BUCKET.QUERY", "g", "{}", "LIMIT", "500"]));
+    while !batch.is_empty() {
+        stored += batch.len();
+        batch = docs(&c.cmd(&["BUCKET.ADVANCE", "QUERY", &cursor.to_string()])).1;
+    }
+    let acknowledged = replies.iter().flatten().filter(|x| ok(x)).count();
+    assert_eq!(acknowledged, ROUNDS * (1 + 1 + CLIENTS / 3));
+    assert_eq!(stored, acknowledged);
+}

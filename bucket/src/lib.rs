@@ -328,6 +328,7 @@ impl Buckets {
         let mut bodies = Vec::with_capacity(docs.len());
         let mut prepared = Vec::with_capacity(docs.len());
         let mut unique_seen = std::collections::HashSet::new();
+        let mut seen_ids = std::collections::HashSet::with_capacity(docs.len());
         for mut d in docs {
             let id = match d.get("_id") {
                 None => {
@@ -348,7 +349,9 @@ impl Buckets {
                 }
                 Some(_) => return Err(BucketError::IdNotObjectId),
             };
-            if ids.contains(&id) || tx.get(&self.index_key(&meta.name, &id), false).await?.is_some()
+            // A set, not `ids.contains`: one command may insert thousands of documents.
+            if !seen_ids.insert(id)
+                || tx.get(&self.index_key(&meta.name, &id), false).await?.is_some()
             {
                 return Err(BucketError::DuplicateKey(id.to_hex()));
             }

@@ -201,6 +201,13 @@ fn wait_child(child: &mut Child, what: &str) -> ExitStatus {
 
 impl Drop for Spawned {
     fn drop(&mut self) {
+        // A failing test shows what the server logged last: a CI run is the only place some
+        // failures happen, and its output is all there is to read afterwards.
+        if std::thread::panicking() {
+            let logs = self.logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let tail = logs.len().saturating_sub(40);
+            eprintln!("--- the server's last log lines ---\n{}", logs[tail..].join("\n"));
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
