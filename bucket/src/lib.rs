@@ -95,6 +95,8 @@ pub struct BucketMeta {
     pub removed: bool,
     /// Secondary indexes, whatever their status: writes maintain them all.
     pub indexes: Vec<IndexDef>,
+    /// Dropped indexes whose entries are still being cleared in the background.
+    pub dropped: Vec<DroppedIndex>,
     /// The id the next index gets.
     pub next_index: u64,
 }
@@ -113,6 +115,14 @@ impl BucketMeta {
     }
 }
 
+/// An index `BUCKET.INDEX DROP` removed: no write maintains it and no query sees it any more, and
+/// its entries are cleared in batches (`clear_dropped`) before this record goes too.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DroppedIndex {
+    pub id: u64,
+    pub name: String,
+}
+
 /// How bucket metadata is stored: one JSON value.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Stored {
@@ -125,6 +135,8 @@ struct Stored {
     indexes: Vec<IndexDef>,
     #[serde(default)]
     next_index: u64,
+    #[serde(default)]
+    dropped: Vec<DroppedIndex>,
 }
 
 /// The build state of a secondary index: BUILDING, READY or FAILED (reference 5.6 also names
@@ -229,6 +241,7 @@ impl Buckets {
                 removed: false,
                 indexes: Vec::new(),
                 next_index: 1,
+                dropped: Vec::new(),
             },
         )?;
         Ok(true)
@@ -241,6 +254,7 @@ impl Buckets {
             removed: m.removed,
             indexes: m.indexes.clone(),
             next_index: m.next_index,
+            dropped: m.dropped.clone(),
         };
         let raw =
             serde_json::to_vec(&stored).map_err(|e| BucketError::BadMetadata(e.to_string()))?;
@@ -285,6 +299,7 @@ impl Buckets {
             removed: v.removed,
             indexes: v.indexes,
             next_index: v.next_index.max(1),
+            dropped: v.dropped,
         })
     }
 
@@ -750,28 +765,69 @@ impl Buckets {
         Ok(out)
     }
 
-    /// Drops index `index` of bucket `name`: its definition and all its entries.
+    /// Drops index `index` of bucket `name`: from now on no write maintains it and no query uses
+    /// it; its entries stay until `clear_dropped` has cleared them (reference 4.6.8: the index is
+    /// DROPPED and a background task cleans it up). Returns its id.
     ///
     /// # Errors
     ///
-    /// `Schema` for the primary index; `NoSuchIndex`; metadata errors.
-    pub async fn drop_index(&self, tx: &Transaction, name: &str, index: &str) -> Result<()> {
+    /// `Schema` for the primary index and for an index already dropped whose entries are still
+    /// being cleared; `NoSuchIndex`; metadata errors.
+    pub async fn drop_index(&self, tx: &Transaction, name: &str, index: &str) -> Result<u64> {
         if index == PRIMARY {
             return Err(BucketError::Schema("Cannot drop the primary index".into()));
         }
         let mut meta = self.get(tx, name).await?;
         let Some(pos) = meta.indexes.iter().position(|d| d.name == index) else {
+            if meta.dropped.iter().any(|d| d.name == index) {
+                return Err(BucketError::Schema(format!(
+                    "Index '{index}' is already dropped and its status cannot be modified."
+                )));
+            }
             return Err(BucketError::NoSuchIndex(index.to_owned()));
         };
         let def = meta.indexes.remove(pos);
+        meta.dropped.push(DroppedIndex { id: def.id, name: def.name });
         self.put_meta(tx, &meta)?;
-        // One range clear, whatever the index's size: FoundationDB clears ranges without reading
-        // them, so dropping needs no background task.
-        let (b, e) =
-            kronotop_meta::tuple::Subspace::from_bytes(self.secondary_prefix(name, def.id)).range();
-        tx.clear_range(&b, &e);
+        // A build still running sees the index gone and stops.
         tx.clear(&self.status_key(name, def.id));
-        Ok(())
+        Ok(def.id)
+    }
+
+    /// One step of clearing dropped index `id` of bucket `name`: clears up to `limit` of its
+    /// entries, or, when none is left, forgets the index. Returns whether it is gone. Writes cannot
+    /// add entries meanwhile: a write that read the bucket's metadata before the drop conflicts
+    /// with it, and every later one no longer knows the index.
+    ///
+    /// # Errors
+    ///
+    /// `NoSuchBucket`, `BeingRemoved` (`PURGE` clears everything); metadata errors.
+    pub async fn clear_dropped(
+        &self,
+        tx: &Transaction,
+        name: &str,
+        id: u64,
+        limit: usize,
+    ) -> Result<bool> {
+        let mut meta = self.get(tx, name).await?;
+        if !meta.dropped.iter().any(|d| d.id == id) {
+            return Ok(true);
+        }
+        let (b, e) = Subspace::from_bytes(self.secondary_prefix(name, id)).range();
+        // A snapshot read: nothing else writes these keys any more, and the clear conflicts with
+        // nothing it need not.
+        let kvs = tx.get_range(&RangeOption::new(b.clone(), e).limit(limit), true).await?;
+        match kvs.kvs.last() {
+            Some(last) => {
+                tx.clear_range(&b, &kronotop_meta::types::key_after(&last.key));
+                Ok(false)
+            }
+            None => {
+                meta.dropped.retain(|d| d.id != id);
+                self.put_meta(tx, &meta)?;
+                Ok(true)
+            }
+        }
     }
 
     /// The build state of index `id`; `snapshot` reads add no conflict (what query planning

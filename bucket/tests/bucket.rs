@@ -75,3 +75,87 @@ async fn insert_scan_and_read_back() {
     let back = buckets.scan(&tx, &meta, Some(&all[1].id), 100, true).await.unwrap();
     assert_eq!(back.iter().map(|l| l.id).collect::<Vec<_>>(), [all[0].id]);
 }
+
+/// A dropped index disappears from the bucket at once, while its entries are cleared in steps;
+/// dropping it again meanwhile says it is already dropped, and once cleared it is unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_index_entries_are_cleared_in_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let db =
+        Database::open_embedded(&dir.path().join("meta"), embedded::Options::default()).unwrap();
+    let volume = Volume::open(
+        &db,
+        "bucket-shard-0",
+        &dir.path().join("vol"),
+        Subspace::from_bytes(b"vol/".to_vec()),
+        VolumeConfig::default(),
+    )
+    .await
+    .unwrap();
+    let buckets = Buckets::new(Subspace::from_bytes(b"ns/".to_vec()));
+    let tx = db.create_trx().unwrap();
+    buckets.create(&tx, "users", &[0], false).await.unwrap();
+    let defs = kronotop_bucket::index::parse_schema(&doc! {"age": {"bson_type": "int32"}}).unwrap();
+    let created = buckets.create_indexes(&tx, "users", defs).await.unwrap();
+    let (name, id) = (created[0].0.name.clone(), created[0].0.id);
+    tx.commit().await.unwrap();
+    for chunk in 0..5 {
+        let tx = db.create_trx().unwrap();
+        let meta = buckets.get(&tx, "users").await.unwrap();
+        let docs = (0..500).map(|i| doc! {"age": chunk * 500 + i}).collect();
+        buckets.insert(&db, &tx, &meta, 0, &volume, docs).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let entries = |tx: kronotop_meta::Transaction| {
+        let (b, e) = Subspace::from_bytes(buckets.secondary_prefix("users", id)).range();
+        async move {
+            tx.get_range(&kronotop_meta::RangeOption::new(b, e).limit(100_000), true)
+                .await
+                .unwrap()
+                .kvs
+                .len()
+        }
+    };
+    assert_eq!(entries(db.create_trx().unwrap()).await, 2500);
+
+    let tx = db.create_trx().unwrap();
+    assert_eq!(buckets.drop_index(&tx, "users", &name).await.unwrap(), id);
+    tx.commit().await.unwrap();
+    let tx = db.create_trx().unwrap();
+    let meta = buckets.get(&tx, "users").await.unwrap();
+    assert!(meta.indexes.is_empty());
+    assert_eq!(meta.dropped.len(), 1);
+    assert_eq!(entries(db.create_trx().unwrap()).await, 2500, "entries go in the background");
+    let again = buckets.drop_index(&tx, "users", &name).await.unwrap_err();
+    assert_eq!(
+        again.to_string(),
+        format!("Index '{name}' is already dropped and its status cannot be modified.")
+    );
+    // A write after the drop maintains the index no more.
+    let docs = vec![doc! {"age": 7}];
+    buckets.insert(&db, &tx, &meta, 0, &volume, docs).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(entries(db.create_trx().unwrap()).await, 2500);
+
+    let mut steps = 0;
+    loop {
+        let tx = db.create_trx().unwrap();
+        let done = buckets.clear_dropped(&tx, "users", id, 1000).await.unwrap();
+        tx.commit().await.unwrap();
+        steps += 1;
+        if done {
+            break;
+        }
+        let left = entries(db.create_trx().unwrap()).await;
+        assert_eq!(left, 2500usize.saturating_sub(1000 * steps), "step {steps}");
+    }
+    // Three steps of 1,000 clear 2,500 entries; the fourth finds none and forgets the index.
+    assert_eq!(steps, 4);
+    assert_eq!(entries(db.create_trx().unwrap()).await, 0);
+    let tx = db.create_trx().unwrap();
+    assert!(buckets.get(&tx, "users").await.unwrap().dropped.is_empty());
+    assert!(matches!(
+        buckets.drop_index(&tx, "users", &name).await,
+        Err(BucketError::NoSuchIndex(_))
+    ));
+}

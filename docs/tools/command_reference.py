@@ -594,15 +594,19 @@ cmd("BUCKET.PURGE", "bucket", "BUCKET.PURGE bucket",
 cmd("BUCKET.INDEX", "bucket", ["BUCKET.INDEX CREATE bucket schema", "BUCKET.INDEX LIST bucket",
                                "BUCKET.INDEX DESCRIBE bucket index", "BUCKET.INDEX DROP bucket index",
                                "BUCKET.INDEX TASKS bucket index", "BUCKET.INDEX ANALYZE bucket index"],
-    "CREATE, DROP: `OK` (a new index is built in the background: BUILDING, then READY). LIST: "
+    "CREATE, DROP: `OK` (a new index is built in the background: BUILDING, then READY; a "
+    "dropped one is gone from queries and writes at once and its entries are cleared in the "
+    "background). LIST: "
     "names, `primary-index` first. DESCRIBE: map of `index_type`, `id`, `selector`, `bson_type` "
     "(or `fields`), `status`, `unique`, `multi_key`, `collation`, `statistics`. TASKS: map "
-    "`build-<id>` → `{kind, cursor, status, error}`. ANALYZE answers not supported",
+    "`build-<id>` → `{kind, cursor, status, error}`, or `drop-<id>` → `{kind: DROP, status, "
+    "error}` while a dropped index is cleared. ANALYZE answers not supported",
     "`ERR Unknown BSON type: <t>`; `ERR Invalid index schema: unknown option '<k>' for …` "
     "(a misspelt option is refused, not ignored); `ERR A unique index cannot be multi-key`; `ERR Compound index "
     "requires at least 2 fields`; `ERR An index on field '<f>' already exists`; `ERR An index "
     "named '<n>' already exists`; `NOSUCHINDEX No such index: '<x>'`; `ERR Cannot drop the "
-    "primary index`",
+    "primary index`; `ERR Index '<x>' is already dropped and its status cannot be modified.` "
+    "(while its entries are cleared)",
     ["BUCKET.INDEX CREATE people \"{age: {bson_type: 'int32'}}\"",
      "BUCKET.INDEX CREATE people \"{name: {bson_type: 'string', uniqe: true}}\"",
      "BUCKET.INDEX LIST people",
