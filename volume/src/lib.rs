@@ -600,6 +600,17 @@ impl Volume {
     ///
     /// `Corrupted` naming the segment and position when the bytes are missing or fail a check.
     pub fn read(&self, metadata: &EntryMetadata) -> Result<Bytes> {
+        self.read_with(metadata, Bytes::copy_from_slice)
+    }
+
+    /// Reads and verifies the bytes `metadata` points at, and gives them to `f` without copying
+    /// them out of the segment's memory map: a scan that rejects most documents looks at each in
+    /// place (a copy per document was a sixth of a full scan's time).
+    ///
+    /// # Errors
+    ///
+    /// `Corrupted` naming the segment and position when the bytes are missing or fail a check.
+    pub fn read_with<R>(&self, metadata: &EntryMetadata, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         let corrupted = |reason: String| VolumeError::Corrupted {
             volume: self.name.clone(),
             segment: metadata.segment,
@@ -616,7 +627,7 @@ impl Volume {
         let range = format::check_entry(bytes, metadata.length as usize).map_err(corrupted)?;
         self.counters.gets.fetch_add(1, Ordering::Relaxed);
         self.counters.bytes_read.fetch_add(u64::from(metadata.length), Ordering::Relaxed);
-        Ok(Bytes::copy_from_slice(&bytes[range]))
+        Ok(f(&bytes[range]))
     }
 
     /// The metadata of entry `id` (the 12-byte versionstamp of its key) under `prefix`.
