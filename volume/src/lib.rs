@@ -604,29 +604,46 @@ impl Volume {
     }
 
     /// Reads and verifies the bytes `metadata` points at, and gives them to `f` without copying
-    /// them out of the segment's memory map: a scan that rejects most documents looks at each in
-    /// place (a copy per document was a sixth of a full scan's time).
+    /// them out of the segment's memory map.
     ///
     /// # Errors
     ///
     /// `Corrupted` naming the segment and position when the bytes are missing or fail a check.
     pub fn read_with<R>(&self, metadata: &EntryMetadata, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let segment = self.segment(metadata.segment);
+        let out = self.check(segment.as_deref(), metadata, f)?;
+        self.counters.gets.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes_read.fetch_add(u64::from(metadata.length), Ordering::Relaxed);
+        Ok(out)
+    }
+
+    /// A reader for many entries in a row, such as a scan: it keeps the segments it has used and
+    /// counts its reads once, when dropped. Looking up the segment and bumping the shared counters
+    /// for every entry were a third of a full scan's time with four scanning clients, all of them
+    /// writing the same few cache lines.
+    pub fn reader(self: &Arc<Self>) -> Reader {
+        Reader { volume: Arc::clone(self), segments: Vec::new(), gets: 0, bytes: 0 }
+    }
+
+    /// Checks the entry `metadata` points at in `segment` and gives its bytes to `f`.
+    fn check<R>(
+        &self,
+        segment: Option<&Segment>,
+        metadata: &EntryMetadata,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
         let corrupted = |reason: String| VolumeError::Corrupted {
             volume: self.name.clone(),
             segment: metadata.segment,
             position: metadata.position,
             reason,
         };
-        let segment = self
-            .segment(metadata.segment)
-            .ok_or_else(|| corrupted("segment file is missing".into()))?;
+        let segment = segment.ok_or_else(|| corrupted("segment file is missing".into()))?;
         let len = format::ENTRY_HEADER_LEN + u64::from(metadata.length);
         let bytes = segment
             .bytes(metadata.position, len)
             .ok_or_else(|| corrupted("entry lies outside the segment file".into()))?;
         let range = format::check_entry(bytes, metadata.length as usize).map_err(corrupted)?;
-        self.counters.gets.fetch_add(1, Ordering::Relaxed);
-        self.counters.bytes_read.fetch_add(u64::from(metadata.length), Ordering::Relaxed);
         Ok(f(&bytes[range]))
     }
 
@@ -902,5 +919,63 @@ impl Drop for Reserved<'_> {
         if moved {
             self.volume.replication.bump();
         }
+    }
+}
+
+/// Reads of many entries of one volume in a row (`Volume::reader`). The segments it keeps stay
+/// mapped while it lives, even if a vacuum retires them meanwhile, as a single read's would.
+#[derive(Debug)]
+pub struct Reader {
+    volume: Arc<Volume>,
+    segments: Vec<Arc<Segment>>,
+    gets: u64,
+    bytes: u64,
+}
+
+impl Reader {
+    /// The volume it reads.
+    pub fn volume(&self) -> &Arc<Volume> {
+        &self.volume
+    }
+
+    /// `Volume::read_with`, through this reader.
+    ///
+    /// # Errors
+    ///
+    /// As `Volume::read_with`.
+    pub fn read_with<R>(
+        &mut self,
+        metadata: &EntryMetadata,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        let known = self.segments.iter().position(|s| s.id == metadata.segment);
+        let index = match known {
+            Some(i) => Some(i),
+            None => self.volume.segment(metadata.segment).map(|s| {
+                self.segments.push(s);
+                self.segments.len() - 1
+            }),
+        };
+        let segment = index.and_then(|i| self.segments.get(i)).map(Arc::as_ref);
+        let out = self.volume.check(segment, metadata, f)?;
+        self.gets += 1;
+        self.bytes += u64::from(metadata.length);
+        Ok(out)
+    }
+
+    /// `Volume::read`, through this reader.
+    ///
+    /// # Errors
+    ///
+    /// As `Volume::read`.
+    pub fn read(&mut self, metadata: &EntryMetadata) -> Result<Bytes> {
+        self.read_with(metadata, Bytes::copy_from_slice)
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.volume.counters.gets.fetch_add(self.gets, Ordering::Relaxed);
+        self.volume.counters.bytes_read.fetch_add(self.bytes, Ordering::Relaxed);
     }
 }

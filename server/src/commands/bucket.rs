@@ -1380,10 +1380,9 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
         .get(&id)
         .map(|c| kronotop_query::eval::top_fields(&c.filter))
         .unwrap_or_default();
-    let mut volumes: std::collections::HashMap<
-        u32,
-        Option<std::sync::Arc<kronotop_volume::Volume>>,
-    > = std::collections::HashMap::new();
+    // One reader per shard and call, not a volume lookup per document.
+    let mut readers: std::collections::HashMap<u32, Option<kronotop_volume::Reader>> =
+        std::collections::HashMap::new();
     // Reads start at what the limit needs and grow fourfold while the filter rejects entries, so
     // `LIMIT 10` through an index reads about ten entries (and conflicts only on them), and a
     // selective filter still reads in large chunks.
@@ -1410,19 +1409,17 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
             {
                 continue;
             }
-            // One lookup per shard and call, not per document.
-            let volume = volumes
-                .entry(at.shard)
-                .or_insert_with(|| ctx.node.volumes.get(&ShardKind::Bucket.volume_name(at.shard)))
-                .clone();
+            let reader = readers.entry(at.shard).or_insert_with(|| {
+                ctx.node.volumes.get(&ShardKind::Bucket.volume_name(at.shard)).map(|v| v.reader())
+            });
             let Some(cursor) = ctx.session.bucket_cursors.get(&id) else { break };
             let malformed = || CommandError::err_owned(format!("document {} is malformed", at.id));
             let mut checked = false;
-            let bytes = match &volume {
+            let bytes = match reader {
                 // The filter is checked in place, in the segment's memory map: most scanned
                 // documents do not match, and copying each out first cost more than the check.
-                Some(v) if !raw_replies => {
-                    let kept = v
+                Some(r) if !raw_replies => {
+                    let kept = r
                         .read_with(&at.body, |b| {
                             matches_raw(&cursor.filter, &referenced, b, &mut named)
                                 .map(|passes| passes.then(|| Bytes::copy_from_slice(b)))
@@ -1437,7 +1434,7 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
                         }
                     }
                 }
-                Some(v) => v.read(&at.body).map_err(BucketError::from)?,
+                Some(r) => r.read(&at.body).map_err(BucketError::from)?,
                 None => remote_bytes(ctx.node, &at).await?,
             };
             // A query the scan answers exactly, shown whole: the stored bytes are the reply (BSON)
@@ -1486,7 +1483,7 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
                     entries.push(document(&shown, format));
                 }
                 Action::Delete => {
-                    let volume = owned_volume(volume, &at)?;
+                    let volume = owned_volume(&readers, &at)?;
                     pending.extend(b.delete(&tx, &meta, &volume, &at, &doc).await?);
                     entries.push(object_id(&at.id, id_format));
                 }
@@ -1494,7 +1491,7 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
                     // Only documents whose content changed are reported.
                     let old = doc.clone();
                     if apply(&mut doc, &spec.update, &cursor.filter, &spec.array_filters) {
-                        let volume = owned_volume(volume, &at)?;
+                        let volume = owned_volume(&readers, &at)?;
                         pending.extend(
                             b.replace(&ctx.node.meta, &tx, &meta, &volume, &at, (&old, &doc))
                                 .await?,
@@ -1567,10 +1564,11 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
 /// The Volume of a document to change, which must be hosted here: changes go to the shard's
 /// primary (reference 4.6.5).
 fn owned_volume(
-    volume: Option<std::sync::Arc<kronotop_volume::Volume>>,
+    readers: &std::collections::HashMap<u32, Option<kronotop_volume::Reader>>,
     at: &kronotop_bucket::Location,
 ) -> Result<std::sync::Arc<kronotop_volume::Volume>, CommandError> {
-    volume.ok_or_else(|| {
+    let volume = readers.get(&at.shard).and_then(Option::as_ref);
+    volume.map(|r| std::sync::Arc::clone(r.volume())).ok_or_else(|| {
         CommandError::err_owned(format!(
             "document {} lives on bucket shard {}, which this member does not host; change it \
              through that shard's primary",
