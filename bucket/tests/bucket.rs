@@ -8,8 +8,9 @@ use kronotop_meta::tuple::Subspace;
 use kronotop_meta::{Database, embedded};
 use kronotop_volume::{Volume, VolumeConfig};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn insert_scan_and_read_back() {
+/// A metadata store, a Volume and a namespace's buckets in a fresh directory (returned too: the
+/// files go when it is dropped).
+async fn open() -> (tempfile::TempDir, Database, Volume, Buckets) {
     let dir = tempfile::tempdir().unwrap();
     let db =
         Database::open_embedded(&dir.path().join("meta"), embedded::Options::default()).unwrap();
@@ -22,7 +23,12 @@ async fn insert_scan_and_read_back() {
     )
     .await
     .unwrap();
-    let buckets = Buckets::new(Subspace::from_bytes(b"ns/".to_vec()));
+    (dir, db, volume, Buckets::new(Subspace::from_bytes(b"ns/".to_vec())))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_scan_and_read_back() {
+    let (_dir, db, volume, buckets) = open().await;
     let tx = db.create_trx().unwrap();
     assert!(buckets.create(&tx, "users", &[0], false).await.unwrap());
     assert!(!buckets.create(&tx, "users", &[0], true).await.unwrap());
@@ -80,19 +86,7 @@ async fn insert_scan_and_read_back() {
 /// dropping it again meanwhile says it is already dropped, and once cleared it is unknown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_index_entries_are_cleared_in_steps() {
-    let dir = tempfile::tempdir().unwrap();
-    let db =
-        Database::open_embedded(&dir.path().join("meta"), embedded::Options::default()).unwrap();
-    let volume = Volume::open(
-        &db,
-        "bucket-shard-0",
-        &dir.path().join("vol"),
-        Subspace::from_bytes(b"vol/".to_vec()),
-        VolumeConfig::default(),
-    )
-    .await
-    .unwrap();
-    let buckets = Buckets::new(Subspace::from_bytes(b"ns/".to_vec()));
+    let (_dir, db, volume, buckets) = open().await;
     let tx = db.create_trx().unwrap();
     buckets.create(&tx, "users", &[0], false).await.unwrap();
     let defs = kronotop_bucket::index::parse_schema(&doc! {"age": {"bson_type": "int32"}}).unwrap();

@@ -1067,13 +1067,19 @@ fn spawn_builder(ctx: &Ctx<'_>, b: &Buckets, bucket: &str, id: u64) {
 /// waits for the next query of the bucket to start it again.
 const BUILD_ATTEMPTS: u32 = 30;
 
-fn start_builder(
+/// Spawns `task` for index `id` of `bucket` unless this process already runs one for it, and
+/// forgets it when it ends. Index ids are never reused within a bucket, so builds and the
+/// clearing of dropped indexes share the set.
+fn spawn_index_task<F>(
     node: &std::sync::Arc<crate::node::Node>,
     namespace: &str,
     b: &Buckets,
     bucket: &str,
     id: u64,
-) {
+    task: impl FnOnce(std::sync::Arc<crate::node::Node>, Buckets, String) -> F,
+) where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let key = (namespace.to_owned(), bucket.to_owned(), id);
     {
         let mut running =
@@ -1082,22 +1088,34 @@ fn start_builder(
             return;
         }
     }
+    let work = task(std::sync::Arc::clone(node), b.clone(), bucket.to_owned());
     let node = std::sync::Arc::clone(node);
-    let b = b.clone();
     tokio::spawn(async move {
+        work.await;
+        node.index_builders.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+    });
+}
+
+fn start_builder(
+    node: &std::sync::Arc<crate::node::Node>,
+    namespace: &str,
+    b: &Buckets,
+    bucket: &str,
+    id: u64,
+) {
+    spawn_index_task(node, namespace, b, bucket, id, |node, b, bucket| async move {
         for attempt in 1..=BUILD_ATTEMPTS {
-            match build(&node, &b, &key.1, id).await {
+            match build(&node, &b, &bucket, id).await {
                 Ok(()) => break,
                 Err(e) if attempt < BUILD_ATTEMPTS && !node.shutdown.is_cancelled() => {
-                    tracing::debug!(bucket = %key.1, index = id, error = %e, "index build retries");
+                    tracing::debug!(bucket = %bucket, index = id, error = %e, "index build retries");
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
                 Err(e) => {
-                    tracing::warn!(bucket = %key.1, index = id, error = %e, "index build stopped; it resumes with the next query");
+                    tracing::warn!(bucket = %bucket, index = id, error = %e, "index build stopped; it resumes with the next query");
                 }
             }
         }
-        node.index_builders.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
     });
 }
 
@@ -1117,23 +1135,12 @@ fn start_cleaner(
     bucket: &str,
     id: u64,
 ) {
-    let key = (namespace.to_owned(), bucket.to_owned(), id);
-    {
-        // Index ids are never reused within a bucket, so builders and cleaners share the set.
-        let mut running =
-            node.index_builders.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !running.insert(key.clone()) {
-            return;
-        }
-    }
-    let node = std::sync::Arc::clone(node);
-    let b = b.clone();
-    tokio::spawn(async move {
+    spawn_index_task(node, namespace, b, bucket, id, |node, b, bucket| async move {
         let mut failures = 0;
         while !node.shutdown.is_cancelled() {
             let step = async {
                 let tx = node.meta.create_trx()?;
-                let done = b.clear_dropped(&tx, &key.1, id, CLEAR_BATCH).await?;
+                let done = b.clear_dropped(&tx, &bucket, id, CLEAR_BATCH).await?;
                 tx.commit().await?;
                 Ok::<bool, BucketError>(done)
             };
@@ -1147,14 +1154,13 @@ fn start_cleaner(
                 Err(e) => {
                     failures += 1;
                     if failures >= BUILD_ATTEMPTS {
-                        tracing::warn!(bucket = %key.1, index = id, error = %e, "clearing a dropped index stopped; it resumes when the member starts");
+                        tracing::warn!(bucket = %bucket, index = id, error = %e, "clearing a dropped index stopped; it resumes when the member starts");
                         break;
                     }
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
             }
         }
-        node.index_builders.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
     });
 }
 
