@@ -600,18 +600,8 @@ impl Volume {
     ///
     /// `Corrupted` naming the segment and position when the bytes are missing or fail a check.
     pub fn read(&self, metadata: &EntryMetadata) -> Result<Bytes> {
-        self.read_with(metadata, Bytes::copy_from_slice)
-    }
-
-    /// Reads and verifies the bytes `metadata` points at, and gives them to `f` without copying
-    /// them out of the segment's memory map.
-    ///
-    /// # Errors
-    ///
-    /// `Corrupted` naming the segment and position when the bytes are missing or fail a check.
-    pub fn read_with<R>(&self, metadata: &EntryMetadata, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         let segment = self.segment(metadata.segment);
-        let out = self.check(segment.as_deref(), metadata, f)?;
+        let out = self.check(segment.as_deref(), metadata, Bytes::copy_from_slice)?;
         self.counters.gets.fetch_add(1, Ordering::Relaxed);
         self.counters.bytes_read.fetch_add(u64::from(metadata.length), Ordering::Relaxed);
         Ok(out)
@@ -938,11 +928,13 @@ impl Reader {
         &self.volume
     }
 
-    /// `Volume::read_with`, through this reader.
+    /// Reads and verifies the bytes `metadata` points at, and gives them to `f` without copying
+    /// them out of the segment's memory map: a scan that rejects most documents looks at each in
+    /// place.
     ///
     /// # Errors
     ///
-    /// As `Volume::read_with`.
+    /// `Corrupted` naming the segment and position when the bytes are missing or fail a check.
     pub fn read_with<R>(
         &mut self,
         metadata: &EntryMetadata,
