@@ -689,8 +689,11 @@ fn a_standby_resumes_after_a_crash() {
     });
     let first = int(&field(&replication(admin1, "bucket-shard-0"), "bytes_received"));
     assert!(first > 2_000_000, "{first}");
-    // Progress is recorded when the standby becomes caught up; give it that moment.
-    std::thread::sleep(Duration::from_millis(300));
+    // Positions are persisted shortly after they move, also when nothing more arrives.
+    eventually("the standby persists its positions", || {
+        let r = replication(admin1, "bucket-shard-0");
+        int(&field(&r, "caught_up")) == 1 && int(&field(&r, "progress_saved")) == 1
+    });
     server.signal_and_wait("KILL");
 
     let server = builder().set("cluster.force_initialization", "true").start();

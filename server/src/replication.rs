@@ -103,6 +103,8 @@ pub struct ReplicaState {
     /// Local positions.
     pub positions: Mutex<BTreeMap<u64, u64>>,
     pub caught_up: AtomicBool,
+    /// The persisted progress equals the local positions: a restart resumes from here.
+    pub progress_saved: AtomicBool,
     pub bytes_received: AtomicU64,
     pub requests: AtomicU64,
     /// Milliseconds since the Unix epoch of the last successful exchange.
@@ -287,6 +289,8 @@ impl Standby {
         let mut version = u64::MAX;
         let mut at = (0u64, 0u64);
         let mut last_persist = Instant::now();
+        let mut saved = progress.segments.clone();
+        self.state.progress_saved.store(true, Ordering::Release);
         let deadline = Duration::from_millis(FOLLOW_WAIT_MS) + REQUEST_SLACK;
         loop {
             // The route may have changed under us (promotion, removal): the loaded routes say,
@@ -295,6 +299,14 @@ impl Standby {
             if current != primary {
                 return Err(format!("primary changed from {primary} to {current}"));
             }
+            // Positions not yet persisted are persisted within PERSIST_EVERY even when nothing
+            // new arrives: the primary holds this request no longer than until then.
+            let wait_ms = if saved == progress.segments {
+                FOLLOW_WAIT_MS
+            } else {
+                let left = PERSIST_EVERY.saturating_sub(last_persist.elapsed());
+                u64::try_from(left.as_millis()).unwrap_or(FOLLOW_WAIT_MS).min(FOLLOW_WAIT_MS)
+            };
             let args = [
                 "REPLICATION.FOLLOW".to_owned(),
                 volume.clone(),
@@ -302,7 +314,7 @@ impl Standby {
                 at.0.to_string(),
                 at.1.to_string(),
                 version.to_string(),
-                FOLLOW_WAIT_MS.to_string(),
+                wait_ms.to_string(),
             ];
             let refs: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
             let reply = self.peers.call_frame(&addr, &refs, deadline).await?;
@@ -334,7 +346,6 @@ impl Standby {
                     );
                 }
             }
-            let mut copied = 0u64;
             at = (0, 0);
             for tail in &tails {
                 let have = progress.segments.get(&tail.segment).copied().unwrap_or(0);
@@ -373,7 +384,6 @@ impl Standby {
                         }
                         file.write_all_at(&bytes, pos).map_err(|e| e.to_string())?;
                         pos += len;
-                        copied += len;
                         self.state.bytes_received.fetch_add(len, Ordering::Relaxed);
                     }
                     // Synced before the position moves: an acknowledged position is durable.
@@ -400,10 +410,17 @@ impl Standby {
             let flipped = caught_up != progress.caught_up;
             progress.caught_up = caught_up;
             self.state.caught_up.store(caught_up, Ordering::Release);
-            if flipped || (copied > 0 && last_persist.elapsed() >= PERSIST_EVERY) {
+            // Every round copies up to the primary's watermark, so a standby usually stays caught
+            // up from one round to the next: what is persisted is decided by whether positions
+            // moved since the last save, not by how much this round copied.
+            let unsaved = saved != progress.segments;
+            self.state.progress_saved.store(!unsaved, Ordering::Release);
+            if flipped || (unsaved && last_persist.elapsed() >= PERSIST_EVERY) {
                 progress.updated_ms = now_ms();
                 self.persist(&progress).await?;
                 last_persist = Instant::now();
+                saved = progress.segments.clone();
+                self.state.progress_saved.store(true, Ordering::Release);
             }
         }
     }
