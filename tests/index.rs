@@ -498,3 +498,168 @@ fn concurrent_writers_of_one_unique_value_one_succeeds() {
         assert_eq!(query_ids(&mut c, "accounts", &format!("{{email: 'e{round}'}}"), &[]).len(), 1);
     }
 }
+
+/// The segment files of `volume` under a member's data directory.
+fn segment_files(data: &std::path::Path, volume: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![data.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.parent().is_some_and(|d| d.ends_with(format!("{volume}/segments"))) {
+                out.push(p.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every document of bucket `v` as `n` to `v`, through a full scan and through the index on `n`
+/// (the two must agree).
+fn values(c: &mut Raw) -> std::collections::BTreeMap<i64, i64> {
+    let read = |c: &mut Raw, filter: &str| {
+        let (_, found) = docs(&c.cmd(&["BUCKET.QUERY", "v", filter, "LIMIT", "100000"]));
+        found
+            .iter()
+            .map(|d| (d["n"].as_i64().unwrap(), d["v"].as_i64().unwrap()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let plan = c.cmd_raw(&["BUCKET.EXPLAIN", "v", "{n: {$gte: 0}}"]);
+    assert!(plan.contains("RangeScan") && plan.contains("by_n"), "{plan}");
+    let scanned = read(c, "{}");
+    assert_eq!(read(c, "{n: {$gte: 0}}"), scanned, "the index and a full scan disagree");
+    scanned
+}
+
+/// Vacuum of a bucket volume moves the live bodies out of mostly deleted segments and repoints
+/// the primary and secondary indexes in the transactions that move them, while updates and
+/// inserts go on. Once the old files are deleted, and again after a SIGKILL and a restart, every
+/// document reads back with its last acknowledged value, through a full scan and the index.
+#[test]
+fn vacuum_of_a_bucket_volume_repoints_its_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = support::bucket_server_from(
+        Server::builder()
+            .data_dir(dir.path())
+            .arg("--bootstrap")
+            .set("bucket.shards", "1")
+            .set("volume.segment_size", "1048576"),
+        1,
+    );
+    let mut c = s.connect();
+    let mut admin = s.connect_admin();
+    assert_eq!(c.cmd_raw(&["BUCKET.CREATE", "v"]), "+OK\r\n");
+    assert_eq!(
+        c.cmd_raw(&[
+            "BUCKET.INDEX",
+            "CREATE",
+            "v",
+            r#"{"n": {"bson_type": "int32", "name": "by_n"}}"#
+        ]),
+        "+OK\r\n"
+    );
+    let pad = "x".repeat(1000);
+    let doc = |n: i64, keep: bool| format!("{{n: {n}, keep: {keep}, v: 0, pad: '{pad}'}}");
+    insert_all(&mut c, "v", &(0..6000).map(|n| doc(n, n % 5 == 0)).collect::<Vec<_>>());
+    loop {
+        let reply = c.cmd(&["BUCKET.DELETE", "v", "{keep: false}", "LIMIT", "1000"]);
+        if support::cursor_reply(&reply).1.is_empty() {
+            break;
+        }
+    }
+    let mut expected: std::collections::BTreeMap<i64, i64> =
+        (0..6000).filter(|n| n % 5 == 0).map(|n| (n, 0)).collect();
+    assert_eq!(values(&mut c), expected);
+    let before = segment_files(dir.path(), "bucket-shard-0");
+    assert!(before.len() >= 6, "{before:?}");
+
+    // Updates of kept documents and new inserts while the vacuum runs; what is acknowledged is
+    // what must read back.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (addr, stop, pad) = (s.client, stop.clone(), pad.clone());
+        std::thread::spawn(move || {
+            let mut w = Raw::connect(addr);
+            let mut acknowledged = Vec::new();
+            let mut round = 1;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let n = (round * 35) % 6000;
+                let r = w.cmd_raw(&[
+                    "BUCKET.UPDATE",
+                    "v",
+                    &format!("{{n: {n}}}"),
+                    &format!("{{$set: {{v: {round}}}}}"),
+                ]);
+                if r.starts_with("*2") {
+                    acknowledged.push((n, round));
+                } else {
+                    assert!(r.starts_with("-NOT_COMMITTED"), "{r}");
+                }
+                let fresh = 100_000 + round;
+                let r = w.cmd_raw(&[
+                    "BUCKET.INSERT",
+                    "v",
+                    "DOCS",
+                    &format!("{{n: {fresh}, v: {round}, pad: '{pad}'}}"),
+                ]);
+                assert!(r.starts_with("*1"), "{r}");
+                acknowledged.push((fresh, round));
+                round += 1;
+            }
+            acknowledged
+        })
+    };
+    assert_eq!(
+        admin.cmd_raw(&["VOLUME.ADMIN", "VACUUM", "START", "bucket-shard-0", "50"]),
+        "+OK\r\n"
+    );
+    let deadline = Instant::now() + support::PATIENCE;
+    let status = loop {
+        let status = admin.cmd_raw(&["VOLUME.ADMIN", "VACUUM", "STATUS", "bucket-shard-0"]);
+        if status.contains("active\r\n:0\r\n") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the vacuum never finished: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    assert!(status.contains("COMPLETED"), "{status}\n{}", s.logs());
+    for (n, v) in writer.join().unwrap() {
+        expected.insert(n, v);
+    }
+    // The emptied segments' files are deleted once their grace period is over; from then on an
+    // index still pointing at an old place could not read anything.
+    let vacuumed: Vec<String> = status
+        .split("segment_id\r\n:")
+        .skip(1)
+        .filter_map(|rest| rest.split("\r\n").next()?.parse::<u64>().ok())
+        .map(|id| format!("{id:019}"))
+        .collect();
+    assert!(vacuumed.len() >= 4, "{status}");
+    let deadline = Instant::now() + support::PATIENCE;
+    let after = loop {
+        let files = segment_files(dir.path(), "bucket-shard-0");
+        if files.iter().all(|f| !vacuumed.contains(f)) {
+            break files;
+        }
+        assert!(Instant::now() < deadline, "vacuumed files stay: {vacuumed:?} in {files:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(after.len() < before.len(), "{before:?} -> {after:?}");
+    assert_eq!(values(&mut c), expected);
+
+    assert!(!s.signal_and_wait("KILL").success());
+    let s =
+        Server::builder().data_dir(dir.path()).set("cluster.force_initialization", "true").start();
+    let mut c = s.connect();
+    let deadline = Instant::now() + support::PATIENCE;
+    while c.cmd_raw(&["BUCKET.QUERY", "v", "{n: 0}"]).starts_with('-') {
+        assert!(Instant::now() < deadline, "the bucket never became readable");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(values(&mut c), expected);
+}

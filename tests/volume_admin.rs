@@ -119,11 +119,6 @@ fn volumes_follow_routes_and_answer_admin_commands() {
     for (args, want) in errors {
         assert_eq!(a0.cmd_raw(args), *want, "{}", args.join(" "));
     }
-    // Bucket volumes refuse vacuum until it can repoint bucket indexes.
-    assert!(
-        a0.cmd_raw(&["VOLUME.ADMIN", "VACUUM", "START", "bucket-shard-0", "50"])
-            .starts_with("-ERR vacuum of bucket volumes is not supported yet")
-    );
     // A vacuum run on an empty volume has nothing to do; its result stays until DROP.
     assert_eq!(a0.cmd_raw(&["VOLUME.ADMIN", "VACUUM", "START", "redis-shard-0", "50"]), "+OK\r\n");
     eventually("the vacuum run ends", || {

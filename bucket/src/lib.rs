@@ -387,6 +387,60 @@ impl Buckets {
         Ok(ids)
     }
 
+    /// Repoints document body `bytes` of bucket `name`, which vacuum is moving from `from` to `to`
+    /// on `shard`, in the primary index and in every secondary index (whatever its status: a
+    /// build that read the old place conflicts with this write and reads again). Meant for the
+    /// transaction that moves the body.
+    ///
+    /// # Errors
+    ///
+    /// `BadMetadata` when the bytes are not a document with an ObjectId `_id` or the primary index
+    /// does not point at `from` (the body and its entry are written together, so that is damage);
+    /// `NoSuchBucket`; metadata errors.
+    pub async fn repoint(
+        &self,
+        tx: &Transaction,
+        name: &str,
+        shard: u32,
+        bytes: &[u8],
+        from: &EntryMetadata,
+        to: &EntryMetadata,
+    ) -> Result<()> {
+        let meta = self.get_any(tx, name).await?;
+        let doc = Document::from_reader(&mut &bytes[..])
+            .map_err(|e| BucketError::BadMetadata(e.to_string()))?;
+        let Ok(id) = doc.get_object_id("_id") else {
+            return Err(BucketError::BadMetadata(format!("a body in bucket '{name}' has no _id")));
+        };
+        let key = self.index_key(name, &id);
+        let at = match tx.get(&key, false).await? {
+            Some(v) => self.primary_location(&key, &v)?,
+            None => {
+                return Err(BucketError::BadMetadata(format!(
+                    "document {id} of bucket '{name}' has a body but no index entry"
+                )));
+            }
+        };
+        if at.shard != shard || at.body != *from {
+            return Err(BucketError::BadMetadata(format!(
+                "document {id} of bucket '{name}' points elsewhere than its moving body"
+            )));
+        }
+        let mut value = shard.to_be_bytes().to_vec();
+        value.extend_from_slice(&to.encode());
+        tx.set(&key, &value);
+        value.extend_from_slice(&id.bytes());
+        for def in &meta.indexes {
+            // A value that does not fit the index's type has no entry (as in `clear_entries`).
+            if let Ok(values) = index::entries(def, &doc) {
+                for v in values {
+                    tx.set(&self.secondary_key(name, def.id, &v, &id), &value);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the index entry of document `id` whose body was appended as `a` on `shard`.
     fn point(
         &self,

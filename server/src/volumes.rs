@@ -402,7 +402,12 @@ impl Volumes {
     /// # Errors
     ///
     /// When a run is going on, or a finished run was not dropped yet.
-    pub fn start_vacuum(&self, volume: Arc<Volume>, threshold: f64) -> Result<(), VacuumError> {
+    pub fn start_vacuum(
+        &self,
+        volume: Arc<Volume>,
+        threshold: f64,
+        evacuator: Option<Arc<dyn kronotop_volume::vacuum::Evacuator>>,
+    ) -> Result<(), VacuumError> {
         let mut runs = self.vacuums();
         if let Some(run) = runs.get(&volume.name) {
             return Err(if run.running.load(Ordering::Acquire) {
@@ -415,7 +420,7 @@ impl Volumes {
         runs.insert(volume.name.clone(), run.clone());
         let db = self.db.clone();
         tokio::spawn(async move {
-            match volume.vacuum(&db, threshold, &run.progress).await {
+            match volume.vacuum(&db, threshold, &run.progress, evacuator.as_deref()).await {
                 Ok(outcome) => {
                     tracing::info!(volume = %volume.name, outcome = outcome.name(), "vacuum finished")
                 }

@@ -3,8 +3,10 @@
 //!
 //! Entries keep their id (prefix and versionstamp) when they move; only the `(segment, position)`
 //! their id maps to changes, in the same transaction as the move. Whatever refers to an entry by
-//! id (a bucket's primary and secondary indexes, Redis keys) therefore stays valid, and nothing
-//! outside the volume's own metadata ever holds a segment position that vacuum could invalidate.
+//! id (Redis keys) therefore stays valid. An owner that keeps entry places itself (a bucket's
+//! primary and secondary indexes hold `EntryMetadata`, so a read needs no extra lookup) passes an
+//! [`Evacuator`], which repoints its references inside that same transaction: no commit ever
+//! leaves a reference to a place the entry has left.
 //! A retired segment stays mapped for `VolumeConfig::retire_grace` (`RETIRE_GRACE` by default) before its file is deleted, so a reader that
 //! resolved an entry just before it moved still finds the old bytes.
 //!
@@ -13,14 +15,38 @@
 //! retries it). It stops between two entries when asked, and a later run continues where the
 //! garbage still is.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kronotop_meta::{Database, RunError};
+use kronotop_meta::{Database, RunError, Transaction};
 
-use crate::{Result, Volume, VolumeError};
+use crate::{EntryMetadata, Result, Volume, VolumeError};
+
+/// One entry vacuum is moving, as its owner sees it.
+#[derive(Debug)]
+pub struct Moved<'a> {
+    pub prefix: [u8; 8],
+    /// The entry's id within its prefix (it keeps it).
+    pub id: [u8; 12],
+    /// The entry's payload.
+    pub bytes: &'a [u8],
+    pub from: EntryMetadata,
+    pub to: EntryMetadata,
+}
+
+/// What the owner of entries must change when one moves, called in the transaction that
+/// repoints the entry (and retried with it on a conflict). An error fails the move and the run.
+pub trait Evacuator: Send + Sync {
+    fn moved<'a>(
+        &'a self,
+        tx: &'a Transaction,
+        moved: Moved<'a>,
+    ) -> Pin<Box<dyn Future<Output = std::result::Result<(), RunError>> + Send + 'a>>;
+}
 
 /// How long a retired segment stays mapped before its file is deleted, by default: longer than a
 /// metadata transaction may live (5 s), so any reader that got the old position has finished.
@@ -123,16 +149,18 @@ impl Progress {
 }
 
 impl Volume {
-    /// Vacuums every segment but the active one whose garbage is above `threshold` percent.
+    /// Vacuums every segment but the active one whose garbage is above `threshold` percent;
+    /// `evacuator` repoints what the entries' owner holds of their places.
     ///
     /// # Errors
     ///
-    /// I/O and metadata errors; segments already done stay done.
+    /// I/O and metadata errors, and the evacuator's; segments already done stay done.
     pub async fn vacuum(
         self: &Arc<Self>,
         db: &Database,
         threshold: f64,
         progress: &Progress,
+        evacuator: Option<&dyn Evacuator>,
     ) -> Result<Outcome> {
         *lock(&progress.started_at_ms) = now_ms();
         let active = self.cursor().0;
@@ -155,7 +183,7 @@ impl Volume {
                 return Ok(progress.finish(Outcome::Stopped));
             }
             progress.set_state(segment, SegmentState::Evacuating);
-            if !self.evacuate(db, segment, progress).await? {
+            if !self.evacuate(db, segment, progress, evacuator).await? {
                 progress.set_state(segment, SegmentState::Stopped);
                 return Ok(progress.finish(Outcome::Stopped));
             }
@@ -166,7 +194,13 @@ impl Volume {
     }
 
     /// Moves every live entry of `segment`; false when stopped before the end.
-    async fn evacuate(&self, db: &Database, segment: u64, progress: &Progress) -> Result<bool> {
+    async fn evacuate(
+        &self,
+        db: &Database,
+        segment: u64,
+        progress: &Progress,
+        evacuator: Option<&dyn Evacuator>,
+    ) -> Result<bool> {
         let tx = db.create_trx()?;
         let live = self.live_entries(&tx, segment).await?;
         drop(tx);
@@ -186,6 +220,10 @@ impl Volume {
                 let new = self.write_entries(db, &[&bytes]).await.map_err(run_error)?;
                 let user_version = tx.next_user_version()?;
                 self.keys.repoint_entry(&tx, &prefix, &id, &current, &new[0], user_version);
+                if let Some(evacuator) = evacuator {
+                    let moved = Moved { prefix, id, bytes: &bytes, from: current, to: new[0] };
+                    evacuator.moved(&tx, moved).await?;
+                }
                 Ok(())
             })
             .await?;

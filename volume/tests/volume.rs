@@ -373,6 +373,26 @@ async fn concurrent_rollovers_make_one_segment_each() {
     assert!(ids.len() >= 160 * 3016 / (16 * 1024), "{} segments", ids.len());
 }
 
+/// An evacuator that records the moves it is told of.
+#[derive(Default)]
+struct Recorder(
+    #[allow(clippy::type_complexity)]
+    std::sync::Mutex<Vec<([u8; 8], [u8; 12], Vec<u8>, EntryMetadata, EntryMetadata)>>,
+);
+
+impl kronotop_volume::vacuum::Evacuator for Recorder {
+    fn moved<'a>(
+        &'a self,
+        _tx: &'a Transaction,
+        m: kronotop_volume::vacuum::Moved<'a>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), kronotop_meta::RunError>> + Send + 'a>,
+    > {
+        self.0.lock().unwrap().push((m.prefix, m.id, m.bytes.to_vec(), m.from, m.to));
+        Box::pin(async { Ok(()) })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vacuum_moves_live_entries_and_deletes_emptied_segments() {
     use kronotop_volume::vacuum::{Outcome, Progress};
@@ -405,7 +425,7 @@ async fn vacuum_moves_live_entries_and_deletes_emptied_segments() {
     // A stop requested before it starts stops it before any segment is touched.
     let stopped = Progress::default();
     stopped.stop.store(true, std::sync::atomic::Ordering::Release);
-    assert_eq!(vol.vacuum(&db, 50.0, &stopped).await.unwrap(), Outcome::Stopped);
+    assert_eq!(vol.vacuum(&db, 50.0, &stopped, None).await.unwrap(), Outcome::Stopped);
     assert_eq!(vol.segment_ids(), before);
 
     // Reads go on while it runs.
@@ -420,8 +440,31 @@ async fn vacuum_moves_live_entries_and_deletes_emptied_segments() {
         })
     };
     let progress = Progress::default();
-    assert_eq!(vol.vacuum(&db, 50.0, &progress).await.unwrap(), Outcome::Completed);
+    let evacuator = Recorder::default();
+    assert_eq!(
+        vol.vacuum(&db, 50.0, &progress, Some(&evacuator)).await.unwrap(),
+        Outcome::Completed
+    );
     reader.await.unwrap();
+    // The owner heard of every move, with the entry's bytes and its old and new places (the
+    // last call per entry is the committed one: a retried transaction calls again).
+    let moves: std::collections::BTreeMap<_, _> = evacuator
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(p, id, b, from, to)| (*id, (*p, b.clone(), *from, *to)))
+        .collect();
+    assert!(!moves.is_empty());
+    let tx = db.create_trx().unwrap();
+    for (id, (prefix, bytes, from, to)) in &moves {
+        assert_eq!(*prefix, PREFIX);
+        let (_, i) = kept.iter().find(|(k, _)| k == id).expect("a kept entry moved");
+        assert_eq!(bytes, &vec![*i; 1500]);
+        assert_ne!(from.segment, to.segment);
+        assert_eq!(vol.metadata(&tx, PREFIX, id).await.unwrap(), Some(*to));
+    }
+    drop(tx);
     let after = vol.segment_ids();
     assert!(after.len() < before.len(), "{before:?} -> {after:?}");
     // Retired files go once their grace period (zero here) has passed.
@@ -443,7 +486,7 @@ async fn vacuum_moves_live_entries_and_deletes_emptied_segments() {
     // The segment that was active during the run is a candidate next time; after that, nothing is
     // left to do.
     let mut runs = 0;
-    while vol.vacuum(&db, 50.0, &Progress::default()).await.unwrap() != Outcome::NoWork {
+    while vol.vacuum(&db, 50.0, &Progress::default(), None).await.unwrap() != Outcome::NoWork {
         runs += 1;
         assert!(runs < 3, "vacuum does not converge");
     }

@@ -7,7 +7,7 @@
 //! so a short or empty batch does not mean the cursor is exhausted (reference 5.10). `EXPLAIN`,
 //! `INDEX`, `SORTBY` and `RESULTSORT` come with the index issue and say so.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bson::Document;
 use bson::oid::ObjectId;
@@ -15,6 +15,7 @@ use bytes::Bytes;
 use kronotop_bucket::index::parse_schema;
 use kronotop_bucket::{BucketError, BucketMeta, Buckets, Scan};
 use kronotop_cluster::ShardKind;
+use kronotop_meta::tuple::Subspace;
 use kronotop_query::eval::field_values;
 use kronotop_query::projection::{Projection, parse_projection};
 use kronotop_query::update::{UpdateSpec, apply, parse_update_spec, upsert_seed};
@@ -951,9 +952,7 @@ async fn index_describe(ctx: &Ctx<'_>, bucket: &str, index: &str) -> Result<Repl
     };
     drop(tx);
     let (begin, end) = match &def {
-        Some(d) => {
-            kronotop_meta::tuple::Subspace::from_bytes(b.secondary_prefix(bucket, d.id)).range()
-        }
+        Some(d) => Subspace::from_bytes(b.secondary_prefix(bucket, d.id)).range(),
         None => b.primary_range(bucket),
     };
     let cardinality = count_keys(ctx, begin, end).await?;
@@ -1171,21 +1170,8 @@ pub async fn resume_builds(node: std::sync::Arc<crate::node::Node>) {
     if !node.cluster_initialized() {
         return;
     }
-    let namespaces = node.cluster.namespaces();
-    let Ok(tx) = node.meta.create_trx() else { return };
-    // Every namespace, breadth first: `list` gives the children of one.
-    let mut queue: Vec<String> = namespaces.list(&tx, None).await.unwrap_or_default();
-    let mut seen = 0;
-    while seen < queue.len() {
-        let parent = queue[seen].clone();
-        seen += 1;
-        let children = namespaces.list(&tx, Some(&parent)).await.unwrap_or_default();
-        queue.extend(children.into_iter().map(|c| format!("{parent}.{c}")));
-    }
-    drop(tx);
-    for namespace in queue {
+    for (namespace, leaf) in bucket_leaves(&node).await {
         let Ok(tx) = node.meta.create_trx() else { return };
-        let Ok(leaf) = namespaces.leaf(&tx, &namespace, "bucket").await else { continue };
         let b = Buckets::new(leaf);
         for bucket in b.list(&tx).await.unwrap_or_default() {
             let Ok(meta) = b.get(&tx, &bucket).await else { continue };
@@ -1201,6 +1187,97 @@ pub async fn resume_builds(node: std::sync::Arc<crate::node::Node>) {
                 }
             }
         }
+    }
+}
+
+/// The bucket leaf of every namespace that has one, as `(namespace, leaf)`.
+async fn bucket_leaves(node: &crate::node::Node) -> Vec<(String, Subspace)> {
+    let namespaces = node.cluster.namespaces();
+    let Ok(tx) = node.meta.create_trx() else { return Vec::new() };
+    // Every namespace, breadth first: `list` gives the children of one.
+    let mut queue: Vec<String> = namespaces.list(&tx, None).await.unwrap_or_default();
+    let mut seen = 0;
+    while seen < queue.len() {
+        let parent = queue[seen].clone();
+        seen += 1;
+        let children = namespaces.list(&tx, Some(&parent)).await.unwrap_or_default();
+        queue.extend(children.into_iter().map(|c| format!("{parent}.{c}")));
+    }
+    let mut out = Vec::new();
+    for namespace in queue {
+        if let Ok(leaf) = namespaces.leaf(&tx, &namespace, "bucket").await {
+            out.push((namespace, leaf));
+        }
+    }
+    out
+}
+
+/// Repoints bucket indexes while vacuum moves document bodies of one bucket shard's Volume: it
+/// finds the bucket that owns an entry's prefix and rewrites the document's primary and secondary
+/// index entries in the transaction that moves the body.
+pub struct BucketEvacuator {
+    node: std::sync::Arc<crate::node::Node>,
+    shard: u32,
+    /// Entry prefix to the owning bucket's leaf and name; prefixes no bucket owns (a purged
+    /// bucket's last bodies) are remembered as `None` so they do not reload the map every time.
+    owners: tokio::sync::Mutex<HashMap<[u8; 8], Option<Owner>>>,
+}
+
+/// The bucket that owns an entry prefix: its namespace's bucket leaf and its name.
+type Owner = (Subspace, String);
+
+impl std::fmt::Debug for BucketEvacuator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BucketEvacuator").field("shard", &self.shard).finish_non_exhaustive()
+    }
+}
+
+impl BucketEvacuator {
+    pub fn new(node: std::sync::Arc<crate::node::Node>, shard: u32) -> BucketEvacuator {
+        BucketEvacuator { node, shard, owners: tokio::sync::Mutex::default() }
+    }
+
+    /// The bucket that owns `prefix`, reloading every bucket's prefix when it is not known yet
+    /// (a bucket created since the last load).
+    async fn owner(&self, prefix: [u8; 8]) -> Result<Option<Owner>, BucketError> {
+        let mut owners = self.owners.lock().await;
+        if let Some(known) = owners.get(&prefix) {
+            return Ok(known.clone());
+        }
+        for (_, leaf) in bucket_leaves(&self.node).await {
+            let tx = self.node.meta.create_trx()?;
+            let b = Buckets::new(leaf.clone());
+            for name in b.list(&tx).await? {
+                let meta = b.get_any(&tx, &name).await?;
+                owners.insert(meta.prefix, Some((leaf.clone(), name)));
+            }
+        }
+        Ok(owners.entry(prefix).or_insert(None).clone())
+    }
+}
+
+impl kronotop_volume::vacuum::Evacuator for BucketEvacuator {
+    fn moved<'a>(
+        &'a self,
+        tx: &'a kronotop_meta::Transaction,
+        m: kronotop_volume::vacuum::Moved<'a>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), kronotop_meta::RunError>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            let to_run = |e: BucketError| match e {
+                BucketError::Meta(m) => kronotop_meta::RunError::Meta(m),
+                other => kronotop_meta::RunError::Custom(Box::new(other)),
+            };
+            // No bucket owns it: nothing refers to its place.
+            let Some((leaf, name)) = self.owner(m.prefix).await.map_err(to_run)? else {
+                return Ok(());
+            };
+            Buckets::new(leaf)
+                .repoint(tx, &name, self.shard, m.bytes, &m.from, &m.to)
+                .await
+                .map_err(to_run)
+        })
     }
 }
 

@@ -623,19 +623,18 @@ pub async fn execute(cmd: VolumeCmd, ctx: &mut Ctx<'_>) -> Result<Reply, Command
                     "garbage-threshold must be between 0 and 100 (exclusive)",
                 ));
             }
-            // Bucket indexes point at the bodies' places; until vacuum repoints them through the
-            // back references, moving bodies would leave the indexes pointing at garbage.
-            if matches!(
-                crate::volumes::parse_name(&name),
-                Some((kronotop_cluster::ShardKind::Bucket, _))
-            ) {
-                return Err(CommandError::err(
-                    "vacuum of bucket volumes is not supported yet (their indexes point at the bodies' places)",
-                ));
-            }
+            // Bucket indexes hold the bodies' places: the bucket evacuator repoints them in the
+            // transaction that moves each body.
+            let evacuator: Option<Arc<dyn kronotop_volume::vacuum::Evacuator>> =
+                match crate::volumes::parse_name(&name) {
+                    Some((kronotop_cluster::ShardKind::Bucket, shard)) => Some(Arc::new(
+                        super::bucket::BucketEvacuator::new(Arc::clone(ctx.node), shard),
+                    )),
+                    _ => None,
+                };
             ctx.node
                 .volumes
-                .start_vacuum(v, t)
+                .start_vacuum(v, t, evacuator)
                 .map_err(|e| CommandError::err_owned(e.to_string()))?;
             Ok(Reply::ok())
         }
