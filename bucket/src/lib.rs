@@ -387,16 +387,65 @@ impl Buckets {
         Ok(ids)
     }
 
+    /// The `_id` of body `bytes` of bucket `name`, its primary index key, and the entry's value
+    /// there (none when the document has no entry).
+    ///
+    /// # Errors
+    ///
+    /// `BadMetadata` when the bytes are not a document with an ObjectId `_id`.
+    async fn body_entry(
+        &self,
+        tx: &Transaction,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(Document, ObjectId, Vec<u8>, Option<Location>)> {
+        let doc = Document::from_reader(&mut &bytes[..])
+            .map_err(|e| BucketError::BadMetadata(e.to_string()))?;
+        let Ok(id) = doc.get_object_id("_id") else {
+            return Err(BucketError::BadMetadata(format!("a body in bucket '{name}' has no _id")));
+        };
+        let key = self.index_key(name, &id);
+        let at = match tx.get(&key, false).await? {
+            Some(v) => Some(self.primary_location(&key, &v)?),
+            None => None,
+        };
+        Ok((doc, id, key, at))
+    }
+
+    /// Whether bucket `name` (if it still exists) refers to body `bytes` at `at` on `shard`: its
+    /// document's primary index entry points there. A body nothing refers to is left behind by
+    /// design (replaced inside the transaction that inserted it, when the process died before
+    /// deleting it; or purged from a member that does not host its shard).
+    ///
+    /// # Errors
+    ///
+    /// `BadMetadata` when the bytes are not a document with an ObjectId `_id`; metadata errors.
+    pub async fn refers_to(
+        &self,
+        tx: &Transaction,
+        name: &str,
+        shard: u32,
+        bytes: &[u8],
+        at: &EntryMetadata,
+    ) -> Result<bool> {
+        match self.get_any(tx, name).await {
+            Ok(_) => {}
+            Err(BucketError::NoSuchBucket(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        let (_, _, _, pointed) = self.body_entry(tx, name, bytes).await?;
+        Ok(pointed.is_some_and(|l| l.shard == shard && l.body == *at))
+    }
+
     /// Repoints document body `bytes` of bucket `name`, which vacuum is moving from `from` to `to`
     /// on `shard`, in the primary index and in every secondary index (whatever its status: a
     /// build that read the old place conflicts with this write and reads again). Meant for the
-    /// transaction that moves the body.
+    /// transaction that moves the body, after `refers_to` said yes in it.
     ///
     /// # Errors
     ///
     /// `BadMetadata` when the bytes are not a document with an ObjectId `_id` or the primary index
-    /// does not point at `from` (the body and its entry are written together, so that is damage);
-    /// `NoSuchBucket`; metadata errors.
+    /// does not point at `from`; `NoSuchBucket`; metadata errors.
     pub async fn repoint(
         &self,
         tx: &Transaction,
@@ -407,23 +456,10 @@ impl Buckets {
         to: &EntryMetadata,
     ) -> Result<()> {
         let meta = self.get_any(tx, name).await?;
-        let doc = Document::from_reader(&mut &bytes[..])
-            .map_err(|e| BucketError::BadMetadata(e.to_string()))?;
-        let Ok(id) = doc.get_object_id("_id") else {
-            return Err(BucketError::BadMetadata(format!("a body in bucket '{name}' has no _id")));
-        };
-        let key = self.index_key(name, &id);
-        let at = match tx.get(&key, false).await? {
-            Some(v) => self.primary_location(&key, &v)?,
-            None => {
-                return Err(BucketError::BadMetadata(format!(
-                    "document {id} of bucket '{name}' has a body but no index entry"
-                )));
-            }
-        };
-        if at.shard != shard || at.body != *from {
+        let (doc, id, key, pointed) = self.body_entry(tx, name, bytes).await?;
+        if !pointed.is_some_and(|l| l.shard == shard && l.body == *from) {
             return Err(BucketError::BadMetadata(format!(
-                "document {id} of bucket '{name}' points elsewhere than its moving body"
+                "document {id} of bucket '{name}' does not point at its moving body"
             )));
         }
         let mut value = shard.to_be_bytes().to_vec();

@@ -153,3 +153,54 @@ async fn dropped_index_entries_are_cleared_in_steps() {
         Err(BucketError::NoSuchIndex(_))
     ));
 }
+
+/// What vacuum asks of a bucket: a body is referred to only while its document's primary entry
+/// points at it (not once replaced, not once the bucket is purged), and repointing checks that
+/// the entry points at the moving body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_referred_to_while_the_primary_entry_points_at_them() {
+    let (_dir, db, volume, buckets) = open().await;
+    let tx = db.create_trx().unwrap();
+    assert!(buckets.create(&tx, "r", &[0], false).await.unwrap());
+    tx.commit().await.unwrap();
+    let tx = db.create_trx().unwrap();
+    let meta = buckets.get(&tx, "r").await.unwrap();
+    buckets.insert(&db, &tx, &meta, 0, &volume, vec![doc! {"n": 1}]).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let tx = db.create_trx().unwrap();
+    let first = buckets.scan(&tx, &meta, None, 10, false).await.unwrap().remove(0);
+    let first_bytes = volume.read(&first.body).unwrap();
+    assert!(buckets.refers_to(&tx, "r", 0, &first_bytes, &first.body).await.unwrap());
+    assert!(!buckets.refers_to(&tx, "r", 1, &first_bytes, &first.body).await.unwrap());
+    let old = buckets.read(&volume, &first).unwrap();
+    let new = doc! {"_id": first.id, "n": 2};
+    buckets.replace(&db, &tx, &meta, &volume, &first, (&old, &new)).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let tx = db.create_trx().unwrap();
+    let second = buckets.scan(&tx, &meta, None, 10, false).await.unwrap().remove(0);
+    let second_bytes = volume.read(&second.body).unwrap();
+    assert!(!buckets.refers_to(&tx, "r", 0, &first_bytes, &first.body).await.unwrap());
+    assert!(buckets.refers_to(&tx, "r", 0, &second_bytes, &second.body).await.unwrap());
+    assert!(matches!(
+        buckets.repoint(&tx, "r", 0, &first_bytes, &first.body, &second.body).await,
+        Err(BucketError::BadMetadata(_))
+    ));
+    assert!(matches!(
+        buckets.refers_to(&tx, "r", 0, b"not a document", &second.body).await,
+        Err(BucketError::BadMetadata(_))
+    ));
+    drop(tx);
+
+    let tx = db.create_trx().unwrap();
+    buckets.remove(&tx, "r").await.unwrap();
+    tx.commit().await.unwrap();
+    let tx = db.create_trx().unwrap();
+    assert!(buckets.refers_to(&tx, "r", 0, &second_bytes, &second.body).await.unwrap());
+    let hosted = |_: u32| None;
+    assert!(buckets.purge_step(&tx, "r", &hosted, 10).await.unwrap());
+    tx.commit().await.unwrap();
+    let tx = db.create_trx().unwrap();
+    assert!(!buckets.refers_to(&tx, "r", 0, &second_bytes, &second.body).await.unwrap());
+}

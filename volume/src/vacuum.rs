@@ -6,7 +6,8 @@
 //! id (Redis keys) therefore stays valid. An owner that keeps entry places itself (a bucket's
 //! primary and secondary indexes hold `EntryMetadata`, so a read needs no extra lookup) passes an
 //! [`Evacuator`], which repoints its references inside that same transaction: no commit ever
-//! leaves a reference to a place the entry has left.
+//! leaves a reference to a place the entry has left. It also says which entries nothing refers to
+//! any more; those are deleted rather than moved.
 //! A retired segment stays mapped for `VolumeConfig::retire_grace` (`RETIRE_GRACE` by default) before its file is deleted, so a reader that
 //! resolved an entry just before it moved still finds the old bytes.
 //!
@@ -26,26 +27,39 @@ use kronotop_meta::{Database, RunError, Transaction};
 
 use crate::{EntryMetadata, Result, Volume, VolumeError};
 
-/// One entry vacuum is moving, as its owner sees it.
-#[derive(Debug)]
-pub struct Moved<'a> {
+/// One entry vacuum is about to move, as its owner sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
     pub prefix: [u8; 8],
-    /// The entry's id within its prefix (it keeps it).
+    /// The entry's id within its prefix (it keeps it when it moves).
     pub id: [u8; 12],
     /// The entry's payload.
     pub bytes: &'a [u8],
-    pub from: EntryMetadata,
-    pub to: EntryMetadata,
+    /// Where it is now.
+    pub at: EntryMetadata,
 }
 
-/// What the owner of entries must change when one moves, called in the transaction that
-/// repoints the entry (and retried with it on a conflict). An error fails the move and the run.
+/// A boxed future of an evacuator's answer: the trait is used as `dyn`.
+pub type EvacuatorFuture<'a, T> =
+    Pin<Box<dyn Future<Output = std::result::Result<T, RunError>> + Send + 'a>>;
+
+/// The owner of entries that keeps their places itself. Both calls run in the transaction that
+/// moves the entry (and again when it retries after a conflict); an error fails the move and the
+/// run.
 pub trait Evacuator: Send + Sync {
+    /// Whether anything still refers to the entry. An entry nothing refers to (bytes an owner
+    /// left behind by design, such as a body replaced inside the transaction that inserted it
+    /// when the process died before deleting it) is deleted instead of moved.
+    fn referenced<'a>(&'a self, tx: &'a Transaction, entry: Entry<'a>)
+    -> EvacuatorFuture<'a, bool>;
+
+    /// Repoints what refers to the entry at its new place `to`.
     fn moved<'a>(
         &'a self,
         tx: &'a Transaction,
-        moved: Moved<'a>,
-    ) -> Pin<Box<dyn Future<Output = std::result::Result<(), RunError>> + Send + 'a>>;
+        entry: Entry<'a>,
+        to: EntryMetadata,
+    ) -> EvacuatorFuture<'a, ()>;
 }
 
 /// How long a retired segment stays mapped before its file is deleted, by default: longer than a
@@ -217,12 +231,19 @@ impl Volume {
                     return Ok(()); // moved meanwhile
                 }
                 let bytes = self.read(&current).map_err(run_error)?;
+                let entry = Entry { prefix, id, bytes: &bytes, at: current };
+                if let Some(evacuator) = evacuator
+                    && !evacuator.referenced(&tx, entry).await?
+                {
+                    self.check_fence(&tx).await.map_err(run_error)?;
+                    self.delete_entry(&tx, prefix, &id, &current).map_err(run_error)?;
+                    return Ok(());
+                }
                 let new = self.write_entries(db, &[&bytes]).await.map_err(run_error)?;
                 let user_version = tx.next_user_version()?;
                 self.keys.repoint_entry(&tx, &prefix, &id, &current, &new[0], user_version);
                 if let Some(evacuator) = evacuator {
-                    let moved = Moved { prefix, id, bytes: &bytes, from: current, to: new[0] };
-                    evacuator.moved(&tx, moved).await?;
+                    evacuator.moved(&tx, entry, new[0]).await?;
                 }
                 Ok(())
             })

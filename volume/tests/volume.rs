@@ -373,22 +373,32 @@ async fn concurrent_rollovers_make_one_segment_each() {
     assert!(ids.len() >= 160 * 3016 / (16 * 1024), "{} segments", ids.len());
 }
 
-/// An evacuator that records the moves it is told of.
+/// An evacuator that records the moves it is told of, and says nothing refers to entries whose
+/// payload starts with `orphan`.
 #[derive(Default)]
-struct Recorder(
+struct Recorder {
+    orphan: u8,
     #[allow(clippy::type_complexity)]
-    std::sync::Mutex<Vec<([u8; 8], [u8; 12], Vec<u8>, EntryMetadata, EntryMetadata)>>,
-);
+    moves: std::sync::Mutex<Vec<([u8; 8], [u8; 12], Vec<u8>, EntryMetadata, EntryMetadata)>>,
+}
 
 impl kronotop_volume::vacuum::Evacuator for Recorder {
+    fn referenced<'a>(
+        &'a self,
+        _tx: &'a Transaction,
+        e: kronotop_volume::vacuum::Entry<'a>,
+    ) -> kronotop_volume::vacuum::EvacuatorFuture<'a, bool> {
+        let referenced = e.bytes.first() != Some(&self.orphan);
+        Box::pin(async move { Ok(referenced) })
+    }
+
     fn moved<'a>(
         &'a self,
         _tx: &'a Transaction,
-        m: kronotop_volume::vacuum::Moved<'a>,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<(), kronotop_meta::RunError>> + Send + 'a>,
-    > {
-        self.0.lock().unwrap().push((m.prefix, m.id, m.bytes.to_vec(), m.from, m.to));
+        e: kronotop_volume::vacuum::Entry<'a>,
+        to: EntryMetadata,
+    ) -> kronotop_volume::vacuum::EvacuatorFuture<'a, ()> {
+        self.moves.lock().unwrap().push((e.prefix, e.id, e.bytes.to_vec(), e.at, to));
         Box::pin(async { Ok(()) })
     }
 }
@@ -428,6 +438,9 @@ async fn vacuum_moves_live_entries_and_deletes_emptied_segments() {
     assert_eq!(vol.vacuum(&db, 50.0, &stopped, None).await.unwrap(), Outcome::Stopped);
     assert_eq!(vol.segment_ids(), before);
 
+    // The first kept entry (payload 0, in the first segment) is one its owner no longer refers
+    // to: the run deletes it instead of moving it.
+    let (orphan, _) = kept.remove(0);
     // Reads go on while it runs.
     let reader = {
         let (db, vol, kept) = (db.clone(), Arc::clone(&vol), kept.clone());
@@ -440,16 +453,17 @@ async fn vacuum_moves_live_entries_and_deletes_emptied_segments() {
         })
     };
     let progress = Progress::default();
-    let evacuator = Recorder::default();
+    let evacuator = Recorder { orphan: 0, ..Recorder::default() };
     assert_eq!(
         vol.vacuum(&db, 50.0, &progress, Some(&evacuator)).await.unwrap(),
         Outcome::Completed
     );
     reader.await.unwrap();
+    assert_eq!(get(&db, &vol, &orphan).await.unwrap(), None, "deleted, not moved");
     // The owner heard of every move, with the entry's bytes and its old and new places (the
     // last call per entry is the committed one: a retried transaction calls again).
     let moves: std::collections::BTreeMap<_, _> = evacuator
-        .0
+        .moves
         .lock()
         .unwrap()
         .iter()

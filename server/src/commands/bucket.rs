@@ -1256,27 +1256,45 @@ impl BucketEvacuator {
     }
 }
 
+fn run_error(e: BucketError) -> kronotop_meta::RunError {
+    match e {
+        BucketError::Meta(m) => kronotop_meta::RunError::Meta(m),
+        other => kronotop_meta::RunError::Custom(Box::new(other)),
+    }
+}
+
 impl kronotop_volume::vacuum::Evacuator for BucketEvacuator {
+    fn referenced<'a>(
+        &'a self,
+        tx: &'a kronotop_meta::Transaction,
+        e: kronotop_volume::vacuum::Entry<'a>,
+    ) -> kronotop_volume::vacuum::EvacuatorFuture<'a, bool> {
+        Box::pin(async move {
+            // No bucket owns the prefix: nothing refers to the entry.
+            let Some((leaf, name)) = self.owner(e.prefix).await.map_err(run_error)? else {
+                return Ok(false);
+            };
+            Buckets::new(leaf)
+                .refers_to(tx, &name, self.shard, e.bytes, &e.at)
+                .await
+                .map_err(run_error)
+        })
+    }
+
     fn moved<'a>(
         &'a self,
         tx: &'a kronotop_meta::Transaction,
-        m: kronotop_volume::vacuum::Moved<'a>,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<(), kronotop_meta::RunError>> + Send + 'a>,
-    > {
+        e: kronotop_volume::vacuum::Entry<'a>,
+        to: kronotop_volume::EntryMetadata,
+    ) -> kronotop_volume::vacuum::EvacuatorFuture<'a, ()> {
         Box::pin(async move {
-            let to_run = |e: BucketError| match e {
-                BucketError::Meta(m) => kronotop_meta::RunError::Meta(m),
-                other => kronotop_meta::RunError::Custom(Box::new(other)),
-            };
-            // No bucket owns it: nothing refers to its place.
-            let Some((leaf, name)) = self.owner(m.prefix).await.map_err(to_run)? else {
+            let Some((leaf, name)) = self.owner(e.prefix).await.map_err(run_error)? else {
                 return Ok(());
             };
             Buckets::new(leaf)
-                .repoint(tx, &name, self.shard, m.bytes, &m.from, &m.to)
+                .repoint(tx, &name, self.shard, e.bytes, &e.at, &to)
                 .await
-                .map_err(to_run)
+                .map_err(run_error)
         })
     }
 }
