@@ -127,6 +127,7 @@ fn volumes_follow_routes_and_answer_admin_commands() {
     });
     let status = a0.cmd_raw(&["VOLUME.ADMIN", "VACUUM", "STATUS", "redis-shard-0"]);
     assert!(status.contains("$6\r\nresult\r\n$7\r\nNO_WORK\r\n"), "{status}");
+    assert!(status.contains("$5\r\nerror\r\n_\r\n"), "no error: {status}");
     assert_eq!(
         a0.cmd_raw(&["VOLUME.ADMIN", "VACUUM", "START", "redis-shard-0", "50"]),
         "-ERR Stale vacuum metadata exists on volume redis-shard-0, run DROP first\r\n"

@@ -92,6 +92,9 @@ pub enum Outcome {
     NoWork,
     Completed,
     Stopped,
+    /// An error ended it (our addition to the reference's results; the reason is in
+    /// `Progress::error`). Segments already done stay done.
+    Failed,
 }
 
 impl Outcome {
@@ -100,6 +103,7 @@ impl Outcome {
             Outcome::NoWork => "NO_WORK",
             Outcome::Completed => "COMPLETED",
             Outcome::Stopped => "STOPPED",
+            Outcome::Failed => "FAILED",
         }
     }
 }
@@ -114,6 +118,8 @@ pub struct Progress {
     pub outcome: Mutex<Option<Outcome>>,
     /// `(segment, state, started at ms)` in the order they were taken up.
     pub segments: Mutex<Vec<(u64, SegmentState, i64)>>,
+    /// Why the run failed, when it did.
+    pub error: Mutex<Option<String>>,
 }
 
 fn now_ms() -> i64 {
@@ -134,6 +140,7 @@ pub struct Snapshot {
     pub completed_at_ms: Option<i64>,
     pub outcome: Option<Outcome>,
     pub segments: Vec<(u64, SegmentState, i64)>,
+    pub error: Option<String>,
 }
 
 impl Progress {
@@ -144,6 +151,7 @@ impl Progress {
             completed_at_ms: *lock(&self.completed_at_ms),
             outcome: *lock(&self.outcome),
             segments: lock(&self.segments).clone(),
+            error: lock(&self.error).clone(),
         }
     }
 
@@ -168,8 +176,29 @@ impl Volume {
     ///
     /// # Errors
     ///
-    /// I/O and metadata errors, and the evacuator's; segments already done stay done.
+    /// I/O and metadata errors, and the evacuator's; the run is then recorded as `Failed` with
+    /// the reason, and segments already done stay done.
     pub async fn vacuum(
+        self: &Arc<Self>,
+        db: &Database,
+        threshold: f64,
+        progress: &Progress,
+        evacuator: Option<&dyn Evacuator>,
+    ) -> Result<Outcome> {
+        let run = self.vacuum_run(db, threshold, progress, evacuator).await;
+        if let Err(err) = &run {
+            if let Some((_, state, _)) =
+                lock(&progress.segments).iter_mut().find(|(_, s, _)| *s == SegmentState::Evacuating)
+            {
+                *state = SegmentState::Stopped;
+            }
+            *lock(&progress.error) = Some(err.to_string());
+            progress.finish(Outcome::Failed);
+        }
+        run
+    }
+
+    async fn vacuum_run(
         self: &Arc<Self>,
         db: &Database,
         threshold: f64,

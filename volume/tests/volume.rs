@@ -515,6 +515,63 @@ async fn vacuum_moves_live_entries_and_deletes_emptied_segments() {
     }
 }
 
+/// An evacuator that fails every call.
+struct Refuser;
+
+impl kronotop_volume::vacuum::Evacuator for Refuser {
+    fn referenced<'a>(
+        &'a self,
+        _tx: &'a Transaction,
+        _e: kronotop_volume::vacuum::Entry<'a>,
+    ) -> kronotop_volume::vacuum::EvacuatorFuture<'a, bool> {
+        Box::pin(async {
+            Err(kronotop_meta::RunError::Custom("the owner's metadata is damaged".into()))
+        })
+    }
+
+    fn moved<'a>(
+        &'a self,
+        _tx: &'a Transaction,
+        _e: kronotop_volume::vacuum::Entry<'a>,
+        _to: EntryMetadata,
+    ) -> kronotop_volume::vacuum::EvacuatorFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A run the owner's error ends is recorded as FAILED with the reason, the segment it was in as
+/// stopped, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_vacuum_run_says_why_and_loses_nothing() {
+    use kronotop_volume::vacuum::{Outcome, Progress, SegmentState};
+    let dir = tempfile::tempdir().unwrap();
+    let db = meta(dir.path());
+    let vol = Arc::new(open(&db, dir.path(), 16 * 1024).await);
+    let mut ids = Vec::new();
+    for i in 0..30u8 {
+        ids.push((put(&db, &vol, &[&vec![i; 1500]]).await[0], i));
+    }
+    let tx = db.create_trx().unwrap();
+    for (id, i) in &ids {
+        if i % 3 != 0 {
+            assert!(vol.delete(&tx, PREFIX, id).await.unwrap());
+        }
+    }
+    tx.commit().await.unwrap();
+    let progress = Progress::default();
+    let err = vol.vacuum(&db, 50.0, &progress, Some(&Refuser)).await.unwrap_err();
+    assert!(err.to_string().contains("the owner's metadata is damaged"), "{err}");
+    let snap = progress.snapshot();
+    assert_eq!(snap.outcome, Some(Outcome::Failed));
+    assert_eq!(snap.error.as_deref(), Some(err.to_string().as_str()));
+    assert!(snap.completed_at_ms.is_some());
+    assert_eq!(snap.segments.len(), 1);
+    assert_eq!(snap.segments[0].1, SegmentState::Stopped);
+    for (id, i) in ids.iter().filter(|(_, i)| i % 3 == 0) {
+        assert_eq!(get(&db, &vol, id).await.unwrap().unwrap(), vec![*i; 1500]);
+    }
+}
+
 /// What standbys see: durable watermarks that cover every synced append, complete segments after
 /// a rollover, bytes only below the watermark, and a sync standby that holds writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -683,6 +683,10 @@ pub async fn execute(cmd: VolumeCmd, ctx: &mut Ctx<'_>) -> Result<Reply, Command
                             Reply::bulk_str("segments_processed"),
                             Reply::Integer(i64::try_from(processed).unwrap_or(0)),
                         ),
+                        (
+                            Reply::bulk_str("error"),
+                            snap.error.as_deref().map_or(Reply::Null, Reply::bulk_str),
+                        ),
                     ]),
                 ));
                 segments = snap
