@@ -663,3 +663,67 @@ fn vacuum_of_a_bucket_volume_repoints_its_indexes() {
     }
     assert_eq!(values(&mut c), expected);
 }
+
+/// A dropped index's cleanup that a crash cuts short resumes when the member starts: held with
+/// `DEBUG PAUSE-INDEX-TASKS` so the kill lands while every entry is still there, it is DROPPED
+/// after the restart until the resumed cleaner has cleared them all, then unknown.
+#[test]
+fn a_dropped_index_cleanup_resumes_after_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let builder = || {
+        Server::builder()
+            .data_dir(dir.path())
+            .set("server.enable_debug_command", "true")
+            .set("bucket.shards", "1")
+    };
+    let mut s = support::bucket_server_from(builder().arg("--bootstrap"), 1);
+    let mut c = s.connect();
+    let mut admin = s.connect_admin();
+    assert_eq!(
+        c.cmd_raw(&[
+            "BUCKET.CREATE",
+            "d",
+            "INDEXES",
+            r#"{"k": {"bson_type": "int32", "name": "by_k"}}"#
+        ]),
+        "+OK\r\n"
+    );
+    insert_all(&mut c, "d", &(0..3000).map(|i| format!("{{k: {i}}}")).collect::<Vec<_>>());
+    assert_eq!(cardinality(&mut c, "d", "by_k"), 3000);
+    assert_eq!(admin.cmd_raw(&["DEBUG", "PAUSE-INDEX-TASKS", "600000"]), "+OK\r\n");
+    assert_eq!(c.cmd_raw(&["BUCKET.INDEX", "DROP", "d", "by_k"]), "+OK\r\n");
+    // Held: still dropped a while later.
+    std::thread::sleep(Duration::from_millis(300));
+    let dropped = "-ERR Index 'by_k' is already dropped and its status cannot be modified.\r\n";
+    assert_eq!(c.cmd_raw(&["BUCKET.INDEX", "DROP", "d", "by_k"]), dropped);
+    assert!(!s.signal_and_wait("KILL").success());
+
+    let s = builder().set("cluster.force_initialization", "true").start();
+    let mut c = s.connect();
+    let deadline = Instant::now() + support::PATIENCE;
+    loop {
+        let again = c.cmd_raw(&["BUCKET.INDEX", "DROP", "d", "by_k"]);
+        if again == "-NOSUCHINDEX No such index: 'by_k'\r\n" {
+            break;
+        }
+        assert!(
+            again == dropped || again.starts_with("-ERR cluster has not been initialized"),
+            "{again}"
+        );
+        assert!(Instant::now() < deadline, "the dropped index was never cleared after the restart");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The bucket and its documents are untouched, and the field can be indexed again.
+    assert_eq!(query_ids(&mut c, "d", "{k: {$gte: 2990}}", &[]).len(), 10);
+    assert_eq!(
+        c.cmd_raw(&[
+            "BUCKET.INDEX",
+            "CREATE",
+            "d",
+            r#"{"k": {"bson_type": "int32", "name": "by_k"}}"#
+        ]),
+        "+OK\r\n"
+    );
+    wait_ready(&mut c, "d", "by_k");
+    assert_eq!(cardinality(&mut c, "d", "by_k"), 3000);
+}

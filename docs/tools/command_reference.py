@@ -170,11 +170,12 @@ cmd("ACL", "server", ["ACL SETUSER user [rule [rule ...]]", "ACL GETUSER user",
      "AUTH reporter s3cret", "GET report:today", "SET report:today done", "ACL WHOAMI",
      "AUTH default anything", "ACL DELUSER reporter", "ACL CAT"])
 cmd("DEBUG", "server", ["DEBUG PAUSE-HEARTBEAT ms", "DEBUG REPLICATION-DELAY ms",
-                        "DEBUG REPLICATION-DROP per-mille"],
+                        "DEBUG REPLICATION-DROP per-mille", "DEBUG PAUSE-INDEX-TASKS ms"],
     "`OK`. Fault-test hooks: PAUSE-HEARTBEAT stops this member's heartbeats for that long (the "
     "others judge it dead while it keeps serving); REPLICATION-DELAY answers standbys' "
-    "acknowledgements that late; REPLICATION-DROP fails that share of standbys' requests. See "
-    "[cluster.md](cluster.md#automatic-failover-our-addition)",
+    "acknowledgements that late; REPLICATION-DROP fails that share of standbys' requests; "
+    "PAUSE-INDEX-TASKS holds this member's index builds and dropped-index cleanups for that long "
+    "(0 releases them). See [cluster.md](cluster.md#automatic-failover-our-addition)",
     "`ERR DEBUG command not allowed. If the server.enable_debug_command option is set to …` "
     "unless `server.enable_debug_command = true`; `ERR unknown subcommand '<x>'`",
     ["admin> DEBUG REPLICATION-DELAY 0", "admin> DEBUG SLEEP 1"])

@@ -454,11 +454,14 @@ pub struct Node {
     /// Bucket-leaf subspaces by namespace, with the namespace version they were opened at.
     pub bucket_leaves:
         Mutex<std::collections::HashMap<String, (i64, kronotop_meta::tuple::Subspace)>>,
-    /// ZMap subspaces by namespace, with the namespace version they were opened at.
     /// Secondary indexes known READY, by bucket prefix and index id (`commands::bucket::plan`).
     pub ready_indexes: Mutex<std::collections::HashSet<([u8; 8], u64)>>,
     /// Index builds this process runs (`commands::bucket::spawn_builder`).
     pub index_builders: crate::commands::bucket::Builders,
+    /// `DEBUG PAUSE-INDEX-TASKS`: index builds and dropped-index cleanups wait until then, so a
+    /// fault test can kill the process while one is unfinished.
+    pub index_tasks_paused_until: Mutex<Option<Instant>>,
+    /// ZMap subspaces by namespace, with the namespace version they were opened at.
     pub zmaps: Mutex<std::collections::HashMap<String, (i64, kronotop_zmap::ZMap)>>,
     /// `TICK CACHED`: a read version and when it was taken.
     pub tick: Mutex<Option<(Instant, i64)>>,
@@ -528,6 +531,7 @@ impl Node {
             bucket_leaves: Mutex::default(),
             index_builders: Mutex::default(),
             ready_indexes: Mutex::default(),
+            index_tasks_paused_until: Mutex::default(),
             zmaps: Mutex::default(),
             tick: Mutex::default(),
             zwatches: Mutex::default(),

@@ -1118,6 +1118,22 @@ fn start_builder(
     });
 }
 
+/// Waits while `DEBUG PAUSE-INDEX-TASKS` holds index tasks (fault tests), or until shutdown.
+async fn wait_while_paused(node: &crate::node::Node) {
+    loop {
+        let until = *node
+            .index_tasks_paused_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match until {
+            Some(t) if std::time::Instant::now() < t && !node.shutdown.is_cancelled() => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            _ => return,
+        }
+    }
+}
+
 /// Entries a dropped index's cleaner clears per transaction. Its reads are snapshot reads of keys
 /// alone, and the clear is one range, so 10,000 stay far inside the 5-second and 10 MB limits
 /// while a million-entry index takes a hundred transactions, none of which holds the metadata
@@ -1137,6 +1153,7 @@ fn start_cleaner(
     spawn_index_task(node, namespace, b, bucket, id, |node, b, bucket| async move {
         let mut failures = 0;
         while !node.shutdown.is_cancelled() {
+            wait_while_paused(&node).await;
             let step = async {
                 let tx = node.meta.create_trx()?;
                 let done = b.clear_dropped(&tx, &bucket, id, CLEAR_BATCH).await?;
@@ -1311,6 +1328,7 @@ async fn build(
     id: u64,
 ) -> Result<(), CommandError> {
     loop {
+        wait_while_paused(node).await;
         if node.shutdown.is_cancelled() {
             return Ok(());
         }

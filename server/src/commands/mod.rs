@@ -182,6 +182,8 @@ pub enum Command {
     DebugReplicationDelay(u64),
     /// `DEBUG REPLICATION-DROP <per-mille>`: that share of standbys' requests fail.
     DebugReplicationDrop(u64),
+    /// `DEBUG PAUSE-INDEX-TASKS <ms>`: index builds and dropped-index cleanups wait that long.
+    DebugPauseIndexTasks(u64),
     Slowlog(slowlog::SlowlogCmd),
     Acl(acl_cmd::AclCmd),
     /// `HELP` of a container command: its subcommands and what they do.
@@ -1083,7 +1085,8 @@ pub static COMMANDS: &[CommandSpec] = &[
          PAUSE-HEARTBEAT <ms> stops this member's heartbeats for that long, so the others judge \
          it dead while it keeps serving; DEBUG REPLICATION-DELAY <ms> delivers standbys' \
          acknowledgements to this member that late; DEBUG REPLICATION-DROP <per-mille> fails \
-         that share of standbys' requests to this member.",
+         that share of standbys' requests to this member; DEBUG PAUSE-INDEX-TASKS <ms> holds \
+         this member's index builds and dropped-index cleanups for that long (0 releases them).",
         Body::Leaf(parse_debug)
     ),
     spec!(
@@ -2456,6 +2459,7 @@ pub async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
         Command::DebugPauseHeartbeat(_)
         | Command::DebugReplicationDelay(_)
         | Command::DebugReplicationDrop(_)
+        | Command::DebugPauseIndexTasks(_)
             if !ctx.node.config.server.enable_debug_command =>
         {
             Err(CommandError::err(
@@ -2475,6 +2479,14 @@ pub async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
             ctx.node.volumes.set_drop_per_mille(per_mille.min(1000));
             Ok(Reply::ok())
         }
+        Command::DebugPauseIndexTasks(ms) => {
+            *ctx.node
+                .index_tasks_paused_until
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(std::time::Instant::now() + std::time::Duration::from_millis(ms));
+            Ok(Reply::ok())
+        }
         Command::Slowlog(cmd) => Ok(slowlog::execute(cmd, ctx)),
         Command::Acl(cmd) => Box::pin(acl_cmd::execute(cmd, ctx)).await,
         Command::Help(container) => Ok(docs::help(container)),
@@ -2485,7 +2497,7 @@ pub async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
 }
 
 /// `DEBUG PAUSE-HEARTBEAT <ms>` | `DEBUG REPLICATION-DELAY <ms>` |
-/// `DEBUG REPLICATION-DROP <per-mille>`
+/// `DEBUG REPLICATION-DROP <per-mille>` | `DEBUG PAUSE-INDEX-TASKS <ms>`
 fn parse_debug(args: &mut args::Args<'_>) -> Result<Command, CommandError> {
     let sub = args.next_lossy()?.to_ascii_uppercase();
     let ms = u64::try_from(args.next_i64()?).map_err(|_| CommandError::NotInteger)?;
@@ -2494,6 +2506,7 @@ fn parse_debug(args: &mut args::Args<'_>) -> Result<Command, CommandError> {
         "PAUSE-HEARTBEAT" => Ok(Command::DebugPauseHeartbeat(ms)),
         "REPLICATION-DELAY" => Ok(Command::DebugReplicationDelay(ms)),
         "REPLICATION-DROP" => Ok(Command::DebugReplicationDrop(ms)),
+        "PAUSE-INDEX-TASKS" => Ok(Command::DebugPauseIndexTasks(ms)),
         _ => Err(CommandError::err_owned(format!("unknown subcommand '{sub}'"))),
     }
 }
