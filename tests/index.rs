@@ -606,8 +606,12 @@ fn vacuum_of_a_bucket_volume_repoints_its_indexes() {
                     "DOCS",
                     &format!("{{n: {fresh}, v: {round}, pad: '{pad}'}}"),
                 ]);
-                assert!(r.starts_with("*1"), "{r}");
-                acknowledged.push((fresh, round));
+                // A write that conflicts with a move is refused whole, as any conflict is.
+                if r.starts_with("*1") {
+                    acknowledged.push((fresh, round));
+                } else {
+                    assert!(r.starts_with("-NOT_COMMITTED"), "{r}");
+                }
                 round += 1;
             }
             acknowledged
@@ -706,10 +710,10 @@ fn a_dropped_index_cleanup_resumes_after_sigkill() {
         if again == "-NOSUCHINDEX No such index: 'by_k'\r\n" {
             break;
         }
-        assert!(
-            again == dropped || again.starts_with("-ERR cluster has not been initialized"),
-            "{again}"
-        );
+        // A member that has just started may not have loaded the topology yet.
+        let early = again.starts_with("-ERR cluster has not been initialized")
+            || again.starts_with("-ERR No route found");
+        assert!(again == dropped || early, "{again}");
         assert!(Instant::now() < deadline, "the dropped index was never cleared after the restart");
         std::thread::sleep(Duration::from_millis(20));
     }
