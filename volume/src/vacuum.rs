@@ -13,8 +13,9 @@
 //!
 //! Vacuum is safe while appends and reads go on: each move is a transaction that re-reads the
 //! entry's metadata and does nothing if the entry was deleted or moved meanwhile (a conflict
-//! retries it). It stops between two entries when asked, and a later run continues where the
-//! garbage still is.
+//! retries it). Entries move in batches of `MOVE_BATCH`, one transaction and one append each. A
+//! run stops between two batches when asked, and a later run continues where the garbage still
+//! is.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -61,6 +62,13 @@ pub trait Evacuator: Send + Sync {
         to: EntryMetadata,
     ) -> EvacuatorFuture<'a, ()>;
 }
+
+/// Entries moved per transaction: one append and one sync serve them all (one per entry made a
+/// large volume's vacuum wait on a sync per document), while the transaction's reads and writes,
+/// a few keys per entry and a few more per index of a bucket, stay far inside the 5-second and
+/// 10 MB limits. A conflict with a concurrent write retries the batch; the bytes its first try
+/// appended become garbage for a later run.
+const MOVE_BATCH: usize = 64;
 
 /// How long a retired segment stays mapped before its file is deleted, by default: longer than a
 /// metadata transaction may live (5 s), so any reader that got the old position has finished.
@@ -111,7 +119,7 @@ impl Outcome {
 /// A run's progress, shared with whoever reports it.
 #[derive(Debug, Default)]
 pub struct Progress {
-    /// Set to ask the run to stop after the entry it is moving.
+    /// Set to ask the run to stop after the batch of entries it is moving.
     pub stop: AtomicBool,
     pub started_at_ms: Mutex<i64>,
     pub completed_at_ms: Mutex<Option<i64>>,
@@ -236,7 +244,8 @@ impl Volume {
         Ok(progress.finish(Outcome::Completed))
     }
 
-    /// Moves every live entry of `segment`; false when stopped before the end.
+    /// Moves every live entry of `segment`, `MOVE_BATCH` per transaction; false when stopped
+    /// before the end.
     async fn evacuate(
         &self,
         db: &Database,
@@ -247,32 +256,43 @@ impl Volume {
         let tx = db.create_trx()?;
         let live = self.live_entries(&tx, segment).await?;
         drop(tx);
-        for (position, id, prefix) in live {
+        for chunk in live.chunks(MOVE_BATCH) {
             if progress.stop.load(Ordering::Acquire) {
                 return Ok(false);
             }
             db.run(|tx, _| async move {
-                let Some(current) = self.metadata(&tx, prefix, &id).await.map_err(run_error)?
-                else {
-                    return Ok(()); // deleted meanwhile
-                };
-                if current.segment != segment || current.position != position {
-                    return Ok(()); // moved meanwhile
+                let mut moving = Vec::with_capacity(chunk.len());
+                for &(position, id, prefix) in chunk {
+                    let Some(current) = self.metadata(&tx, prefix, &id).await.map_err(run_error)?
+                    else {
+                        continue; // deleted meanwhile
+                    };
+                    if current.segment != segment || current.position != position {
+                        continue; // moved meanwhile
+                    }
+                    let bytes = self.read(&current).map_err(run_error)?;
+                    if let Some(evacuator) = evacuator {
+                        let entry = Entry { prefix, id, bytes: &bytes, at: current };
+                        if !evacuator.referenced(&tx, entry).await? {
+                            self.check_fence(&tx).await.map_err(run_error)?;
+                            self.delete_entry(&tx, prefix, &id, &current).map_err(run_error)?;
+                            continue;
+                        }
+                    }
+                    moving.push((prefix, id, current, bytes));
                 }
-                let bytes = self.read(&current).map_err(run_error)?;
-                let entry = Entry { prefix, id, bytes: &bytes, at: current };
-                if let Some(evacuator) = evacuator
-                    && !evacuator.referenced(&tx, entry).await?
-                {
-                    self.check_fence(&tx).await.map_err(run_error)?;
-                    self.delete_entry(&tx, prefix, &id, &current).map_err(run_error)?;
+                if moving.is_empty() {
                     return Ok(());
                 }
-                let new = self.write_entries(db, &[&bytes]).await.map_err(run_error)?;
-                let user_version = tx.next_user_version()?;
-                self.keys.repoint_entry(&tx, &prefix, &id, &current, &new[0], user_version);
-                if let Some(evacuator) = evacuator {
-                    evacuator.moved(&tx, entry, new[0]).await?;
+                let payloads: Vec<&[u8]> = moving.iter().map(|m| &m.3[..]).collect();
+                let new = self.write_entries(db, &payloads).await.map_err(run_error)?;
+                for ((prefix, id, current, bytes), to) in moving.iter().zip(&new) {
+                    let user_version = tx.next_user_version()?;
+                    self.keys.repoint_entry(&tx, prefix, id, current, to, user_version);
+                    if let Some(evacuator) = evacuator {
+                        let entry = Entry { prefix: *prefix, id: *id, bytes, at: *current };
+                        evacuator.moved(&tx, entry, *to).await?;
+                    }
                 }
                 Ok(())
             })
