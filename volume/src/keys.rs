@@ -289,9 +289,34 @@ impl Keys {
         tx: &Transaction,
         segment: u64,
     ) -> Result<Vec<(u64, [u8; 12], [u8; 8])>, MetaError> {
-        let (b, e) = self.s.subspace(&(SEGMENT_INDEX, seg(segment))).range();
+        self.segment_entries_after(tx, segment, None, None).await
+    }
+
+    /// Like `segment_entries`, from the first position past `after` (all when `None`), at most
+    /// `limit` of them (all when `None`).
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors.
+    pub async fn segment_entries_after(
+        &self,
+        tx: &Transaction,
+        segment: u64,
+        after: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<(u64, [u8; 12], [u8; 8])>, MetaError> {
+        let (mut b, e) = self.s.subspace(&(SEGMENT_INDEX, seg(segment))).range();
+        if let Some(after) = after {
+            // The first key past `after`'s own: its key with a zero byte appended.
+            b = self.segment_index(segment, after);
+            b.push(0);
+        }
+        let mut range = RangeOption::new(b, e);
+        if let Some(limit) = limit {
+            range = range.limit(limit);
+        }
         let mut out = Vec::new();
-        for kv in tx.get_range(&RangeOption::new(b, e), false).await?.kvs {
+        for kv in tx.get_range(&range, false).await?.kvs {
             let Ok((_, _, pos)) = self.s.unpack::<(i64, i64, i64)>(&kv.key) else { continue };
             let (Some(id), Some(prefix)) = (
                 kv.value.get(..12).and_then(|v| <[u8; 12]>::try_from(v).ok()),

@@ -811,6 +811,23 @@ impl Volume {
     ) -> Result<Vec<(u64, [u8; 12], [u8; 8])>> {
         Ok(self.keys.segment_entries(tx, segment).await?)
     }
+
+    /// Up to `limit` live entries of `segment` past position `after` (from the start when
+    /// `None`), in position order: a segment of small entries can hold millions, more than one
+    /// transaction may read.
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors.
+    pub async fn live_entries_after(
+        &self,
+        tx: &Transaction,
+        segment: u64,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, [u8; 12], [u8; 8])>> {
+        Ok(self.keys.segment_entries_after(tx, segment, after, Some(limit)).await?)
+    }
 }
 
 impl Volume {

@@ -70,6 +70,11 @@ pub trait Evacuator: Send + Sync {
 /// appended become garbage for a later run.
 const MOVE_BATCH: usize = 64;
 
+/// Entries of a segment's index read per transaction while evacuating it: keys of about 40 bytes
+/// with 20-byte values, so a page is under a megabyte and read well within the 5-second limit,
+/// where a 256 MiB segment of small entries holds millions.
+const SCAN_PAGE: usize = 10_000;
+
 /// How long a retired segment stays mapped before its file is deleted, by default: longer than a
 /// metadata transaction may live (5 s), so any reader that got the old position has finished.
 pub const RETIRE_GRACE: Duration = Duration::from_secs(6);
@@ -253,9 +258,29 @@ impl Volume {
         progress: &Progress,
         evacuator: Option<&dyn Evacuator>,
     ) -> Result<bool> {
-        let tx = db.create_trx()?;
-        let live = self.live_entries(&tx, segment).await?;
-        drop(tx);
+        let mut after = None;
+        loop {
+            let tx = db.create_trx()?;
+            let live = self.live_entries_after(&tx, segment, after, SCAN_PAGE).await?;
+            drop(tx);
+            let Some(last) = live.last() else { return Ok(true) };
+            after = Some(last.0);
+            if !self.evacuate_page(db, segment, &live, progress, evacuator).await? {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Moves the entries of one page of `segment`'s index, `MOVE_BATCH` per transaction; false
+    /// when stopped before the end.
+    async fn evacuate_page(
+        &self,
+        db: &Database,
+        segment: u64,
+        live: &[(u64, [u8; 12], [u8; 8])],
+        progress: &Progress,
+        evacuator: Option<&dyn Evacuator>,
+    ) -> Result<bool> {
         for chunk in live.chunks(MOVE_BATCH) {
             if progress.stop.load(Ordering::Acquire) {
                 return Ok(false);
@@ -304,7 +329,7 @@ impl Volume {
     /// Forgets an emptied segment and deletes its file after the grace period.
     async fn retire(self: &Arc<Self>, db: &Database, segment: u64) -> Result<()> {
         let tx = db.create_trx()?;
-        if !self.live_entries(&tx, segment).await?.is_empty() {
+        if !self.live_entries_after(&tx, segment, None, 1).await?.is_empty() {
             return Err(VolumeError::BadMetadata(format!(
                 "segment {segment} still has live entries"
             )));
