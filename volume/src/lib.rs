@@ -30,6 +30,10 @@ use segment::Segment;
 /// Most entries one append (one transaction) may carry: the 2-byte user version of versionstamps.
 pub const MAX_ENTRIES_PER_APPEND: usize = 65_535;
 
+/// Entries whose places `count_missing` checks per transaction: each costs a range-read key and a
+/// point read, so 1,000 stay well within the 5-second limit even on a remote metadata store.
+const MISSING_PAGE: usize = 1_000;
+
 /// Errors of volume operations.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -444,30 +448,39 @@ impl Volume {
             // A registered segment whose file could not be opened lacks every entry.
             let segment = self.segment(id);
             let k = self.keys.clone();
-            let live = db
-                .run(|tx, _| {
-                    let k = k.clone();
-                    async move {
-                        let mut out = Vec::new();
-                        for (pos, entry, prefix) in k.segment_entries(&tx, id).await? {
-                            let len = k
-                                .entry_metadata(&tx, &prefix, &entry)
-                                .await?
-                                .map_or(0, |m| u64::from(m.length));
-                            out.push((pos, len));
+            // Page by page, like vacuum: a segment can hold more entries than one transaction
+            // may read, and each entry here costs a point read too.
+            let mut after = None;
+            loop {
+                let live = db
+                    .run(|tx, _| {
+                        let k = k.clone();
+                        async move {
+                            let mut out = Vec::new();
+                            let page =
+                                k.segment_entries_after(&tx, id, after, Some(MISSING_PAGE)).await?;
+                            for (pos, entry, prefix) in page {
+                                let len = k
+                                    .entry_metadata(&tx, &prefix, &entry)
+                                    .await?
+                                    .map_or(0, |m| u64::from(m.length));
+                                out.push((pos, len));
+                            }
+                            Ok::<_, RunError>(out)
                         }
-                        Ok::<_, RunError>(out)
+                    })
+                    .await?;
+                let Some(&(last, _)) = live.last() else { break };
+                after = Some(last);
+                for (pos, len) in live {
+                    let here = segment
+                        .as_ref()
+                        .and_then(|s| s.bytes(pos, format::ENTRY_HEADER_LEN))
+                        .and_then(format::entry_len);
+                    if here != Some(len) {
+                        entries += 1;
+                        bytes += len;
                     }
-                })
-                .await?;
-            for (pos, len) in live {
-                let here = segment
-                    .as_ref()
-                    .and_then(|s| s.bytes(pos, format::ENTRY_HEADER_LEN))
-                    .and_then(format::entry_len);
-                if here != Some(len) {
-                    entries += 1;
-                    bytes += len;
                 }
             }
         }
