@@ -66,6 +66,20 @@ pub enum BucketError {
     Meta(#[from] MetaError),
 }
 
+/// Inside `Database::run`: a metadata error, also one inside a volume error, stays one, so a
+/// conflict is retried (the `transparent` variants hide it from `RunError::meta`'s walk through
+/// `source()`); any other error is the caller's and ends the run.
+impl From<BucketError> for kronotop_meta::RunError {
+    fn from(e: BucketError) -> Self {
+        match e {
+            BucketError::Meta(m) | BucketError::Volume(VolumeError::Meta(m)) => {
+                kronotop_meta::RunError::Meta(m)
+            }
+            other => kronotop_meta::RunError::Custom(Box::new(other)),
+        }
+    }
+}
+
 impl BucketError {
     /// The RESP error prefix.
     pub fn prefix(&self) -> &'static str {

@@ -204,3 +204,23 @@ async fn bodies_are_referred_to_while_the_primary_entry_points_at_them() {
     let tx = db.create_trx().unwrap();
     assert!(!buckets.refers_to(&tx, "r", 0, &second_bytes, &second.body).await.unwrap());
 }
+
+/// Inside `Database::run`, a conflict stays a metadata error however deep a bucket error wraps it
+/// (so the run retries it), and other errors stay the caller's, text intact.
+#[test]
+fn bucket_errors_keep_their_metadata_code_inside_run() {
+    use kronotop_meta::{MetaError, RunError};
+    use kronotop_volume::VolumeError;
+    let direct = RunError::from(BucketError::Meta(MetaError::NOT_COMMITTED));
+    assert_eq!(direct.meta(), Some(MetaError::NOT_COMMITTED));
+    let nested = RunError::from(BucketError::Volume(VolumeError::Meta(MetaError::NOT_COMMITTED)));
+    assert_eq!(nested.meta(), Some(MetaError::NOT_COMMITTED));
+    let volume = RunError::from(VolumeError::Meta(MetaError::NOT_COMMITTED));
+    assert_eq!(volume.meta(), Some(MetaError::NOT_COMMITTED));
+    // What a plain boxing gave before: the code is hidden behind the transparent variant.
+    let boxed = RunError::Custom(Box::new(BucketError::Meta(MetaError::NOT_COMMITTED)));
+    assert_eq!(boxed.meta(), None);
+    let other = RunError::from(BucketError::NoSuchBucket("b".into()));
+    assert_eq!(other.meta(), None);
+    assert_eq!(other.to_string(), "No such bucket: 'b'");
+}

@@ -279,26 +279,13 @@ impl Keys {
         Ok((c, u))
     }
 
-    /// `(position, entry id, prefix)` of every live entry of a segment.
+    /// `(position, entry id, prefix)` of the live entries of a segment in position order: from
+    /// the first past `after` (from the start when `None`), at most `limit` (all when `None`).
     ///
     /// # Errors
     ///
     /// Metadata errors.
     pub async fn segment_entries(
-        &self,
-        tx: &Transaction,
-        segment: u64,
-    ) -> Result<Vec<(u64, [u8; 12], [u8; 8])>, MetaError> {
-        self.segment_entries_after(tx, segment, None, None).await
-    }
-
-    /// Like `segment_entries`, from the first position past `after` (all when `None`), at most
-    /// `limit` of them (all when `None`).
-    ///
-    /// # Errors
-    ///
-    /// Metadata errors.
-    pub async fn segment_entries_after(
         &self,
         tx: &Transaction,
         segment: u64,

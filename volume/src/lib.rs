@@ -76,6 +76,17 @@ impl From<RunError> for VolumeError {
     }
 }
 
+/// Inside `Database::run`: a metadata error stays one, so a conflict is retried; any other error
+/// is the caller's and ends the run.
+impl From<VolumeError> for RunError {
+    fn from(e: VolumeError) -> Self {
+        match e {
+            VolumeError::Meta(m) => RunError::Meta(m),
+            other => RunError::Custom(Box::new(other)),
+        }
+    }
+}
+
 pub(crate) type Result<T, E = VolumeError> = std::result::Result<T, E>;
 
 /// What `Volume::delete_at` did.
@@ -458,7 +469,7 @@ impl Volume {
                         async move {
                             let mut out = Vec::new();
                             let page =
-                                k.segment_entries_after(&tx, id, after, Some(MISSING_PAGE)).await?;
+                                k.segment_entries(&tx, id, after, Some(MISSING_PAGE)).await?;
                             for (pos, entry, prefix) in page {
                                 let len = k
                                     .entry_metadata(&tx, &prefix, &entry)
@@ -822,7 +833,7 @@ impl Volume {
         tx: &Transaction,
         segment: u64,
     ) -> Result<Vec<(u64, [u8; 12], [u8; 8])>> {
-        Ok(self.keys.segment_entries(tx, segment).await?)
+        Ok(self.keys.segment_entries(tx, segment, None, None).await?)
     }
 
     /// Up to `limit` live entries of `segment` past position `after` (from the start when
@@ -839,7 +850,7 @@ impl Volume {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, [u8; 12], [u8; 8])>> {
-        Ok(self.keys.segment_entries_after(tx, segment, after, Some(limit)).await?)
+        Ok(self.keys.segment_entries(tx, segment, after, Some(limit)).await?)
     }
 }
 

@@ -288,19 +288,18 @@ impl Volume {
             db.run(|tx, _| async move {
                 let mut moving = Vec::with_capacity(chunk.len());
                 for &(position, id, prefix) in chunk {
-                    let Some(current) = self.metadata(&tx, prefix, &id).await.map_err(run_error)?
-                    else {
+                    let Some(current) = self.metadata(&tx, prefix, &id).await? else {
                         continue; // deleted meanwhile
                     };
                     if current.segment != segment || current.position != position {
                         continue; // moved meanwhile
                     }
-                    let bytes = self.read(&current).map_err(run_error)?;
+                    let bytes = self.read(&current)?;
                     if let Some(evacuator) = evacuator {
                         let entry = Entry { prefix, id, bytes: &bytes, at: current };
                         if !evacuator.referenced(&tx, entry).await? {
-                            self.check_fence(&tx).await.map_err(run_error)?;
-                            self.delete_entry(&tx, prefix, &id, &current).map_err(run_error)?;
+                            self.check_fence(&tx).await?;
+                            self.delete_entry(&tx, prefix, &id, &current)?;
                             continue;
                         }
                     }
@@ -310,7 +309,7 @@ impl Volume {
                     return Ok(());
                 }
                 let payloads: Vec<&[u8]> = moving.iter().map(|m| &m.3[..]).collect();
-                let new = self.write_entries(db, &payloads).await.map_err(run_error)?;
+                let new = self.write_entries(db, &payloads).await?;
                 for ((prefix, id, current, bytes), to) in moving.iter().zip(&new) {
                     let user_version = tx.next_user_version()?;
                     self.keys.repoint_entry(&tx, prefix, id, current, to, user_version);
@@ -362,12 +361,5 @@ impl Volume {
             }
         });
         Ok(())
-    }
-}
-
-fn run_error(e: VolumeError) -> RunError {
-    match e {
-        VolumeError::Meta(m) => RunError::Meta(m),
-        other => RunError::Custom(Box::new(other)),
     }
 }

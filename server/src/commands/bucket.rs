@@ -428,11 +428,7 @@ pub(super) async fn delete_pending_bodies(
             .meta
             .run(|tx, _| {
                 let volume = std::sync::Arc::clone(&volume);
-                async move {
-                    Buckets::delete_body(&tx, &volume, &p)
-                        .await
-                        .map_err(|e| kronotop_meta::RunError::Custom(Box::new(e)))
-                }
+                async move { Ok(Buckets::delete_body(&tx, &volume, &p).await?) }
             })
             .await;
         if let Err(e) = result {
@@ -1273,13 +1269,6 @@ impl BucketEvacuator {
     }
 }
 
-fn run_error(e: BucketError) -> kronotop_meta::RunError {
-    match e {
-        BucketError::Meta(m) => kronotop_meta::RunError::Meta(m),
-        other => kronotop_meta::RunError::Custom(Box::new(other)),
-    }
-}
-
 impl kronotop_volume::vacuum::Evacuator for BucketEvacuator {
     fn referenced<'a>(
         &'a self,
@@ -1288,13 +1277,10 @@ impl kronotop_volume::vacuum::Evacuator for BucketEvacuator {
     ) -> kronotop_volume::vacuum::EvacuatorFuture<'a, bool> {
         Box::pin(async move {
             // No bucket owns the prefix: nothing refers to the entry.
-            let Some((leaf, name)) = self.owner(e.prefix).await.map_err(run_error)? else {
+            let Some((leaf, name)) = self.owner(e.prefix).await? else {
                 return Ok(false);
             };
-            Buckets::new(leaf)
-                .refers_to(tx, &name, self.shard, e.bytes, &e.at)
-                .await
-                .map_err(run_error)
+            Ok(Buckets::new(leaf).refers_to(tx, &name, self.shard, e.bytes, &e.at).await?)
         })
     }
 
@@ -1305,13 +1291,10 @@ impl kronotop_volume::vacuum::Evacuator for BucketEvacuator {
         to: kronotop_volume::EntryMetadata,
     ) -> kronotop_volume::vacuum::EvacuatorFuture<'a, ()> {
         Box::pin(async move {
-            let Some((leaf, name)) = self.owner(e.prefix).await.map_err(run_error)? else {
+            let Some((leaf, name)) = self.owner(e.prefix).await? else {
                 return Ok(());
             };
-            Buckets::new(leaf)
-                .repoint(tx, &name, self.shard, e.bytes, &e.at, &to)
-                .await
-                .map_err(run_error)
+            Ok(Buckets::new(leaf).repoint(tx, &name, self.shard, e.bytes, &e.at, &to).await?)
         })
     }
 }
