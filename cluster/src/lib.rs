@@ -250,6 +250,11 @@ pub struct Cluster {
     me: RwLock<MemberRecord>,
     /// Shared, not copied, by readers: the routing checks of every bucket command read it.
     topology: RwLock<Arc<Topology>>,
+    /// Held by `reload` from its read to its swap. The topology watcher and the route commands
+    /// reload concurrently; without it, a reload that read the routes earlier could install them
+    /// after a newer one and announce the difference as role changes (a sync standby unset for a
+    /// moment, so writes stopped waiting for it).
+    reloading: tokio::sync::Mutex<()>,
     initialized: AtomicBool,
     views: Mutex<HashMap<String, View>>,
     /// This member's own heartbeat counter, as last written.
@@ -315,6 +320,7 @@ impl Cluster {
             changes: tokio::sync::watch::Sender::new(0),
             shutdown: CancellationToken::new(),
             paused_until: Mutex::new(None),
+            reloading: tokio::sync::Mutex::new(()),
             drop_token: Mutex::new(None),
             namespace_version: std::sync::atomic::AtomicI64::new(0),
         });
@@ -742,6 +748,7 @@ impl Cluster {
     ///
     /// Metadata errors.
     pub async fn reload(&self) -> Result<()> {
+        let _in_order = self.reloading.lock().await;
         let keys = self.keys();
         let tx = self.db.create_trx()?;
         let initialized = tx.get(&keys.initialized(), true).await?.is_some();
