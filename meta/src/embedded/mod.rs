@@ -13,6 +13,7 @@
 //! * **Watches** are checked against each durable batch.
 
 pub mod resolver;
+mod wal;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -41,16 +42,29 @@ const LAST_VERSION: &str = "last_version";
 /// commits queued behind it.
 const MAX_BATCH: usize = 4096;
 
+/// Default size of the write-ahead log. A single-document insert logs a few hundred bytes, so
+/// 16 MiB holds some 50,000 of them between checkpoints, a few seconds of a busy server; replaying
+/// a full log at start-up reads 16 MiB, and zero-filling it when the database is created writes
+/// it once.
+pub const DEFAULT_WAL_BYTES: u64 = 16 << 20;
+
 /// Options of an embedded database.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub clock: Arc<dyn Clock>,
     pub max_watches: usize,
+    /// Size of the write-ahead log (`meta.wal`); a checkpoint follows when it is three quarters
+    /// full.
+    pub wal_bytes: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { clock: Arc::new(SystemClock::default()), max_watches: limits::MAX_WATCHES }
+        Options {
+            clock: Arc::new(SystemClock::default()),
+            max_watches: limits::MAX_WATCHES,
+            wal_bytes: DEFAULT_WAL_BYTES,
+        }
     }
 }
 
@@ -206,6 +220,9 @@ impl Database {
             }
             w.commit().map_err(storage)?;
         }
+        let (wal, records) =
+            wal::Wal::open(&dir.join("meta.wal"), options.wal_bytes).map_err(storage)?;
+        last_version = replay(&db, last_version, records)?;
         let snapshot = open_snapshot(&db, last_version)?;
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
@@ -218,7 +235,7 @@ impl Database {
         let committer_shared = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("meta-committer".into())
-            .spawn(move || committer(db, rx, committer_shared, last_version))
+            .spawn(move || committer(db, wal, rx, committer_shared, last_version))
             .map_err(storage)?;
         *lock(&shared.committer) = Some(handle);
         Ok(Database { _close: Arc::new(CloseOnDrop(Arc::clone(&shared))), shared })
@@ -259,15 +276,61 @@ fn wall_micros() -> i64 {
         .unwrap_or(0)
 }
 
-/// The committer thread: batches commits, resolves conflicts, applies, syncs, publishes, answers.
+/// Applies the log's records that redb does not hold yet (those above `durable`, its last durable
+/// version) in one durable redb commit, and returns the newest version.
+fn replay(db: &redb::Database, durable: i64, records: Vec<wal::Record>) -> MetaResult<i64> {
+    let records: Vec<wal::Record> = records.into_iter().filter(|r| r.version > durable).collect();
+    let Some(last) = records.last().map(|r| r.version) else { return Ok(durable) };
+    let count = records.len();
+    let w = db.begin_write().map_err(storage)?;
+    {
+        let mut kv = w.open_table(KV).map_err(storage)?;
+        for record in records {
+            for (b, e) in &record.ranges {
+                kv.retain_in::<&[u8], _>(b.as_slice()..e.as_slice(), |_, _| false)
+                    .map_err(storage)?;
+            }
+            for (k, v) in &record.keys {
+                match v {
+                    Some(v) => kv.insert(k.as_slice(), v.as_slice()).map_err(storage)?,
+                    None => kv.remove(k.as_slice()).map_err(storage)?,
+                };
+            }
+        }
+        let mut state = w.open_table(STATE).map_err(storage)?;
+        state.insert(LAST_VERSION, last).map_err(storage)?;
+    }
+    w.commit().map_err(storage)?;
+    tracing::info!(batches = count, version = last, "replayed the metadata write-ahead log");
+    Ok(last)
+}
+
+/// A durable redb commit of everything committed so far, after which the log starts over.
+fn checkpoint(db: &redb::Database, wal: &mut wal::Wal) -> MetaResult<()> {
+    // Durability::Immediate (redb's default) makes the non-durable commits before it durable too.
+    db.begin_write().map_err(storage)?.commit().map_err(storage)?;
+    wal.reset();
+    Ok(())
+}
+
+/// The committer thread: batches commits, resolves conflicts, applies, logs and syncs, publishes,
+/// answers; checkpoints when the log fills, and once more when the database closes.
 fn committer(
     db: redb::Database,
+    mut wal: wal::Wal,
     rx: mpsc::Receiver<Box<CommitRequest>>,
     shared: Arc<Shared>,
     mut last_version: i64,
 ) {
     let mut history = History::default();
+    // Set when the log or redb failed in a way that leaves redb's state and the log's in doubt;
+    // from then on every commit fails, and a restart replays the log.
+    let mut failed = false;
     while let Ok(first) = rx.recv() {
+        if failed {
+            let _ = first.reply.send(Err(MetaError::OPERATION_FAILED));
+            continue;
+        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -294,7 +357,7 @@ fn committer(
         if accepted.is_empty() {
             continue;
         }
-        match apply_batch(&db, version, &mut accepted) {
+        match apply_batch(&db, &mut wal, version, &mut accepted) {
             Ok((snapshot, written)) => {
                 last_version = version;
                 // The history gets every key written (versionstamped ones as the keys they
@@ -317,16 +380,44 @@ fn committer(
                 for (order, req) in accepted.into_iter().enumerate() {
                     let _ = req.reply.send(Ok((version, stamp(version, order))));
                 }
+                if wal.wants_checkpoint()
+                    && let Err(e) = checkpoint(&db, &mut wal)
+                {
+                    tracing::error!(error = %e, "metadata checkpoint failed; commits stop until a restart");
+                    failed = true;
+                }
             }
-            Err(e) => {
-                // redb's commit is atomic: nothing of this batch is visible, so the commits failed
-                // rather than being of unknown outcome.
+            Err(Failure::Before(e)) => {
+                // Nothing of this batch reached the log or redb: the commits failed.
                 for req in accepted {
                     let _ = req.reply.send(Err(e));
                 }
             }
+            Err(Failure::InDoubt(cause)) => {
+                tracing::error!(error = %cause, "metadata log or commit failed; commits stop until a restart");
+                failed = true;
+                for req in accepted {
+                    let _ = req.reply.send(Err(MetaError::COMMIT_UNKNOWN_RESULT));
+                }
+            }
         }
     }
+    if !failed && let Err(e) = checkpoint(&db, &mut wal) {
+        tracing::warn!(error = %e, "final metadata checkpoint failed; the next start replays the log");
+    }
+}
+
+/// A failure before anything of a batch was logged.
+fn before(err: impl std::fmt::Display) -> Failure {
+    Failure::Before(storage(err))
+}
+
+/// How applying a batch failed.
+enum Failure {
+    /// Before anything was logged: the batch did not commit.
+    Before(MetaError),
+    /// While or after logging it: the batch may be durable, and redb may not hold it.
+    InDoubt(String),
 }
 
 /// The verdict on each transaction of a batch committing at `version`, in arrival order: too
@@ -435,13 +526,16 @@ struct Written {
 /// the overlay stays the final word on every key it holds.
 fn apply_batch(
     db: &redb::Database,
+    wal: &mut wal::Wal,
     version: i64,
     accepted: &mut [Box<CommitRequest>],
-) -> MetaResult<(Snapshot, Written)> {
+) -> Result<(Snapshot, Written), Failure> {
     let mut written = Written::default();
-    let w = db.begin_write().map_err(storage)?;
+    let mut w = db.begin_write().map_err(before)?;
+    // The log makes the batch durable; redb's commit only has to make it visible.
+    w.set_durability(redb::Durability::None).map_err(before)?;
     {
-        let mut kv = w.open_table(KV).map_err(storage)?;
+        let mut kv = w.open_table(KV).map_err(before)?;
         for (order, req) in accepted.iter_mut().enumerate() {
             let stamp = stamp(version, order);
             for op in std::mem::take(&mut req.ops) {
@@ -454,7 +548,7 @@ fn apply_batch(
                     }
                     Op::ClearRange(b, e) => {
                         kv.retain_in::<&[u8], _>(b.as_slice()..e.as_slice(), |_, _| false)
-                            .map_err(storage)?;
+                            .map_err(before)?;
                         for (_, v) in written.keys.range_mut::<[u8], _>((
                             std::ops::Bound::Included(&b[..]),
                             std::ops::Bound::Excluded(&e[..]),
@@ -478,7 +572,7 @@ fn apply_batch(
                         let existing = match written.keys.get(&k) {
                             Some(v) => v.clone(),
                             None => {
-                                kv.get(k.as_slice()).map_err(storage)?.map(|v| v.value().to_vec())
+                                kv.get(k.as_slice()).map_err(before)?.map(|v| v.value().to_vec())
                             }
                         };
                         let next = atomic::apply(op, existing.as_deref(), &p);
@@ -489,16 +583,24 @@ fn apply_batch(
         }
         for (k, v) in &written.keys {
             match v {
-                Some(v) => kv.insert(k.as_slice(), v.as_slice()).map_err(storage)?,
-                None => kv.remove(k.as_slice()).map_err(storage)?,
+                Some(v) => kv.insert(k.as_slice(), v.as_slice()).map_err(before)?,
+                None => kv.remove(k.as_slice()).map_err(before)?,
             };
         }
-        let mut state = w.open_table(STATE).map_err(storage)?;
-        state.insert(LAST_VERSION, version).map_err(storage)?;
+        let mut state = w.open_table(STATE).map_err(before)?;
+        state.insert(LAST_VERSION, version).map_err(before)?;
     }
-    // Durability::Immediate (redb's default): the commit returns once the data is synced.
-    w.commit().map_err(storage)?;
-    Ok((open_snapshot(db, version)?, written))
+    let record = wal::encode(
+        version,
+        written.ranges.iter().map(|(b, e)| (b.as_slice(), e.as_slice())),
+        written.keys.iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
+    );
+    // Logged before redb commits, so a failure of the log leaves redb without the batch (the
+    // write transaction is dropped, which aborts it).
+    wal.append(&record).map_err(|e| Failure::InDoubt(format!("write-ahead log: {e}")))?;
+    w.commit().map_err(|e| Failure::InDoubt(format!("redb commit: {e}")))?;
+    let snapshot = open_snapshot(db, version).map_err(|e| Failure::InDoubt(e.to_string()))?;
+    Ok((snapshot, written))
 }
 
 fn fire_watches(shared: &Shared, snapshot: &Snapshot, written: &Written) {

@@ -1,0 +1,312 @@
+//! The embedded backend's write-ahead log: one record per committed batch, the batch's final
+//! effect (the ranges it cleared, then every key it wrote with its final value), made durable with
+//! one `fdatasync` before the batch is answered.
+//!
+//! Why a log in front of redb: a durable redb commit writes every B-tree page the batch touched,
+//! with the branch pages above them and redb's own allocator pages, and syncs them all. That was
+//! about 20 scattered 4 KiB pages and one sync per batch of a dozen single-document inserts. The
+//! log appends a few hundred bytes per transaction to a file that never changes size, so the sync
+//! flushes only those bytes. redb still receives every batch, as a non-durable commit (pages
+//! written, nothing synced), and a durable redb commit (a checkpoint) now and then makes the log's
+//! records up to it unnecessary.
+//!
+//! Invariants:
+//! * Records are written in increasing version order from the start of the file after every
+//!   checkpoint; the file is zero-filled to its size once, so appends never change its size.
+//! * A record is valid when its length is in bounds, its CRC-32 matches, and its version is above
+//!   the previous valid record's. Reading stops at the first record that is not: a torn tail, the
+//!   zeros after the end, or a record of an earlier cycle (whose version is lower, because every
+//!   cycle starts after a checkpoint that covered all the records before it).
+//! * Replaying records whose batches redb already holds changes nothing: a record holds final
+//!   values, not operations (atomic mutations and versionstamps are resolved before it is written).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// Bytes before a record's payload: its length (u64), its CRC-32 (u32, over the version and the
+/// payload), its version (i64).
+const HEADER: usize = 20;
+
+/// The largest record accepted when reading: a batch holds at most `MAX_BATCH` (4096)
+/// transactions of at most 10 MB each (FoundationDB's transaction size limit), so 64 GiB bounds
+/// any record that was really written; anything larger is a torn or stale length.
+const MAX_RECORD: u64 = 64 << 30;
+
+/// Zero-filling is written in pieces of this size, so opening never holds more than 1 MiB.
+const FILL_CHUNK: usize = 1 << 20;
+
+/// What a batch did, as a log record holds it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct Record {
+    pub version: i64,
+    /// Ranges cleared, in the order they were cleared.
+    pub ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Keys written with their final values (`None`: removed); applied after the ranges.
+    pub keys: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    // Keys are at most 10 KB and values 100 KB (FoundationDB's limits), so u32 lengths suffice.
+    out.extend_from_slice(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+/// Encodes a record: header, then the ranges and the keys, each list preceded by its count.
+pub(super) fn encode<'a>(
+    version: i64,
+    ranges: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])>,
+    keys: impl ExactSizeIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+) -> Vec<u8> {
+    let mut out = vec![0u8; HEADER];
+    out[12..20].copy_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&u32::try_from(ranges.len()).unwrap_or(u32::MAX).to_le_bytes());
+    for (b, e) in ranges {
+        put_bytes(&mut out, b);
+        put_bytes(&mut out, e);
+    }
+    out.extend_from_slice(&u32::try_from(keys.len()).unwrap_or(u32::MAX).to_le_bytes());
+    for (k, v) in keys {
+        put_bytes(&mut out, k);
+        match v {
+            Some(v) => {
+                out.push(1);
+                put_bytes(&mut out, v);
+            }
+            None => out.push(0),
+        }
+    }
+    let len = (out.len() - HEADER) as u64;
+    out[0..8].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32fast::hash(&out[12..]);
+    out[8..12].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// A cursor over a record's payload; every read is bounds-checked, since the bytes come from disk.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn bytes(&mut self) -> Option<Vec<u8>> {
+        let n = usize::try_from(self.u32()?).ok()?;
+        Some(self.take(n)?.to_vec())
+    }
+}
+
+/// Decodes the payload of a record whose CRC matched; `None` if it does not parse.
+fn decode(version: i64, payload: &[u8]) -> Option<Record> {
+    let mut c = Cursor(payload);
+    let mut record = Record { version, ..Record::default() };
+    for _ in 0..c.u32()? {
+        let b = c.bytes()?;
+        let e = c.bytes()?;
+        record.ranges.push((b, e));
+    }
+    for _ in 0..c.u32()? {
+        let k = c.bytes()?;
+        let v = match c.take(1)?[0] {
+            0 => None,
+            1 => Some(c.bytes()?),
+            _ => return None,
+        };
+        record.keys.push((k, v));
+    }
+    c.0.is_empty().then_some(record)
+}
+
+/// The valid records at the start of `bytes`, in order (see the module's invariants).
+pub(super) fn read_records(bytes: &[u8]) -> Vec<Record> {
+    let mut out: Vec<Record> = Vec::new();
+    let mut at = 0usize;
+    while let Some(header) = bytes.get(at..at + HEADER) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&header[0..8]);
+        let len = u64::from_le_bytes(word);
+        let crc = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+        word.copy_from_slice(&header[12..20]);
+        let version = i64::from_le_bytes(word);
+        if len == 0 || len > MAX_RECORD {
+            break;
+        }
+        let Ok(len) = usize::try_from(len) else { break };
+        let Some(end) = (at + HEADER).checked_add(len) else { break };
+        let Some(payload) = bytes.get(at + HEADER..end) else { break };
+        if crc32fast::hash(&bytes[at + 12..end]) != crc {
+            break;
+        }
+        if out.last().is_some_and(|last| last.version >= version) {
+            break;
+        }
+        let Some(record) = decode(version, payload) else { break };
+        out.push(record);
+        at = end;
+    }
+    out
+}
+
+/// The log file and where the next record goes.
+#[derive(Debug)]
+pub(super) struct Wal {
+    file: File,
+    end: u64,
+    size: u64,
+}
+
+impl Wal {
+    /// Opens (creating and zero-filling to `size` bytes if needed) the log at `path` and returns
+    /// it with the valid records it holds. The next record is written at the start: call it after
+    /// those records are durable in redb.
+    pub(super) fn open(path: &Path, size: u64) -> std::io::Result<(Wal, Vec<Record>)> {
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let records = read_records(&bytes);
+        let have = bytes.len() as u64;
+        drop(bytes);
+        if have < size {
+            // Real zeros, not a sparse tail: writing into holes allocates blocks, and then every
+            // sync must also commit the file system's metadata.
+            file.seek(SeekFrom::Start(have))?;
+            let zeros = vec![0u8; FILL_CHUNK];
+            let mut left = size - have;
+            while left > 0 {
+                let n = usize::try_from(left).map_or(FILL_CHUNK, |l| l.min(FILL_CHUNK));
+                file.write_all(&zeros[..n])?;
+                left -= n as u64;
+            }
+            file.sync_all()?;
+            if let Some(parent) = path.parent() {
+                File::open(parent)?.sync_all()?;
+            }
+        }
+        Ok((Wal { file, end: 0, size: size.max(have) }, records))
+    }
+
+    /// Writes `record` (from `encode`) after the previous one and syncs it.
+    pub(super) fn append(&mut self, record: &[u8]) -> std::io::Result<()> {
+        self.file.write_all_at(record, self.end)?;
+        self.file.sync_data()?;
+        self.end += record.len() as u64;
+        // A record that ran past the end grew the file; the new size is the log's size from now.
+        self.size = self.size.max(self.end);
+        Ok(())
+    }
+
+    /// Whether the log is three quarters full, when a checkpoint should follow: the last quarter
+    /// leaves room for the batches that come before the checkpoint is made.
+    pub(super) fn wants_checkpoint(&self) -> bool {
+        self.end >= self.size / 4 * 3
+    }
+
+    /// Starts writing at the beginning again, once a durable redb commit holds every record.
+    pub(super) fn reset(&mut self) {
+        self.end = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn record(version: i64, n: u8) -> Vec<u8> {
+        let ranges = [(vec![n], vec![n, 0xff])];
+        let keys = [(vec![n, 1], Some(vec![n; 3])), (vec![n, 2], None)];
+        encode(
+            version,
+            ranges.iter().map(|(b, e)| (b.as_slice(), e.as_slice())),
+            keys.iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
+        )
+    }
+
+    #[test]
+    fn records_round_trip_in_order() {
+        let mut bytes = record(5, 1);
+        bytes.extend(record(9, 2));
+        bytes.extend(vec![0u8; 100]);
+        let got = read_records(&bytes);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].version, 5);
+        assert_eq!(got[1].version, 9);
+        assert_eq!(got[1].ranges, vec![(vec![2], vec![2, 0xff])]);
+        assert_eq!(got[1].keys, vec![(vec![2, 1], Some(vec![2; 3])), (vec![2, 2], None)]);
+    }
+
+    #[test]
+    fn reading_stops_at_a_torn_or_damaged_record() {
+        let first = record(5, 1);
+        let second = record(9, 2);
+        let mut bytes = first.clone();
+        bytes.extend(&second[..second.len() - 1]);
+        assert_eq!(read_records(&bytes).len(), 1, "a torn tail is not a record");
+        let mut bytes = first.clone();
+        let mut damaged = second.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        bytes.extend(damaged);
+        bytes.extend(record(10, 3));
+        assert_eq!(read_records(&bytes).len(), 1, "nothing after a damaged record counts");
+    }
+
+    #[test]
+    fn records_of_an_earlier_cycle_end_the_log() {
+        // The previous cycle wrote versions 5, 9 and 12; after a checkpoint the new cycle wrote
+        // 20 over the start, which left the tail of the old records behind it.
+        let mut old = record(5, 1);
+        old.extend(record(9, 2));
+        old.extend(record(12, 3));
+        let new = record(20, 4);
+        let mut bytes = old.clone();
+        bytes[..new.len()].copy_from_slice(&new);
+        let got = read_records(&bytes);
+        assert_eq!(got.iter().map(|r| r.version).collect::<Vec<_>>(), vec![20]);
+        // A record of an earlier cycle that lines up exactly is refused by its lower version.
+        let mut bytes = record(20, 4);
+        bytes.extend(record(12, 3));
+        assert_eq!(read_records(&bytes).len(), 1);
+    }
+
+    #[test]
+    fn the_log_is_written_from_the_start_after_open_and_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal");
+        let (mut wal, records) = Wal::open(&path, 4096).unwrap();
+        assert!(records.is_empty());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 4096);
+        wal.append(&record(5, 1)).unwrap();
+        wal.append(&record(9, 2)).unwrap();
+        drop(wal);
+        let (mut wal, records) = Wal::open(&path, 4096).unwrap();
+        assert_eq!(records.iter().map(|r| r.version).collect::<Vec<_>>(), vec![5, 9]);
+        wal.append(&record(30, 3)).unwrap();
+        drop(wal);
+        let (_, records) = Wal::open(&path, 4096).unwrap();
+        assert_eq!(records.iter().map(|r| r.version).collect::<Vec<_>>(), vec![30]);
+        // A record larger than the file grows it.
+        let (mut wal, _) = Wal::open(&path, 64).unwrap();
+        let big = encode(40, std::iter::empty(), [(&b"k"[..], Some(&[7u8; 5000][..]))].into_iter());
+        wal.append(&big).unwrap();
+        assert!(wal.wants_checkpoint());
+        wal.reset();
+        assert!(!wal.wants_checkpoint());
+        let (_, records) = Wal::open(&path, 64).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].keys[0].1.as_deref(), Some(&[7u8; 5000][..]));
+    }
+}
