@@ -1291,3 +1291,40 @@ fn value_entry(v: Option<Vec<u8>>) -> Entry {
 fn param_offset_ok(param: &[u8]) -> Option<Vec<u8>> {
     atomic::place_versionstamp(param, &[0; 10])
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    async fn put(db: &Database, key: &[u8]) -> MetaResult<i64> {
+        let tx = db.create_trx()?;
+        tx.set(key, b"v");
+        tx.commit().await
+    }
+
+    #[tokio::test]
+    async fn a_failed_log_write_stops_commits_until_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path(), Options::default()).unwrap();
+        put(&db, b"before").await.unwrap();
+        let wal = dir.path().join("meta.wal");
+        wal::FAILING.lock().unwrap().push(wal.clone());
+        // The batch whose record may or may not be on disk has an unknown outcome; after it,
+        // nothing commits, since memory and disk may disagree.
+        assert_eq!(put(&db, b"failed").await, Err(MetaError::COMMIT_UNKNOWN_RESULT));
+        wal::FAILING.lock().unwrap().retain(|p| *p != wal);
+        assert_eq!(put(&db, b"after").await, Err(MetaError::OPERATION_FAILED));
+        db.close();
+        drop(db);
+
+        // No checkpoint was made at close, so "before" comes back from the log.
+        let db = Database::open(dir.path(), Options::default()).unwrap();
+        let tx = db.create_trx().unwrap();
+        assert!(tx.get(b"before", false).unwrap().is_some());
+        assert!(tx.get(b"failed", false).unwrap().is_none());
+        assert!(tx.get(b"after", false).unwrap().is_none());
+        put(&db, b"restarted").await.unwrap();
+    }
+}

@@ -164,7 +164,14 @@ pub(super) struct Wal {
     file: File,
     end: u64,
     size: u64,
+    #[cfg(test)]
+    path: std::path::PathBuf,
 }
+
+/// Logs whose appends fail, for the tests of what a failed log does to commits.
+#[cfg(test)]
+pub(super) static FAILING: std::sync::Mutex<Vec<std::path::PathBuf>> =
+    std::sync::Mutex::new(Vec::new());
 
 impl Wal {
     /// Opens (creating and zero-filling to `size` bytes if needed) the log at `path` and returns
@@ -194,11 +201,24 @@ impl Wal {
                 File::open(parent)?.sync_all()?;
             }
         }
-        Ok((Wal { file, end: 0, size: size.max(have) }, records))
+        Ok((
+            Wal {
+                file,
+                end: 0,
+                size: size.max(have),
+                #[cfg(test)]
+                path: path.to_path_buf(),
+            },
+            records,
+        ))
     }
 
     /// Writes `record` (from `encode`) after the previous one and syncs it.
     pub(super) fn append(&mut self, record: &[u8]) -> std::io::Result<()> {
+        #[cfg(test)]
+        if FAILING.lock().is_ok_and(|f| f.contains(&self.path)) {
+            return Err(std::io::Error::other("injected log failure"));
+        }
         self.file.write_all_at(record, self.end)?;
         self.file.sync_data()?;
         self.end += record.len() as u64;
