@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{Proc, Sample, free_port, run_redis_benchmark, wait_for_port};
+use crate::{Proc, Sample, free_port, median, run_redis_benchmark, wait_for_port};
 
 /// Documents in the bucket (table) the full-scan query reads. 20,000 keeps one query inside the
 /// kronotop scan budget (50,000 entries per call), so a call is one whole scan.
@@ -188,7 +188,23 @@ pub(crate) fn call(port: u16, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-pub fn run(bin: &Path, requests: u64) -> Result<String> {
+/// One round of a row: kronotop's figures and PostgreSQL's (rate, mean latency in ms).
+type Round = (Sample, (f64, f64));
+
+/// The medians of each figure over `rounds`.
+fn medians(rounds: &[Round]) -> Round {
+    let pick = |f: fn(&Round) -> f64| median(rounds.iter().map(f).collect());
+    (
+        Sample {
+            rps: pick(|r| r.0.rps),
+            p50_ms: pick(|r| r.0.p50_ms),
+            p99_ms: pick(|r| r.0.p99_ms),
+        },
+        (pick(|r| r.1.0), pick(|r| r.1.1)),
+    )
+}
+
+pub fn run(bin: &Path, requests: u64, rounds: u32) -> Result<String> {
     let root = std::env::temp_dir().join(format!("kronotop-bbench-{}", std::process::id()));
     std::fs::create_dir_all(&root)?;
     let (_k, port) = kronotop(bin, &root)?;
@@ -207,27 +223,33 @@ pub fn run(bin: &Path, requests: u64) -> Result<String> {
     let pg = Postgres::start(&root)?;
     let d = doc("__rand_int__");
     let one = ["BUCKET.INSERT", "bench", "DOCS", &d];
-    let k1: Sample = run_redis_benchmark(port, 1, requests, 50, &one, "\"BUCKET.INSERT")?;
     let pg_doc = doc(":r").replace('\'', "''");
-    let p1 = pg.pgbench(
-        &format!(
-            "\\set r random(1, 100000)\nINSERT INTO docs (body) VALUES ('{pg_doc}'::jsonb);\n"
-        ),
-        50,
-        requests,
-    )?;
+    let single =
+        format!("\\set r random(1, 100000)\nINSERT INTO docs (body) VALUES ('{pg_doc}'::jsonb);\n");
+    let mut ones = Vec::new();
+    for _ in 0..rounds.max(1) {
+        let k = run_redis_benchmark(port, 1, requests, 50, &one, "\"BUCKET.INSERT")?;
+        ones.push((k, pg.pgbench(&single, 50, requests)?));
+    }
+    let (k1, p1) = medians(&ones);
     let mut hundred = vec!["BUCKET.INSERT".to_owned(), "bench".to_owned(), "DOCS".to_owned()];
     hundred.extend((0..100).map(|_| d.clone()));
     let refs: Vec<&str> = hundred.iter().map(String::as_str).collect();
     let batches = (requests / 100).max(100);
     let k100 = run_redis_benchmark(port, 1, batches, 50, &refs, "\"BUCKET.INSERT")?;
+    let mut hundreds = Vec::new();
     // PostgreSQL inserts one row per INSERT (issue #8): 100 of them in one transaction.
     let mut script = String::from("\\set r random(1, 100000)\nBEGIN;\n");
     for _ in 0..100 {
         script.push_str(&format!("INSERT INTO docs (body) VALUES ('{pg_doc}'::jsonb);\n"));
     }
     script.push_str("COMMIT;\n");
-    let p100 = pg.pgbench(&script, 50, batches)?;
+    hundreds.push((k100, pg.pgbench(&script, 50, batches)?));
+    for _ in 1..rounds.max(1) {
+        let k = run_redis_benchmark(port, 1, batches, 50, &refs, "\"BUCKET.INSERT")?;
+        hundreds.push((k, pg.pgbench(&script, 50, batches)?));
+    }
+    let (k100, p100) = medians(&hundreds);
     // The scan: a fresh bucket and table of SCAN_DOCS documents.
     call(port, &["BUCKET.CREATE", "scan"])?;
     pg.sql("CREATE TABLE scan (id bigserial PRIMARY KEY, body jsonb NOT NULL)")?;
@@ -257,7 +279,8 @@ pub fn run(bin: &Path, requests: u64) -> Result<String> {
     let mut t = format!(
         "50 clients for inserts ({requests} single-document commands or statements, {batches} of 100 \
          documents), 4 for the scan ({scans} queries over {SCAN_DOCS} documents, no match, no index); \
-         1 KiB JSON documents; one sample per row. kronotop figures from redis-benchmark (p99 in ms), \
+         1 KiB JSON documents; insert rows are medians of {rounds} rounds alternating between the \
+         two servers, the scan row one sample. kronotop figures from redis-benchmark (p99 in ms), \
          PostgreSQL 15 figures from pgbench (mean latency in ms, pgbench gives no p99).\n\n\
          | workload | kronotop per s | kronotop p50 ms | kronotop p99 ms | PostgreSQL per s | PostgreSQL mean ms | ratio |\n\
          |---|---:|---:|---:|---:|---:|---:|\n"

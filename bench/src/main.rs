@@ -114,6 +114,9 @@ enum Workload {
         /// Single-document inserts per side.
         #[arg(long, default_value_t = 50_000)]
         requests: u64,
+        /// Rounds of each insert row, alternating between the two servers; medians are reported.
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
     },
     /// Synced SETs with no standby, an asynchronous standby and a sync standby, and the
     /// asynchronous standby's lag.
@@ -152,7 +155,9 @@ fn main() -> Result<()> {
         Workload::Redis { kronotop, requests, always_requests, clients, rounds } => {
             ("redis", redis::run(&kronotop, requests, always_requests, clients, rounds)?)
         }
-        Workload::Bucket { kronotop, requests } => ("bucket", bucket::run(&kronotop, requests)?),
+        Workload::Bucket { kronotop, requests, rounds } => {
+            ("bucket", bucket::run(&kronotop, requests, rounds)?)
+        }
         Workload::Index { kronotop, requests } => ("index", index::run(&kronotop, requests)?),
         Workload::Replication { kronotop, requests, rounds } => {
             ("replication", replication::run(&kronotop, requests, rounds)?)
