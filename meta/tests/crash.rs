@@ -60,7 +60,7 @@ fn random_below(n: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_commits_survive_sigkill() {
-    if std::env::var(CHILD_ENV).is_ok() {
+    if std::env::var(CHILD_ENV).is_ok() || std::env::var(IDLE_CHILD_ENV).is_ok() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -135,6 +135,9 @@ async fn acknowledged_commits_survive_sigkill() {
 
 #[tokio::test]
 async fn data_and_versions_survive_a_clean_restart() {
+    if std::env::var(CHILD_ENV).is_ok() || std::env::var(IDLE_CHILD_ENV).is_ok() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open_embedded(dir.path(), embedded::Options::default()).unwrap();
     let tx = db.create_trx().unwrap();
@@ -150,4 +153,57 @@ async fn data_and_versions_survive_a_clean_restart() {
     assert!(tx.commit().await.unwrap() > v1);
     // A second process (or handle) cannot open the same files while this one has them.
     assert!(Database::open_embedded(dir.path(), embedded::Options::default()).is_err());
+}
+
+const IDLE_CHILD_ENV: &str = "KRONOTOP_IDLE_CHILD";
+
+/// A log that is never full; only the timer can checkpoint it.
+fn timed_options() -> embedded::Options {
+    embedded::Options {
+        checkpoint_after: std::time::Duration::from_millis(200),
+        ..embedded::Options::default()
+    }
+}
+
+/// The idle child: commits ten keys, says so, and idles until it is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_child() {
+    let Ok(dir) = std::env::var(IDLE_CHILD_ENV) else { return };
+    let db = Database::open_embedded(Path::new(&dir), timed_options()).unwrap();
+    for i in 0..10u32 {
+        let tx = db.create_trx().unwrap();
+        tx.set(format!("idle/{i}").as_bytes(), b"v");
+        tx.commit().await.unwrap();
+    }
+    println!("committed");
+    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+}
+
+/// Commits on a quiet database reach redb's durable state within `checkpoint_after`, without
+/// waiting for the log to fill: after a SIGKILL, they are there even with the log deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_database_checkpoints_on_time() {
+    if std::env::var(CHILD_ENV).is_ok() || std::env::var(IDLE_CHILD_ENV).is_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "idle_child", "--nocapture", "--test-threads", "1"])
+        .env(IDLE_CHILD_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The harness may print the test's name on the same line first.
+    assert!(lines.any(|l| l.unwrap().ends_with("committed")), "the child stopped early");
+    std::thread::sleep(std::time::Duration::from_millis(1_000));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_file(dir.path().join("meta.wal")).unwrap();
+    let db = Database::open_embedded(dir.path(), timed_options()).unwrap();
+    let tx = db.create_trx().unwrap();
+    for i in 0..10u32 {
+        assert!(tx.get(format!("idle/{i}").as_bytes(), false).await.unwrap().is_some(), "idle/{i}");
+    }
 }

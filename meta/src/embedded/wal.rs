@@ -164,6 +164,10 @@ pub(super) struct Wal {
     file: File,
     end: u64,
     size: u64,
+    /// When the first record since the last checkpoint was written.
+    first_record: Option<std::time::Instant>,
+    /// Longest time a record waits for a checkpoint.
+    checkpoint_after: std::time::Duration,
     #[cfg(test)]
     path: std::path::PathBuf,
 }
@@ -177,7 +181,11 @@ impl Wal {
     /// Opens (creating and zero-filling to `size` bytes if needed) the log at `path` and returns
     /// it with the valid records it holds. The next record is written at the start: call it after
     /// those records are durable in redb.
-    pub(super) fn open(path: &Path, size: u64) -> std::io::Result<(Wal, Vec<Record>)> {
+    pub(super) fn open(
+        path: &Path,
+        size: u64,
+        checkpoint_after: std::time::Duration,
+    ) -> std::io::Result<(Wal, Vec<Record>)> {
         let mut file =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         let mut bytes = Vec::new();
@@ -206,6 +214,8 @@ impl Wal {
                 file,
                 end: 0,
                 size: size.max(have),
+                first_record: None,
+                checkpoint_after,
                 #[cfg(test)]
                 path: path.to_path_buf(),
             },
@@ -221,21 +231,32 @@ impl Wal {
         }
         self.file.write_all_at(record, self.end)?;
         self.file.sync_data()?;
+        if self.end == 0 {
+            self.first_record = Some(std::time::Instant::now());
+        }
         self.end += record.len() as u64;
         // A record that ran past the end grew the file; the new size is the log's size from now.
         self.size = self.size.max(self.end);
         Ok(())
     }
 
-    /// Whether the log is three quarters full, when a checkpoint should follow: the last quarter
-    /// leaves room for the batches that come before the checkpoint is made.
+    /// Whether a checkpoint should follow: the log is three quarters full (so the next batch most
+    /// likely fits without growing the file), or its oldest record is `checkpoint_after` old.
     pub(super) fn wants_checkpoint(&self) -> bool {
         self.end >= self.size / 4 * 3
+            || self.first_record.is_some_and(|t| t.elapsed() >= self.checkpoint_after)
+    }
+
+    /// How long until the oldest record since the last checkpoint is `checkpoint_after` old;
+    /// `None` when there is no such record.
+    pub(super) fn checkpoint_due_in(&self) -> Option<std::time::Duration> {
+        self.first_record.map(|t| self.checkpoint_after.saturating_sub(t.elapsed()))
     }
 
     /// Starts writing at the beginning again, once a durable redb commit holds every record.
     pub(super) fn reset(&mut self) {
         self.end = 0;
+        self.first_record = None;
     }
 }
 
@@ -306,26 +327,30 @@ mod tests {
     fn the_log_is_written_from_the_start_after_open_and_reset() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal");
-        let (mut wal, records) = Wal::open(&path, 4096).unwrap();
+        let (mut wal, records) =
+            Wal::open(&path, 4096, std::time::Duration::from_secs(60)).unwrap();
         assert!(records.is_empty());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 4096);
         wal.append(&record(5, 1)).unwrap();
         wal.append(&record(9, 2)).unwrap();
         drop(wal);
-        let (mut wal, records) = Wal::open(&path, 4096).unwrap();
+        let (mut wal, records) =
+            Wal::open(&path, 4096, std::time::Duration::from_secs(60)).unwrap();
         assert_eq!(records.iter().map(|r| r.version).collect::<Vec<_>>(), vec![5, 9]);
         wal.append(&record(30, 3)).unwrap();
         drop(wal);
-        let (_, records) = Wal::open(&path, 4096).unwrap();
+        let (_, records) = Wal::open(&path, 4096, std::time::Duration::from_secs(60)).unwrap();
         assert_eq!(records.iter().map(|r| r.version).collect::<Vec<_>>(), vec![30]);
         // A record larger than the file grows it.
-        let (mut wal, _) = Wal::open(&path, 64).unwrap();
+        let (mut wal, _) = Wal::open(&path, 64, std::time::Duration::from_secs(60)).unwrap();
         let big = encode(40, std::iter::empty(), [(&b"k"[..], Some(&[7u8; 5000][..]))].into_iter());
         wal.append(&big).unwrap();
         assert!(wal.wants_checkpoint());
+        assert!(wal.checkpoint_due_in().is_some());
         wal.reset();
         assert!(!wal.wants_checkpoint());
-        let (_, records) = Wal::open(&path, 64).unwrap();
+        assert_eq!(wal.checkpoint_due_in(), None);
+        let (_, records) = Wal::open(&path, 64, std::time::Duration::from_secs(60)).unwrap();
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].keys[0].1.as_deref(), Some(&[7u8; 5000][..]));
     }
