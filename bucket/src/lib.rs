@@ -359,7 +359,8 @@ impl Buckets {
         let mut unique_seen = std::collections::HashSet::new();
         let mut seen_ids = std::collections::HashSet::with_capacity(docs.len());
         for mut d in docs {
-            let id = match d.get("_id") {
+            // Whether the client chose the `_id`: only then can it be taken already.
+            let (id, chosen) = match d.get("_id") {
                 None => {
                     let id = ObjectId::new();
                     // `_id` first, as MongoDB stores it.
@@ -367,20 +368,23 @@ impl Buckets {
                     with_id.insert("_id", id);
                     with_id.extend(d);
                     d = with_id;
-                    id
+                    (id, false)
                 }
-                Some(Bson::ObjectId(id)) => *id,
+                Some(Bson::ObjectId(id)) => (*id, true),
                 // A 24-hex string (what JSON replies show) is taken as the ObjectId it spells.
                 Some(Bson::String(s)) if ObjectId::parse_str(s).is_ok() => {
                     let id = ObjectId::parse_str(s).map_err(|_| BucketError::IdNotObjectId)?;
                     d.insert("_id", id);
-                    id
+                    (id, true)
                 }
                 Some(_) => return Err(BucketError::IdNotObjectId),
             };
-            // A set, not `ids.contains`: one command may insert thousands of documents.
+            // A set, not `ids.contains`: one command may insert thousands of documents. An id
+            // generated here is not looked up: ObjectId::new() is unique by construction (a
+            // process-wide counter behind a random value of the process and the time), and the
+            // lookup was a point read and a read-conflict range per inserted document.
             if !seen_ids.insert(id)
-                || tx.get(&self.index_key(&meta.name, &id), false).await?.is_some()
+                || (chosen && tx.get(&self.index_key(&meta.name, &id), false).await?.is_some())
             {
                 return Err(BucketError::DuplicateKey(id.to_hex()));
             }
