@@ -6,8 +6,11 @@
 //! * **Commits** go to one committer thread. It takes every pending commit (group commit), checks
 //!   each one's read-conflict ranges against the writes committed after its read version
 //!   (`resolver::History`, five seconds of it), applies the survivors with their atomic mutations
-//!   and versionstamps in one redb write transaction, syncs it once, and only then publishes the
-//!   new read version and answers. No reader ever sees a commit that is not durable.
+//!   and versionstamps in one redb write transaction, appends the batch's final writes to the
+//!   write-ahead log (`wal`) and syncs it once, commits the redb transaction without a sync, and
+//!   only then publishes the new read version and answers. No reader ever sees a commit that is
+//!   not durable. A durable redb commit (a checkpoint) now and then lets the log start over; at
+//!   open, the log's records that redb lacks are applied first.
 //! * **Versions** grow by about a million per second (wall-clock microseconds) and never go
 //!   backwards, across restarts too: the last one is stored with the data.
 //! * **Watches** are checked against each durable batch.
