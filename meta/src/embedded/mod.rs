@@ -302,12 +302,7 @@ fn replay(db: &redb::Database, durable: i64, records: Vec<wal::Record>) -> MetaR
                 kv.retain_in::<&[u8], _>(b.as_slice()..e.as_slice(), |_, _| false)
                     .map_err(storage)?;
             }
-            for (k, v) in &record.keys {
-                match v {
-                    Some(v) => kv.insert(k.as_slice(), v.as_slice()).map_err(storage)?,
-                    None => kv.remove(k.as_slice()).map_err(storage)?,
-                };
-            }
+            write_final(&mut kv, record.keys.iter().map(|(k, v)| (k, v))).map_err(storage)?;
         }
         let mut state = w.open_table(STATE).map_err(storage)?;
         state.insert(LAST_VERSION, last).map_err(storage)?;
@@ -315,6 +310,20 @@ fn replay(db: &redb::Database, durable: i64, records: Vec<wal::Record>) -> MetaR
     w.commit().map_err(storage)?;
     tracing::info!(batches = count, version = last, "replayed the metadata write-ahead log");
     Ok(last)
+}
+
+/// Writes `keys` with their final values into `kv` (`None`: removed).
+fn write_final<'a>(
+    kv: &mut redb::Table<&'static [u8], &'static [u8]>,
+    keys: impl Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)>,
+) -> Result<(), redb::StorageError> {
+    for (k, v) in keys {
+        match v {
+            Some(v) => kv.insert(k.as_slice(), v.as_slice())?,
+            None => kv.remove(k.as_slice())?,
+        };
+    }
+    Ok(())
 }
 
 /// A durable redb commit of everything committed so far, after which the log starts over.
@@ -614,12 +623,7 @@ fn apply_batch(
                 }
             }
         }
-        for (k, v) in &written.keys {
-            match v {
-                Some(v) => kv.insert(k.as_slice(), v.as_slice()).map_err(before)?,
-                None => kv.remove(k.as_slice()).map_err(before)?,
-            };
-        }
+        write_final(&mut kv, written.keys.iter()).map_err(before)?;
         let mut state = w.open_table(STATE).map_err(before)?;
         state.insert(LAST_VERSION, version).map_err(before)?;
     }
