@@ -280,7 +280,7 @@ impl Keys {
     }
 
     /// `(position, entry id, prefix)` of the live entries of a segment in position order: from
-    /// the first past `after` (from the start when `None`), at most `limit` (all when `None`).
+    /// the first past `after` (from the start when `None`), at most `limit`.
     ///
     /// # Errors
     ///
@@ -290,7 +290,7 @@ impl Keys {
         tx: &Transaction,
         segment: u64,
         after: Option<u64>,
-        limit: Option<usize>,
+        limit: usize,
     ) -> Result<Vec<(u64, [u8; 12], [u8; 8])>, MetaError> {
         let (mut b, e) = self.s.subspace(&(SEGMENT_INDEX, seg(segment))).range();
         if let Some(after) = after {
@@ -298,10 +298,7 @@ impl Keys {
             b = self.segment_index(segment, after);
             b.push(0);
         }
-        let mut range = RangeOption::new(b, e);
-        if let Some(limit) = limit {
-            range = range.limit(limit);
-        }
+        let range = RangeOption::new(b, e).limit(limit);
         let mut out = Vec::new();
         for kv in tx.get_range(&range, false).await?.kvs {
             let Ok((_, _, pos)) = self.s.unpack::<(i64, i64, i64)>(&kv.key) else { continue };

@@ -468,8 +468,7 @@ impl Volume {
                         let k = k.clone();
                         async move {
                             let mut out = Vec::new();
-                            let page =
-                                k.segment_entries(&tx, id, after, Some(MISSING_PAGE)).await?;
+                            let page = k.segment_entries(&tx, id, after, MISSING_PAGE).await?;
                             for (pos, entry, prefix) in page {
                                 let len = k
                                     .entry_metadata(&tx, &prefix, &entry)
@@ -823,19 +822,6 @@ impl Volume {
         Ok(out)
     }
 
-    /// The ids and metadata of the live entries of `segment` (for vacuum and inspection).
-    ///
-    /// # Errors
-    ///
-    /// Metadata errors.
-    pub async fn live_entries(
-        &self,
-        tx: &Transaction,
-        segment: u64,
-    ) -> Result<Vec<(u64, [u8; 12], [u8; 8])>> {
-        Ok(self.keys.segment_entries(tx, segment, None, None).await?)
-    }
-
     /// Up to `limit` live entries of `segment` past position `after` (from the start when
     /// `None`), in position order: a segment of small entries can hold millions, more than one
     /// transaction may read.
@@ -850,7 +836,7 @@ impl Volume {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, [u8; 12], [u8; 8])>> {
-        Ok(self.keys.segment_entries(tx, segment, after, Some(limit)).await?)
+        Ok(self.keys.segment_entries(tx, segment, after, limit).await?)
     }
 }
 

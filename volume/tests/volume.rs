@@ -92,7 +92,7 @@ async fn append_get_list_delete_update() {
     assert_eq!(s.cardinality, 2, "one deleted, one updated in place of itself");
     assert_eq!(s.used, (16 + 5) + (16 + 12));
     assert!(s.garbage() >= (16 + 3) + (16 + 3), "deleted and replaced bytes are garbage: {s:?}");
-    let live = vol.live_entries(&tx, moved.segment).await.unwrap();
+    let live = vol.live_entries_after(&tx, moved.segment, None, usize::MAX).await.unwrap();
     assert_eq!(live.len(), 2);
 
     // Bad appends are refused before anything is written.
@@ -670,7 +670,7 @@ async fn live_entries_are_read_in_pages() {
     let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
     put(&db, &vol, &refs).await;
     let tx = db.create_trx().unwrap();
-    let all = vol.live_entries(&tx, 1).await.unwrap();
+    let all = vol.live_entries_after(&tx, 1, None, usize::MAX).await.unwrap();
     assert_eq!(all.len(), 25);
     let mut paged = Vec::new();
     let mut after = None;
