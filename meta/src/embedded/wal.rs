@@ -128,34 +128,43 @@ fn decode(version: i64, payload: &[u8]) -> Option<Record> {
     c.0.is_empty().then_some(record)
 }
 
-/// The valid records at the start of `bytes`, in order (see the module's invariants).
-pub(super) fn read_records(bytes: &[u8]) -> Vec<Record> {
+/// The valid records at the start of `log`, in order (see the module's invariants). Reads only
+/// as far as the last of them and the header after it, not the zeros or stale records behind.
+pub(super) fn read_records(mut log: impl Read) -> std::io::Result<Vec<Record>> {
     let mut out: Vec<Record> = Vec::new();
-    let mut at = 0usize;
-    while let Some(header) = bytes.get(at..at + HEADER) {
+    let mut header = [0u8; HEADER];
+    loop {
+        match log.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e),
+        }
         let mut word = [0u8; 8];
         word.copy_from_slice(&header[0..8]);
         let len = u64::from_le_bytes(word);
         let crc = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
         word.copy_from_slice(&header[12..20]);
         let version = i64::from_le_bytes(word);
-        if len == 0 || len > MAX_RECORD {
+        if len == 0 || len > MAX_RECORD || out.last().is_some_and(|last| last.version >= version) {
             break;
         }
-        let Ok(len) = usize::try_from(len) else { break };
-        let Some(end) = (at + HEADER).checked_add(len) else { break };
-        let Some(payload) = bytes.get(at + HEADER..end) else { break };
-        if crc32fast::hash(&bytes[at + 12..end]) != crc {
+        // `take` bounds the read by what the file holds, so a damaged length allocates nothing
+        // beyond it.
+        let mut payload = Vec::new();
+        (&mut log).take(len).read_to_end(&mut payload)?;
+        if payload.len() as u64 != len {
             break;
         }
-        if out.last().is_some_and(|last| last.version >= version) {
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&header[12..20]);
+        hasher.update(&payload);
+        if hasher.finalize() != crc {
             break;
         }
-        let Some(record) = decode(version, payload) else { break };
+        let Some(record) = decode(version, &payload) else { break };
         out.push(record);
-        at = end;
     }
-    out
+    Ok(out)
 }
 
 /// The log file and where the next record goes.
@@ -188,11 +197,8 @@ impl Wal {
     ) -> std::io::Result<(Wal, Vec<Record>)> {
         let mut file =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        let records = read_records(&bytes);
-        let have = bytes.len() as u64;
-        drop(bytes);
+        let records = read_records(std::io::BufReader::new(&file))?;
+        let have = file.metadata()?.len();
         if have < size {
             // Real zeros, not a sparse tail: writing into holes allocates blocks, and then every
             // sync must also commit the file system's metadata.
@@ -281,7 +287,7 @@ mod tests {
         let mut bytes = record(5, 1);
         bytes.extend(record(9, 2));
         bytes.extend(vec![0u8; 100]);
-        let got = read_records(&bytes);
+        let got = read_records(&bytes[..]).unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].version, 5);
         assert_eq!(got[1].version, 9);
@@ -295,14 +301,18 @@ mod tests {
         let second = record(9, 2);
         let mut bytes = first.clone();
         bytes.extend(&second[..second.len() - 1]);
-        assert_eq!(read_records(&bytes).len(), 1, "a torn tail is not a record");
+        assert_eq!(read_records(&bytes[..]).unwrap().len(), 1, "a torn tail is not a record");
         let mut bytes = first.clone();
         let mut damaged = second.clone();
         let last = damaged.len() - 1;
         damaged[last] ^= 1;
         bytes.extend(damaged);
         bytes.extend(record(10, 3));
-        assert_eq!(read_records(&bytes).len(), 1, "nothing after a damaged record counts");
+        assert_eq!(
+            read_records(&bytes[..]).unwrap().len(),
+            1,
+            "nothing after a damaged record counts"
+        );
     }
 
     #[test]
@@ -315,12 +325,12 @@ mod tests {
         let new = record(20, 4);
         let mut bytes = old.clone();
         bytes[..new.len()].copy_from_slice(&new);
-        let got = read_records(&bytes);
+        let got = read_records(&bytes[..]).unwrap();
         assert_eq!(got.iter().map(|r| r.version).collect::<Vec<_>>(), vec![20]);
         // A record of an earlier cycle that lines up exactly is refused by its lower version.
         let mut bytes = record(20, 4);
         bytes.extend(record(12, 3));
-        assert_eq!(read_records(&bytes).len(), 1);
+        assert_eq!(read_records(&bytes[..]).unwrap().len(), 1);
     }
 
     #[test]
