@@ -645,6 +645,58 @@ pub async fn versions_and_sizes(h: &Harness) {
     assert_eq!(tx.commit().await.expect("read-only"), -1);
 }
 
+/// A `BeforeCommit` hook that counts its runs and fails when told to.
+#[derive(Debug, Default)]
+struct CountingHook {
+    runs: std::sync::atomic::AtomicU32,
+    fail: bool,
+}
+
+impl crate::BeforeCommit for CountingHook {
+    fn run(&self) -> std::io::Result<()> {
+        self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.fail { Err(std::io::Error::other("injected hook failure")) } else { Ok(()) }
+    }
+}
+
+impl CountingHook {
+    fn runs(&self) -> u32 {
+        self.runs.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+pub async fn before_commit_hooks(h: &Harness) {
+    // A hook runs once, at the commit, not when it is added.
+    let hook = Arc::new(CountingHook::default());
+    let tx = h.tx();
+    tx.set(&h.k(b"a"), b"1");
+    tx.before_commit(hook.clone());
+    tx.before_commit(hook.clone());
+    assert_eq!(hook.runs(), 0);
+    tx.commit().await.expect("commit");
+    assert_eq!(hook.runs(), 2, "each hook added runs once");
+    assert_eq!(h.read(b"a").await.as_deref(), Some(&b"1"[..]));
+
+    // A failing hook fails the commit, and nothing of the transaction is written.
+    let failing = Arc::new(CountingHook { fail: true, ..CountingHook::default() });
+    let tx = h.tx();
+    tx.set(&h.k(b"b"), b"2");
+    tx.before_commit(failing.clone());
+    assert_eq!(err(tx.commit().await), MetaError::OPERATION_FAILED);
+    assert_eq!(failing.runs(), 1);
+    assert_eq!(h.read(b"b").await, None);
+
+    // A transaction dropped without a commit drops its hooks unrun; the database goes on.
+    let tx = h.tx();
+    tx.set(&h.k(b"c"), b"3");
+    tx.before_commit(hook.clone());
+    drop(tx);
+    assert_eq!(Arc::strong_count(&hook), 1, "the hook was released");
+    assert_eq!(hook.runs(), 2);
+    h.put(&[(b"d", b"4")]).await;
+    assert_eq!(h.read(b"d").await.as_deref(), Some(&b"4"[..]));
+}
+
 /// Expands to one `#[tokio::test]` per case. `$open` is an async fn of the case name returning a
 /// `Harness`, or `None` to skip (it prints why).
 #[macro_export]
@@ -655,7 +707,7 @@ macro_rules! conformance_suite {
             blind_writes_never_conflict, snapshot_reads_never_conflict, explicit_conflict_ranges,
             atomic_mutations, versionstamps, key_selectors, reverse_ranges_with_limits,
             limits_and_their_errors, transaction_too_old, watches, directory_layer,
-            concurrent_increments, versions_and_sizes);
+            concurrent_increments, versions_and_sizes, before_commit_hooks);
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {
         $(

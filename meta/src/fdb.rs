@@ -211,9 +211,15 @@ impl Transaction {
         }
     }
 
-    pub async fn commit(&self) -> MetaResult<i64> {
+    pub async fn commit(&self, hooks: crate::Hooks) -> MetaResult<i64> {
         let taken = self.tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         let t = taken.ok_or(MetaError::TRANSACTION_CANCELLED)?;
+        if !hooks.is_empty() {
+            // The hooks block (they sync files), so they run off the async workers.
+            tokio::task::spawn_blocking(move || crate::run_hooks(&hooks))
+                .await
+                .map_err(|_| MetaError::OPERATION_FAILED)??;
+        }
         match t.commit().await {
             Ok(done) => done.committed_version().map_err(conv),
             Err(e) => Err(conv(*e)),

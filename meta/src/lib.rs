@@ -43,6 +43,37 @@ pub use types::{
     ConflictRangeType, KeySelector, KeyValue, MutationType, RangeOption, RangeResult, limits,
 };
 
+/// Something outside the metadata store that must be durable before a transaction's writes
+/// commit: the Volume's segment bytes its keys point at (`Transaction::before_commit`).
+///
+/// The commit calls `run` on a thread where blocking is allowed, after the transaction passed
+/// conflict resolution and before its writes are made durable; when `run` fails the transaction
+/// does not commit. A hook that is dropped without being run belongs to a transaction that did
+/// not commit, so what it guards is referenced by nothing.
+pub trait BeforeCommit: Send + Sync + std::fmt::Debug {
+    /// Makes what the transaction refers to durable.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error that kept it from being made durable.
+    fn run(&self) -> std::io::Result<()>;
+}
+
+/// Hooks of one transaction, in the order they were added.
+pub type Hooks = Vec<Arc<dyn BeforeCommit>>;
+
+/// Runs `hooks` in order, stopping at the first failure, which is logged and answered with
+/// `operation_failed`: the commit does not happen.
+pub(crate) fn run_hooks(hooks: &Hooks) -> MetaResult<()> {
+    for h in hooks {
+        if let Err(e) = h.run() {
+            tracing::error!(error = %e, hook = ?h, "what a transaction refers to could not be made durable; it does not commit");
+            return Err(MetaError::OPERATION_FAILED);
+        }
+    }
+    Ok(())
+}
+
 /// A boxed future of a metadata result.
 pub type MetaFuture<T> = Pin<Box<dyn Future<Output = MetaResult<T>> + Send>>;
 
@@ -149,6 +180,7 @@ impl Database {
             }),
             user_version: Arc::default(),
             stats: Arc::clone(&self.stats),
+            hooks: Arc::default(),
         })
     }
 
@@ -230,6 +262,8 @@ pub struct Transaction {
     /// Next 2-byte user version for versionstamps made in this transaction.
     user_version: Arc<std::sync::atomic::AtomicU32>,
     stats: Arc<CommitStats>,
+    /// What must be durable before this transaction commits (`before_commit`).
+    hooks: Arc<std::sync::Mutex<Hooks>>,
 }
 
 impl Transaction {
@@ -414,6 +448,12 @@ impl Transaction {
         }
     }
 
+    /// Adds work that must be durable before this transaction's writes commit (see
+    /// `BeforeCommit`). Hooks run in the order they were added, once, at `commit`.
+    pub fn before_commit(&self, hook: Arc<dyn BeforeCommit>) {
+        self.hooks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(hook);
+    }
+
     /// Commits, returning the committed version, or -1 for a transaction that wrote nothing.
     ///
     /// # Errors
@@ -421,10 +461,15 @@ impl Transaction {
     /// `not_committed` on a conflict, `transaction_too_old`, the size errors of the mutations,
     /// `commit_unknown_result`…
     pub async fn commit(self) -> MetaResult<i64> {
+        let hooks = std::mem::take(
+            &mut *self.hooks.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         let result = match self.inner.as_ref() {
-            Tx::Embedded(t) => t.commit().await,
+            // The committer runs the hooks of a whole batch just before it logs the batch, so
+            // their syncs and the log's share one stage.
+            Tx::Embedded(t) => t.commit(hooks).await,
             #[cfg(feature = "fdb")]
-            Tx::Fdb(t) => t.commit().await,
+            Tx::Fdb(t) => t.commit(hooks).await,
         };
         let counter = match &result {
             Ok(_) => &self.stats.committed,

@@ -1,9 +1,11 @@
 //! The Volume: an append-only, checksummed segment engine, one per shard, whose entry metadata
 //! and changelog live in the metadata store (`DESIGN.md` section 5, `docs/design/volume-format.md`).
 //!
-//! Invariant: an entry's bytes are written and synced before `append` returns, and the caller
-//! commits the metadata pointing at them only after that, so a crash leaves at most unreferenced
-//! bytes, never a pointer to missing or torn bytes. Concurrent appenders share syncs. Reads go
+//! Invariant: an entry's bytes are written before `append` returns and synced before the
+//! transaction holding the metadata that points at them commits (the append hands the sync to the
+//! transaction's commit through `Transaction::before_commit`; with a sync standby it syncs at
+//! once), so a crash leaves at most unreferenced bytes, never a pointer to missing or torn bytes.
+//! Syncs are shared by every write completed before they start. Reads go
 //! through a memory map and verify checksums. Segment I/O sits behind `io::Storage` so fault tests
 //! can fail writes and syncs. This crate depends only on `kronotop-meta`.
 
@@ -187,9 +189,9 @@ pub struct Volume {
     /// Held while a new active segment is made, so only one appender makes it.
     rollover: tokio::sync::Mutex<()>,
     status: RwLock<VolumeStatus>,
-    pub counters: OpCounters,
+    pub counters: Arc<OpCounters>,
     /// What standbys have copied and whether writes wait for one of them.
-    pub replication: replication::Replication,
+    pub replication: Arc<replication::Replication>,
     fence: RwLock<Option<Fence>>,
     /// Live entries (and their bytes) whose bytes this copy lacks, found when it was opened.
     missing: Mutex<(u64, u64)>,
@@ -338,8 +340,8 @@ impl Volume {
             active: Mutex::new(first),
             rollover: tokio::sync::Mutex::new(()),
             status: RwLock::new(status),
-            counters: OpCounters::default(),
-            replication: replication::Replication::default(),
+            counters: Arc::default(),
+            replication: Arc::default(),
             fence: RwLock::new(None),
             missing: Mutex::new((0, 0)),
         };
@@ -393,6 +395,37 @@ impl Volume {
         })
         .await?;
         *self.status.write().unwrap_or_else(std::sync::PoisonError::into_inner) = s;
+        if s != VolumeStatus::ReadWrite {
+            // A failover waits for the standby to copy up to the durable watermark after writes
+            // stop; bytes written by transactions that have not committed yet must be under it
+            // by then, or such a transaction committing later would point at bytes the new
+            // primary never copied.
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Syncs every segment with written bytes not synced yet (appends whose transactions have
+    /// not committed), so the durable watermark covers every write completed before the call.
+    ///
+    /// # Errors
+    ///
+    /// The sync's I/O error.
+    pub async fn flush(&self) -> Result<()> {
+        let unsynced: Vec<Arc<Segment>> = self
+            .segments
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .filter(|s| s.has_unsynced())
+            .cloned()
+            .collect();
+        for segment in unsynced {
+            if segment.sync_after_write().await.map_err(io_err(&self.name))? {
+                self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.replication.bump();
         Ok(())
     }
 
@@ -527,8 +560,9 @@ impl Volume {
         Ok(())
     }
 
-    /// Appends `entries` under `prefix`: writes and syncs their bytes, then writes their metadata,
-    /// stats and changelog records into `tx`, which the caller commits.
+    /// Appends `entries` under `prefix`: writes their bytes, then writes their metadata, stats and
+    /// changelog records into `tx`, which the caller commits; the commit syncs the bytes first
+    /// (`write_for`).
     ///
     /// # Errors
     ///
@@ -542,7 +576,7 @@ impl Volume {
         entries: &[&[u8]],
     ) -> Result<Vec<Appended>> {
         self.check_fence(tx).await?;
-        let written = self.write_entries(db, entries).await?;
+        let written = self.write_for(db, tx, entries).await?;
         let mut out = Vec::with_capacity(written.len());
         for metadata in written {
             let user_version = tx.next_user_version()?;
@@ -553,8 +587,59 @@ impl Volume {
         Ok(out)
     }
 
+    /// Writes entries' bytes for `tx`, returning where they are, and makes them durable before
+    /// `tx` commits. With a sync standby the write waits for the standby to hold its bytes, which
+    /// it copies only once they are durable here, so they are synced now. Otherwise the sync is
+    /// left to `tx`'s commit, which runs it (with every other commit of its batch) before the
+    /// metadata pointing at the bytes commits.
+    async fn write_for(
+        &self,
+        db: &Database,
+        tx: &Transaction,
+        entries: &[&[u8]],
+    ) -> Result<Vec<EntryMetadata>> {
+        if self.replication.sync_standby().is_some() {
+            return self.write_entries(db, entries).await;
+        }
+        let (written, pending) = self.write_unsynced(db, entries).await?;
+        tx.before_commit(Arc::new(pending));
+        Ok(written)
+    }
+
     /// Writes and syncs entries' bytes, returning where they are; nothing refers to them yet.
     async fn write_entries(&self, db: &Database, entries: &[&[u8]]) -> Result<Vec<EntryMetadata>> {
+        let (written, pending) = self.write_unsynced(db, entries).await?;
+        for (segment, _) in &pending.syncs {
+            if segment.sync_after_write().await.map_err(io_err(&self.name))? {
+                self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+                self.replication.bump();
+            }
+        }
+        // The ranges are synced: they count as durable now, before the standby is waited for.
+        drop(pending);
+        let needed = written
+            .iter()
+            .map(|m| replication::Position {
+                segment: m.segment,
+                position: m.position + format::ENTRY_HEADER_LEN + u64::from(m.length),
+            })
+            .max();
+        if let Some(needed) = needed {
+            self.replication
+                .wait_for_sync(needed)
+                .await
+                .map_err(|member| VolumeError::SyncStandby(self.name.clone(), member))?;
+        }
+        Ok(written)
+    }
+
+    /// Writes entries' bytes without syncing them, returning where they are and what syncs them;
+    /// nothing refers to them yet.
+    async fn write_unsynced(
+        &self,
+        db: &Database,
+        entries: &[&[u8]],
+    ) -> Result<(Vec<EntryMetadata>, PendingSync)> {
         if entries.is_empty() || entries.len() > MAX_ENTRIES_PER_APPEND {
             return Err(VolumeError::EntryCount(entries.len()));
         }
@@ -571,50 +656,48 @@ impl Volume {
         if status != VolumeStatus::ReadWrite {
             return Err(VolumeError::NotWritable(self.name.clone(), status.name()));
         }
-        // Every reserved range is marked finished when this call ends, however it ends (a failed
-        // write leaves bytes nothing refers to), so no range holds the durable watermark back.
-        let mut reserved = Reserved { volume: self, ranges: Vec::with_capacity(entries.len()) };
+        // Every reserved range is marked finished when `pending` is dropped, however this call or
+        // the commit after it ends (a failed write leaves bytes nothing refers to), so no range
+        // holds the durable watermark back.
+        let mut pending = PendingSync {
+            volume: self.name.clone(),
+            syncs: Vec::new(),
+            ranges: Vec::with_capacity(entries.len()),
+            replication: Arc::clone(&self.replication),
+            counters: Arc::clone(&self.counters),
+        };
         let mut written = Vec::with_capacity(entries.len());
         for entry in entries {
             let total = format::ENTRY_HEADER_LEN + entry.len() as u64;
             let (segment, pos) = self.reserve(db, total).await?;
-            reserved.ranges.push((Arc::clone(&segment), pos, total));
+            pending.ranges.push((Arc::clone(&segment), pos, total));
             let mut buf = Vec::with_capacity(total as usize);
             buf.extend_from_slice(&format::entry_header(entry));
             buf.extend_from_slice(entry);
             segment.write(pos, &buf).map_err(io_err(&self.name))?;
-            written.push((segment, pos, entry.len()));
-        }
-        let mut synced: Vec<u64> = Vec::new();
-        for (segment, _, _) in &written {
-            if !synced.contains(&segment.id) {
-                if segment.sync_after_write().await.map_err(io_err(&self.name))? {
-                    self.counters.syncs.fetch_add(1, Ordering::Relaxed);
-                }
-                synced.push(segment.id);
-            }
-        }
-        drop(reserved);
-        let needed = written
-            .iter()
-            .map(|(segment, pos, len)| replication::Position {
+            written.push(EntryMetadata {
                 segment: segment.id,
-                position: pos + format::ENTRY_HEADER_LEN + *len as u64,
-            })
-            .max();
-        if let Some(needed) = needed {
-            self.replication
-                .wait_for_sync(needed)
-                .await
-                .map_err(|member| VolumeError::SyncStandby(self.name.clone(), member))?;
+                position: pos,
+                length: entry.len() as u32,
+            });
         }
-        Ok(written
-            .into_iter()
-            .map(|(segment, position, len)| {
-                self.counters.bytes_appended.fetch_add(len as u64, Ordering::Relaxed);
-                EntryMetadata { segment: segment.id, position, length: len as u32 }
-            })
-            .collect())
+        // Taken once every write has completed: a sync numbered at least this covers them all,
+        // whoever runs it.
+        for (segment, pos, len) in &pending.ranges {
+            let ticket = match pending.syncs.iter().find(|(s, _)| s.id == segment.id) {
+                Some((_, t)) => *t,
+                None => {
+                    let t = segment.sync_ticket();
+                    pending.syncs.push((Arc::clone(segment), t));
+                    t
+                }
+            };
+            segment.mark_written(*pos, *len, ticket);
+        }
+        for m in &written {
+            self.counters.bytes_appended.fetch_add(u64::from(m.length), Ordering::Relaxed);
+        }
+        Ok((written, pending))
     }
 
     /// Reads and verifies the bytes `metadata` points at.
@@ -761,7 +844,7 @@ impl Volume {
         let Some(old) = self.metadata(tx, prefix, id).await? else { return Ok(None) };
         self.check_fence(tx).await?;
         let new = self
-            .write_entries(db, &[bytes])
+            .write_for(db, tx, &[bytes])
             .await?
             .pop()
             .ok_or_else(|| VolumeError::BadMetadata("no entry written".into()))?;
@@ -884,7 +967,7 @@ impl Volume {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
             .map(|s| {
-                let durable = s.durable();
+                let durable = s.durable_watermark();
                 replication::Tail {
                     segment: s.id,
                     size: s.size,
@@ -908,7 +991,7 @@ impl Volume {
     pub fn segment_bytes(&self, segment: u64, position: u64, length: u64) -> Result<Bytes> {
         let missing = || VolumeError::NotDurable(self.name.clone(), segment, position, length);
         let s = self.segment(segment).ok_or_else(missing)?;
-        if position.checked_add(length).is_none_or(|end| end > s.durable()) {
+        if position.checked_add(length).is_none_or(|end| end > s.durable_watermark()) {
             return Err(missing());
         }
         s.bytes(position, length).map(Bytes::copy_from_slice).ok_or_else(missing)
@@ -921,20 +1004,50 @@ impl Volume {
     }
 }
 
-/// Reserved ranges of one `write_entries` call, marked finished when it ends.
-struct Reserved<'a> {
-    volume: &'a Volume,
+/// The bytes one append wrote and the syncs that make them durable: run by the commit of the
+/// transaction that refers to them (`BeforeCommit`), or at once by `write_entries`.
+///
+/// Its ranges are finished (the durable watermark may move over them) by the first sync that
+/// covers them, whoever runs it, or when it is dropped, whichever comes first. Dropped unsynced,
+/// they belong to a transaction that did not commit (or whose sync failed): bytes nothing refers
+/// to, which the primary never writes again (a segment opened after a restart takes no appends),
+/// so a standby may copy them as they are.
+#[derive(Debug)]
+struct PendingSync {
+    volume: String,
+    /// Each segment written, with the sync that covers the writes (`Segment::sync_ticket`).
+    syncs: Vec<(Arc<Segment>, u64)>,
     ranges: Vec<(Arc<Segment>, u64, u64)>,
+    replication: Arc<replication::Replication>,
+    counters: Arc<OpCounters>,
 }
 
-impl Drop for Reserved<'_> {
+impl kronotop_meta::BeforeCommit for PendingSync {
+    fn run(&self) -> std::io::Result<()> {
+        for (segment, ticket) in &self.syncs {
+            let ran = segment.sync_blocking(*ticket).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("volume {}, segment {}: {e}", self.volume, segment.id),
+                )
+            })?;
+            if ran {
+                self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+                self.replication.bump();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PendingSync {
     fn drop(&mut self) {
         let mut moved = false;
         for (segment, pos, len) in &self.ranges {
             moved |= segment.mark_durable(*pos, *len);
         }
         if moved {
-            self.volume.replication.bump();
+            self.replication.bump();
         }
     }
 }

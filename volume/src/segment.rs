@@ -40,11 +40,27 @@ pub struct Segment {
     sealed: AtomicBool,
 }
 
-/// Finished ranges above the watermark, waiting for the ranges before them.
+/// Finished ranges above the watermark, waiting for the ranges before them, and written ranges
+/// waiting for a sync.
 #[derive(Debug, Default)]
 struct Durable {
     watermark: u64,
     done: std::collections::BTreeMap<u64, u64>,
+    /// `(position, end, ticket)` of ranges written and not synced yet: the first sync numbered
+    /// `ticket` or more finishes them, whichever appender ran it. So an open transaction that
+    /// wrote and has not committed does not hold the watermark back once later writes are synced.
+    waiting: Vec<(u64, u64, u64)>,
+}
+
+impl Durable {
+    /// Moves the watermark over every finished range that now follows it; whether it moved.
+    fn advance(&mut self) -> bool {
+        let before = self.watermark;
+        while let Some(end) = self.done.remove(&self.watermark) {
+            self.watermark = end;
+        }
+        self.watermark != before
+    }
 }
 
 fn map(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
@@ -120,7 +136,7 @@ impl Segment {
             syncs_started: AtomicU64::new(0),
             syncs_completed: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
-            durable: Mutex::new(Durable { watermark: next, done: Default::default() }),
+            durable: Mutex::new(Durable { watermark: next, ..Durable::default() }),
             sealed: AtomicBool::new(false),
         }
     }
@@ -143,17 +159,34 @@ impl Segment {
     /// Marks `[pos, pos + len)` finished (synced, or failed for good) and moves the durable
     /// watermark over every finished range that now follows it. Returns whether it moved.
     pub fn mark_durable(&self, pos: u64, len: u64) -> bool {
-        let mut guard = self.durable.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let d = &mut *guard;
+        let mut d = self.durable();
+        d.waiting.retain(|(p, _, _)| *p != pos);
         if pos + len <= d.watermark {
             return false;
         }
         d.done.insert(pos, pos + len);
-        let before = d.watermark;
-        while let Some(end) = d.done.remove(&d.watermark) {
-            d.watermark = end;
+        d.advance()
+    }
+
+    /// Records that `[pos, pos + len)` was written and is finished by the first sync numbered
+    /// `ticket` or more (`sync_ticket`), unless `mark_durable` finishes it first.
+    pub fn mark_written(&self, pos: u64, len: u64, ticket: u64) {
+        let mut d = self.durable();
+        if self.syncs_completed.load(Ordering::Acquire) >= ticket {
+            d.done.insert(pos, pos + len);
+            d.advance();
+        } else {
+            d.waiting.push((pos, pos + len, ticket));
         }
-        d.watermark != before
+    }
+
+    /// Whether some written range still waits for a sync.
+    pub fn has_unsynced(&self) -> bool {
+        !self.durable().waiting.is_empty()
+    }
+
+    fn durable(&self) -> std::sync::MutexGuard<'_, Durable> {
+        self.durable.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records where the data of a segment opened from disk ends, so standbys copy up to there
@@ -162,9 +195,10 @@ impl Segment {
     pub fn seal_at(&self, end: u64) {
         let end = end.clamp(format::SEGMENT_HEADER_LEN, self.size);
         *self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = end;
-        let mut d = self.durable.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut d = self.durable();
         d.watermark = end;
         d.done.clear();
+        d.waiting.clear();
         self.sealed.store(true, Ordering::Release);
     }
 
@@ -178,8 +212,8 @@ impl Segment {
     }
 
     /// The durable watermark (see the field).
-    pub fn durable(&self) -> u64 {
-        self.durable.lock().unwrap_or_else(std::sync::PoisonError::into_inner).watermark
+    pub fn durable_watermark(&self) -> u64 {
+        self.durable().watermark
     }
 
     /// The first position not reserved yet.
@@ -196,6 +230,12 @@ impl Segment {
         self.file.write_at(bytes, pos)
     }
 
+    /// The number of the first sync that starts after now: once a sync of at least that number
+    /// has completed, every write completed before this call is durable.
+    pub fn sync_ticket(&self) -> u64 {
+        self.syncs_started.load(Ordering::Acquire) + 1
+    }
+
     /// Returns once a sync that started after the caller's (already completed) write has
     /// completed: one sync serves every appender whose write completed before it began. Returns
     /// whether this caller ran the sync (so the syncs can be counted once each).
@@ -204,39 +244,71 @@ impl Segment {
     ///
     /// The sync's error; the segment is then poisoned.
     pub async fn sync_after_write(self: &Arc<Self>) -> std::io::Result<bool> {
-        // Any sync numbered above `seen` started after our write completed.
-        let need = self.syncs_started.load(Ordering::Acquire) + 1;
-        loop {
-            if self.poisoned.load(Ordering::Acquire) {
-                return Err(std::io::Error::other(format!(
-                    "segment {} failed to sync earlier",
-                    self.id
-                )));
+        let need = self.sync_ticket();
+        if let Some(done) = self.synced(need)? {
+            return Ok(done);
+        }
+        let _leader = self.sync_lock.lock().await;
+        if let Some(done) = self.synced(need)? {
+            return Ok(done);
+        }
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || me.sync_now())
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+
+    /// `sync_after_write` for a thread that may block (the metadata committer), with a ticket
+    /// taken after the writes (`sync_ticket`). Returns whether this call ran the sync.
+    ///
+    /// # Errors
+    ///
+    /// The sync's error, now or earlier; the segment is then poisoned.
+    pub fn sync_blocking(&self, ticket: u64) -> std::io::Result<bool> {
+        if let Some(done) = self.synced(ticket)? {
+            return Ok(done);
+        }
+        let _leader = self.sync_lock.blocking_lock();
+        if let Some(done) = self.synced(ticket)? {
+            return Ok(done);
+        }
+        self.sync_now()
+    }
+
+    /// `Some(false)` when a sync numbered `need` or later has completed, an error when the
+    /// segment is poisoned, `None` when a sync is still needed.
+    fn synced(&self, need: u64) -> std::io::Result<Option<bool>> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(std::io::Error::other(format!(
+                "segment {} failed to sync earlier",
+                self.id
+            )));
+        }
+        Ok((self.syncs_completed.load(Ordering::Acquire) >= need).then_some(false))
+    }
+
+    /// Runs one sync; the caller holds `sync_lock`. Returns `Ok(true)`.
+    fn sync_now(&self) -> std::io::Result<bool> {
+        let number = self.syncs_started.fetch_add(1, Ordering::AcqRel) + 1;
+        match self.file.sync() {
+            Ok(()) => {
+                // Under the watermark's lock, so `mark_written` either sees this sync complete or
+                // leaves its range for this promotion.
+                let mut d = self.durable();
+                self.syncs_completed.store(number, Ordering::Release);
+                let Durable { waiting, done, .. } = &mut *d;
+                waiting.retain(|&(pos, end, ticket)| {
+                    if ticket <= number {
+                        done.insert(pos, end);
+                    }
+                    ticket > number
+                });
+                d.advance();
+                Ok(true)
             }
-            if self.syncs_completed.load(Ordering::Acquire) >= need {
-                return Ok(false);
-            }
-            let _leader = self.sync_lock.lock().await;
-            if self.syncs_completed.load(Ordering::Acquire) >= need {
-                return Ok(false);
-            }
-            if self.poisoned.load(Ordering::Acquire) {
-                continue;
-            }
-            let number = self.syncs_started.fetch_add(1, Ordering::AcqRel) + 1;
-            let me = Arc::clone(self);
-            let result = tokio::task::spawn_blocking(move || me.file.sync())
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-            match result {
-                Ok(()) => {
-                    self.syncs_completed.store(number, Ordering::Release);
-                    return Ok(true);
-                }
-                Err(e) => {
-                    self.poisoned.store(true, Ordering::Release);
-                    return Err(e);
-                }
+            Err(e) => {
+                self.poisoned.store(true, Ordering::Release);
+                Err(e)
             }
         }
     }

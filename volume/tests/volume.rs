@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use kronotop_meta::tuple::Subspace;
-use kronotop_meta::{Database, Transaction, embedded};
+use kronotop_meta::{Database, MetaError, Transaction, embedded};
 use kronotop_volume::io::{Faulty, FaultyStorage};
 use kronotop_volume::{EntryMetadata, Volume, VolumeConfig, VolumeError};
 
@@ -183,10 +183,18 @@ async fn failed_writes_and_syncs_leave_nothing_referenced() {
     let tx = db.create_trx().unwrap();
     assert_eq!(vol.list(&tx, PREFIX).await.unwrap().len(), 1, "nothing points at the failed write");
 
+    // The append leaves the sync to the commit, so the commit is what fails, and nothing points
+    // at the bytes it could not make durable.
     faults.fail_nth_sync(1);
     let tx = db.create_trx().unwrap();
-    let err = vol.append(&db, &tx, PREFIX, &[b"unsynced"]).await.unwrap_err();
-    assert!(err.to_string().contains("injected sync failure"), "{err}");
+    vol.append(&db, &tx, PREFIX, &[b"unsynced"]).await.unwrap();
+    assert_eq!(tx.commit().await.unwrap_err(), MetaError::OPERATION_FAILED);
+    let tx = db.create_trx().unwrap();
+    assert_eq!(
+        vol.list(&tx, PREFIX).await.unwrap().len(),
+        1,
+        "nothing points at the unsynced write"
+    );
     drop(tx);
     // The segment that failed to sync takes no more appends; the next append rolls over.
     let segments_before = vol.segment_ids().len();
@@ -194,6 +202,72 @@ async fn failed_writes_and_syncs_leave_nothing_referenced() {
     assert_eq!(vol.segment_ids().len(), segments_before + 1);
     assert_eq!(get(&db, &vol, &after).await.unwrap().as_deref(), Some(&b"after the faults"[..]));
     assert_eq!(get(&db, &vol, &kept).await.unwrap().as_deref(), Some(&b"before the faults"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_are_synced_by_the_commit_that_refers_to_them() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let db = meta(dir.path());
+    let vol = open(&db, dir.path(), 1 << 20).await;
+    let syncs = || vol.counters.syncs.load(Ordering::SeqCst);
+    let durable = |segment: u64| vol.tails().iter().find(|t| t.segment == segment).unwrap().durable;
+    let end = |m: &EntryMetadata| m.position + 16 + u64::from(m.length);
+    let before = syncs();
+
+    let tx = db.create_trx().unwrap();
+    let a = vol.append(&db, &tx, PREFIX, &[b"one", b"two"]).await.unwrap();
+    let last = a[1].metadata;
+    assert_eq!(syncs(), before, "the append leaves its sync to the commit");
+    assert!(durable(last.segment) < end(&last), "unsynced bytes are not offered to standbys");
+    tx.commit().await.unwrap();
+    assert_eq!(syncs(), before + 1, "one sync for the transaction's entries");
+    assert!(durable(last.segment) >= end(&last));
+
+    // Two transactions committed together share a sync when their batch allows; each is synced
+    // by the time its commit returns.
+    let (t1, t2) = (db.create_trx().unwrap(), db.create_trx().unwrap());
+    let b1 = vol.append(&db, &t1, PREFIX, &[b"three"]).await.unwrap()[0].metadata;
+    let b2 = vol.append(&db, &t2, PREFIX, &[b"four"]).await.unwrap()[0].metadata;
+    let (r1, r2) = tokio::join!(t1.commit(), t2.commit());
+    r1.unwrap();
+    r2.unwrap();
+    let after = syncs();
+    assert!((before + 2..=before + 3).contains(&after), "{after}");
+    assert!(durable(b2.segment) >= end(&b1).max(end(&b2)));
+
+    // An open transaction does not hold the watermark back: the sync a later commit runs covers
+    // the open one's bytes too.
+    let open_tx = db.create_trx().unwrap();
+    let c = vol.append(&db, &open_tx, PREFIX, &[b"open"]).await.unwrap()[0].metadata;
+    assert!(durable(c.segment) < end(&c));
+    let tx = db.create_trx().unwrap();
+    let d = vol.append(&db, &tx, PREFIX, &[b"later"]).await.unwrap()[0].metadata;
+    tx.commit().await.unwrap();
+    assert!(durable(d.segment) >= end(&d) && end(&d) > end(&c));
+    let after = syncs();
+
+    // Stopping writes syncs what open transactions wrote, so a standby that has caught up after
+    // that holds every byte a late commit could point at.
+    let e = vol.append(&db, &open_tx, PREFIX, &[b"open, later"]).await.unwrap()[0].metadata;
+    assert!(durable(e.segment) < end(&e));
+    vol.set_status(&db, "READONLY").await.unwrap();
+    assert!(durable(e.segment) >= end(&e));
+    assert_eq!(syncs(), after + 1);
+    vol.set_status(&db, "READWRITE").await.unwrap();
+    open_tx.commit().await.unwrap();
+    assert_eq!(syncs(), after + 1, "the commit finds its bytes synced already");
+
+    // A transaction that never commits: its bytes are referenced by nothing, and the watermark
+    // moves over them without a sync, so standbys are not held back.
+    let tx = db.create_trx().unwrap();
+    let f = vol.append(&db, &tx, PREFIX, &[b"never committed"]).await.unwrap()[0].metadata;
+    assert!(durable(f.segment) < end(&f));
+    drop(tx);
+    assert_eq!(syncs(), after + 1);
+    assert!(durable(f.segment) >= end(&f));
+    let tx = db.create_trx().unwrap();
+    assert_eq!(vol.list(&tx, PREFIX).await.unwrap().len(), 7);
 }
 
 fn segment_path(vol: &Volume, segment: u64) -> std::path::PathBuf {

@@ -153,6 +153,8 @@ struct CommitRequest {
     /// the keys they become (their version and position in the batch), so they conflict exactly.
     writes: Vec<KeyRange>,
     ops: Vec<Op>,
+    /// Run by the committer once the transaction is accepted, before its batch is logged.
+    hooks: crate::Hooks,
     reply: oneshot::Sender<MetaResult<(i64, [u8; 10])>>,
 }
 
@@ -392,7 +394,10 @@ fn committer(
         let verdicts = resolve_batch(&history, &batch, now, version);
         let mut accepted: Vec<Box<CommitRequest>> = Vec::with_capacity(batch.len());
         for (req, verdict) in batch.into_iter().zip(verdicts) {
-            match verdict {
+            // What an accepted transaction refers to outside the store (Volume bytes) is made
+            // durable before the batch is logged: one stage of syncs for the whole batch, where
+            // each appender used to wait for its own sync before it could commit.
+            match verdict.and_then(|()| crate::run_hooks(&req.hooks)) {
                 Ok(()) => accepted.push(req),
                 Err(e) => {
                     let _ = req.reply.send(Err(e));
@@ -1209,7 +1214,7 @@ impl Transaction {
     }
 
     /// Commits, returning the committed version (-1 for a read-only transaction).
-    pub async fn commit(&self) -> MetaResult<i64> {
+    pub async fn commit(&self, hooks: crate::Hooks) -> MetaResult<i64> {
         let (request, rx, watches, stamps) = {
             let mut st = self.state();
             st.usable()?;
@@ -1248,6 +1253,7 @@ impl Transaction {
                 reads: std::mem::take(&mut st.reads),
                 writes: std::mem::take(&mut st.write_ranges),
                 ops: std::mem::take(&mut st.ops),
+                hooks,
                 reply,
             });
             (request, rx, watches, stamps)
@@ -1338,7 +1344,7 @@ mod tests {
     async fn put(db: &Database, key: &[u8]) -> MetaResult<i64> {
         let tx = db.create_trx()?;
         tx.set(key, b"v");
-        tx.commit().await
+        tx.commit(Vec::new()).await
     }
 
     #[tokio::test]
