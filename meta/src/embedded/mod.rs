@@ -5,9 +5,10 @@
 //!   writes), range reads and key selectors included.
 //! * **Commits** go to one committer thread. It takes every pending commit (group commit), checks
 //!   each one's read-conflict ranges against the writes committed after its read version
-//!   (`resolver::History`, five seconds of it), applies the survivors with their atomic mutations
-//!   and versionstamps in one redb write transaction, appends the batch's final writes to the
-//!   write-ahead log (`wal`) and syncs it once, commits the redb transaction without a sync, and
+//!   (`resolver::History`: up to five seconds of them, fewer when no transaction reads that far
+//!   back), applies the survivors with their atomic mutations and versionstamps in one redb write
+//!   transaction, appends the batch's final writes to the write-ahead log (`wal`) and syncs it
+//!   once, commits the redb transaction without a sync, and
 //!   only then publishes the new read version and answers. No reader ever sees a commit that is
 //!   not durable. A durable redb commit (a checkpoint) now and then lets the log start over; at
 //!   open, the log's records that redb lacks are applied first.
@@ -355,6 +356,14 @@ fn committer(
     mut last_version: i64,
 ) {
     let mut history = History::default();
+    // Every snapshot published, oldest first, while one older than it is still held: the oldest
+    // one a transaction still holds bounds the history (`History::expire`). A transaction takes
+    // its snapshot by cloning the published one, so nothing can start reading below it.
+    let mut readers: std::collections::VecDeque<(i64, std::sync::Weak<Snapshot>)> =
+        std::collections::VecDeque::new();
+    if let Ok(s) = shared.latest() {
+        readers.push_back((s.version, Arc::downgrade(&s)));
+    }
     // Set when the log or redb failed in a way that leaves redb's state and the log's in doubt;
     // from then on every commit fails, and a restart replays the log.
     let mut failed = false;
@@ -386,7 +395,11 @@ fn committer(
             }
         }
         let now = shared.options.clock.now();
-        history.expire(now, limits::TRANSACTION_LIFETIME);
+        while readers.front().is_some_and(|(_, w)| w.strong_count() == 0) {
+            readers.pop_front();
+        }
+        let oldest_reader = readers.front().map_or(last_version, |(v, _)| *v);
+        history.expire(now, limits::TRANSACTION_LIFETIME, oldest_reader);
         let version = (last_version + 1).max(wall_micros());
 
         // Resolve in arrival order; an accepted transaction's writes count against the later
@@ -421,6 +434,7 @@ fn committer(
                     }
                 }
                 let snapshot = Arc::new(snapshot);
+                readers.push_back((version, Arc::downgrade(&snapshot)));
                 *shared.published.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
                     Some(Arc::clone(&snapshot));
                 // After publishing: a watch registered meanwhile saw the new snapshot or is in

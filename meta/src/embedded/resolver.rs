@@ -83,10 +83,14 @@ impl History {
         self.log.push_back((version, now, points));
     }
 
-    /// Forgets batches committed more than `window` before `now`.
-    pub fn expire(&mut self, now: Duration, window: Duration) {
+    /// Forgets batches committed more than `window` before `now`, and those at or below
+    /// `oldest_reader`, the oldest read version any transaction still holds: a write at or below
+    /// a transaction's read version never conflicts with it, so when every transaction is younger
+    /// than a batch, nobody needs that batch any more. Under load this keeps the history a few
+    /// batches long instead of five seconds of every written key.
+    pub fn expire(&mut self, now: Duration, window: Duration, oldest_reader: i64) {
         while let Some((version, at, _)) = self.log.front() {
-            if now.saturating_sub(*at) <= window {
+            if now.saturating_sub(*at) <= window && *version > oldest_reader {
                 break;
             }
             let version = *version;
@@ -129,10 +133,26 @@ mod tests {
         let mut h = History::default();
         h.record(10, Duration::from_secs(0), [], vec![r(b"a", b"a\0")]);
         h.record(20, Duration::from_secs(3), [b"b".to_vec()], vec![]);
-        h.expire(Duration::from_secs(6), Duration::from_secs(5));
+        h.expire(Duration::from_secs(6), Duration::from_secs(5), 0);
         assert!(!h.conflicts(0, &[r(b"a", b"a\0")]));
         assert!(h.conflicts(15, &[r(b"b", b"b\0")]));
         assert!(h.too_old(9));
         assert!(!h.too_old(10));
+    }
+
+    #[test]
+    fn batches_no_reader_can_conflict_with_are_forgotten_early() {
+        let mut h = History::default();
+        h.record(10, Duration::ZERO, [b"a".to_vec()], vec![]);
+        h.record(20, Duration::ZERO, [b"b".to_vec()], vec![r(b"m", b"p")]);
+        h.record(30, Duration::ZERO, [b"c".to_vec()], vec![]);
+        // The oldest reader read at 20: batches 10 and 20 cannot conflict with it, 30 can.
+        h.expire(Duration::ZERO, Duration::from_secs(5), 20);
+        assert!(h.conflicts(20, &[r(b"c", b"c\0")]));
+        assert!(!h.conflicts(0, &[r(b"a", b"a\0")]), "forgotten");
+        assert!(!h.conflicts(0, &[r(b"n", b"n\0")]), "the range of batch 20 is forgotten");
+        assert_eq!(h.points.len(), 1);
+        assert!(!h.too_old(20));
+        assert!(h.too_old(19));
     }
 }
