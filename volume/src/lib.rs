@@ -481,6 +481,29 @@ impl Volume {
             }
             let segment = self.new_segment(db, active.id + 1).await?;
             *self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = segment;
+            // No append will sync the old segment again, and a transaction that wrote its last
+            // entries may stay open for long: sync them now, so the segment completes and
+            // standbys move on to the next one.
+            self.sync_retired(&active).await;
+        }
+    }
+
+    /// Syncs `segment`, no longer the active one, if it holds unsynced writes. A failure poisons
+    /// it, which fails the commits that still need its bytes; the caller's own append goes on.
+    async fn sync_retired(&self, segment: &Arc<Segment>) {
+        if !segment.has_unsynced() {
+            return;
+        }
+        match segment.sync_after_write().await {
+            Ok(ran) => {
+                if ran {
+                    self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+                }
+                self.replication.bump();
+            }
+            Err(e) => {
+                tracing::error!(volume = %self.name, segment = segment.id, error = %e, "syncing a full segment failed");
+            }
         }
     }
 
@@ -693,6 +716,14 @@ impl Volume {
                 }
             };
             segment.mark_written(*pos, *len, ticket);
+        }
+        // A segment that was rolled over while these writes went on was synced at the rollover,
+        // perhaps before they completed; sync it again, as no later append will.
+        let active = self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner).id;
+        for (segment, _) in &pending.syncs {
+            if segment.id != active {
+                self.sync_retired(segment).await;
+            }
         }
         for m in &written {
             self.counters.bytes_appended.fetch_add(u64::from(m.length), Ordering::Relaxed);

@@ -270,6 +270,30 @@ async fn appends_are_synced_by_the_commit_that_refers_to_them() {
     assert_eq!(vol.list(&tx, PREFIX).await.unwrap().len(), 7);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_transaction_does_not_keep_a_full_segment_from_completing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = meta(dir.path());
+    let vol = open(&db, dir.path(), 1 << 16).await;
+    let big = vec![7u8; 20_000];
+    // Three such entries fill a 64 KiB segment; the open transaction writes the last of them.
+    put(&db, &vol, &[&big]).await;
+    put(&db, &vol, &[&big]).await;
+    let open_tx = db.create_trx().unwrap();
+    let last = vol.append(&db, &open_tx, PREFIX, &[&big]).await.unwrap()[0].metadata;
+    let first = vol.segment_ids()[0];
+    assert_eq!(last.segment, first);
+    // The next append rolls over to a new segment; nothing will write the old one again.
+    put(&db, &vol, &[&big]).await;
+    assert!(vol.segment_ids().len() > 1);
+    let tail = vol.tails().into_iter().find(|t| t.segment == first).unwrap();
+    assert!(tail.durable >= last.position + 16 + 20_000, "{tail:?}");
+    assert!(tail.complete, "standbys can move on to the next segment: {tail:?}");
+    open_tx.commit().await.unwrap();
+    let tx = db.create_trx().unwrap();
+    assert_eq!(vol.list(&tx, PREFIX).await.unwrap().len(), 4);
+}
+
 fn segment_path(vol: &Volume, segment: u64) -> std::path::PathBuf {
     vol.dir().join(format!("{segment:019}"))
 }
