@@ -407,11 +407,7 @@ impl Volume {
 
     /// Syncs every segment with written bytes not synced yet (appends whose transactions have
     /// not committed), so the durable watermark covers every write completed before the call.
-    ///
-    /// # Errors
-    ///
-    /// The sync's I/O error.
-    pub async fn flush(&self) -> Result<()> {
+    async fn flush(&self) -> Result<()> {
         let unsynced: Vec<Arc<Segment>> = self
             .segments
             .read()
@@ -421,11 +417,18 @@ impl Volume {
             .cloned()
             .collect();
         for segment in unsynced {
-            if segment.sync_after_write().await.map_err(io_err(&self.name))? {
-                self.counters.syncs.fetch_add(1, Ordering::Relaxed);
-            }
+            self.sync_segment(&segment).await?;
         }
-        self.replication.bump();
+        Ok(())
+    }
+
+    /// Waits for a sync of `segment` that started after every write completed so far (running it,
+    /// or sharing one under way), counting it and waking standbys when this call ran it.
+    async fn sync_segment(&self, segment: &Arc<Segment>) -> Result<()> {
+        if segment.sync_after_write().await.map_err(io_err(&self.name))? {
+            self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+            self.replication.bump();
+        }
         Ok(())
     }
 
@@ -491,19 +494,10 @@ impl Volume {
     /// Syncs `segment`, no longer the active one, if it holds unsynced writes. A failure poisons
     /// it, which fails the commits that still need its bytes; the caller's own append goes on.
     async fn sync_retired(&self, segment: &Arc<Segment>) {
-        if !segment.has_unsynced() {
-            return;
-        }
-        match segment.sync_after_write().await {
-            Ok(ran) => {
-                if ran {
-                    self.counters.syncs.fetch_add(1, Ordering::Relaxed);
-                }
-                self.replication.bump();
-            }
-            Err(e) => {
-                tracing::error!(volume = %self.name, segment = segment.id, error = %e, "syncing a full segment failed");
-            }
+        if segment.has_unsynced()
+            && let Err(e) = self.sync_segment(segment).await
+        {
+            tracing::error!(volume = %self.name, segment = segment.id, error = %e, "syncing a full segment failed");
         }
     }
 
@@ -633,10 +627,7 @@ impl Volume {
     async fn write_entries(&self, db: &Database, entries: &[&[u8]]) -> Result<Vec<EntryMetadata>> {
         let (written, pending) = self.write_unsynced(db, entries).await?;
         for (segment, _) in &pending.syncs {
-            if segment.sync_after_write().await.map_err(io_err(&self.name))? {
-                self.counters.syncs.fetch_add(1, Ordering::Relaxed);
-                self.replication.bump();
-            }
+            self.sync_segment(segment).await?;
         }
         // The ranges are synced: they count as durable now, before the standby is waited for.
         drop(pending);
