@@ -356,13 +356,9 @@ fn committer(
     mut last_version: i64,
 ) {
     let mut history = History::default();
-    // Every snapshot published, oldest first, while one older than it is still held: the oldest
-    // one a transaction still holds bounds the history (`History::expire`). A transaction takes
-    // its snapshot by cloning the published one, so nothing can start reading below it.
-    let mut readers: std::collections::VecDeque<(i64, std::sync::Weak<Snapshot>)> =
-        std::collections::VecDeque::new();
+    let mut readers = Readers::default();
     if let Ok(s) = shared.latest() {
-        readers.push_back((s.version, Arc::downgrade(&s)));
+        readers.publish(s.version, &s);
     }
     // Set when the log or redb failed in a way that leaves redb's state and the log's in doubt;
     // from then on every commit fails, and a restart replays the log.
@@ -395,10 +391,7 @@ fn committer(
             }
         }
         let now = shared.options.clock.now();
-        while readers.front().is_some_and(|(_, w)| w.strong_count() == 0) {
-            readers.pop_front();
-        }
-        let oldest_reader = readers.front().map_or(last_version, |(v, _)| *v);
+        let oldest_reader = readers.oldest().unwrap_or(last_version);
         history.expire(now, limits::TRANSACTION_LIFETIME, oldest_reader);
         let version = (last_version + 1).max(wall_micros());
 
@@ -434,7 +427,7 @@ fn committer(
                     }
                 }
                 let snapshot = Arc::new(snapshot);
-                readers.push_back((version, Arc::downgrade(&snapshot)));
+                readers.publish(version, &snapshot);
                 *shared.published.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
                     Some(Arc::clone(&snapshot));
                 // After publishing: a watch registered meanwhile saw the new snapshot or is in
@@ -465,6 +458,46 @@ fn committer(
     }
     if !failed && let Err(e) = checkpoint(&db, &mut wal) {
         tracing::warn!(error = %e, "final metadata checkpoint failed; the next start replays the log");
+    }
+}
+
+/// The snapshots the committer published that may still be read, oldest first: the oldest one a
+/// transaction still holds bounds the conflict history (`History::expire`). A transaction takes
+/// its snapshot by cloning the published one, so nothing can start reading below what this
+/// holds.
+struct Readers<T> {
+    published: std::collections::VecDeque<(i64, std::sync::Weak<T>)>,
+    /// Length past which released snapshots behind a held one are swept out: one transaction
+    /// holding its snapshot for its five seconds would otherwise keep an entry for every batch
+    /// committed meanwhile (a few thousand a second), and one left open for hours, millions.
+    sweep_at: usize,
+}
+
+/// Least `Readers::sweep_at`: a sweep walks every entry, so it waits for this many at least.
+const READERS_SWEEP_MIN: usize = 1024;
+
+impl<T> Default for Readers<T> {
+    fn default() -> Self {
+        Readers { published: std::collections::VecDeque::new(), sweep_at: READERS_SWEEP_MIN }
+    }
+}
+
+impl<T> Readers<T> {
+    fn publish(&mut self, version: i64, snapshot: &Arc<T>) {
+        self.published.push_back((version, Arc::downgrade(snapshot)));
+        if self.published.len() > self.sweep_at {
+            self.published.retain(|(_, w)| w.strong_count() > 0);
+            // Twice what is still held, so sweeps cost O(1) per publish however many are held.
+            self.sweep_at = (2 * self.published.len()).max(READERS_SWEEP_MIN);
+        }
+    }
+
+    /// The version of the oldest snapshot still held, if any.
+    fn oldest(&mut self) -> Option<i64> {
+        while self.published.front().is_some_and(|(_, w)| w.strong_count() == 0) {
+            self.published.pop_front();
+        }
+        self.published.front().map(|(v, _)| *v)
     }
 }
 
@@ -1359,6 +1392,26 @@ mod tests {
         let tx = db.create_trx()?;
         tx.set(key, b"v");
         tx.commit(Vec::new()).await
+    }
+
+    #[test]
+    fn readers_hold_the_oldest_snapshot_still_held_and_nothing_released() {
+        let mut readers = Readers::default();
+        let held = Arc::new(());
+        readers.publish(1, &held);
+        // Every later snapshot is released at once, as by transactions that end quickly, while
+        // the first stays held, as by a transaction left open.
+        for v in 2..20_000 {
+            readers.publish(v, &Arc::new(()));
+        }
+        assert_eq!(readers.oldest(), Some(1));
+        assert!(readers.published.len() <= READERS_SWEEP_MIN + 1, "{}", readers.published.len());
+        let newest = Arc::new(());
+        readers.publish(20_000, &newest);
+        drop(held);
+        assert_eq!(readers.oldest(), Some(20_000));
+        drop(newest);
+        assert_eq!(readers.oldest(), None);
     }
 
     #[tokio::test]
