@@ -2296,11 +2296,13 @@ pub fn resolve(
         };
         return Err(CommandError::WrongPort { name: top.display.to_owned(), port: other.name() });
     }
-    if spec.has_flag(NEEDS_CLUSTER) && !node.cluster_initialized() {
-        return Err(CommandError::ClusterNotInitialized);
-    }
+    // Authentication before the cluster's state, as Redis answers NOAUTH before anything that
+    // depends on data: a client that has not logged in learns nothing about the cluster.
     if !authenticated && !top.has_flag(NO_AUTH) {
         return Err(CommandError::NoAuth);
+    }
+    if spec.has_flag(NEEDS_CLUSTER) && !node.cluster_initialized() {
+        return Err(CommandError::ClusterNotInitialized);
     }
     Ok(Resolved { top, spec, name_words, exec })
 }
@@ -2411,7 +2413,7 @@ pub async fn dispatch(args: &[Bytes], ctx: &mut Ctx<'_>) -> (Reply, Option<&'sta
             usec,
             failed: matches!(reply, Reply::Error(_)),
             args,
-            addr: client.addr,
+            addr: &client.addr,
             client_name: if slow { client.info().name.clone() } else { None },
         },
         slower_than,
