@@ -170,3 +170,112 @@ fn docker_compose_files_validate() {
         assert!(!text.contains("3320:3320"), "{file} publishes an admin port: {text}");
     }
 }
+
+fn unix_client(path: &std::path::Path) -> redis::Connection {
+    let client = redis::Client::open(format!("redis+unix://{}", path.display())).unwrap();
+    client.get_connection().unwrap()
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn a_unix_socket_serves_clients_like_the_client_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("k.sock");
+    let mut server = Server::builder()
+        .arg("--unix-socket")
+        .arg(sock.display().to_string())
+        .arg("--bootstrap")
+        .set("redis.shards", "1")
+        .start();
+    support::wait_redis(server.client, 1);
+    assert_eq!(mode(&sock), 0o700, "only the server's user may connect by default");
+    assert_eq!(config_value(&server, "unixsocket"), sock.display().to_string());
+
+    let mut con = unix_client(&sock);
+    let () = redis::cmd("SET").arg("via-unix").arg("v1").query(&mut con).unwrap();
+    // The same data as the TCP client port.
+    let mut tcp = server.connect();
+    assert_eq!(text(&tcp.cmd(&["GET", "via-unix"])), "v1");
+    let info: String = redis::cmd("CLIENT").arg("INFO").query(&mut con).unwrap();
+    let want = format!("addr={}:0 laddr={}:0 ", sock.display(), sock.display());
+    assert!(info.contains(&want), "{info}");
+    assert!(info.contains(" flags=U "), "{info}");
+    // The client shows in CLIENT LIST beside the TCP one, and CLIENT KILL ADDR finds it.
+    let list = text(&tcp.cmd(&["CLIENT", "LIST"]));
+    assert_eq!(list.lines().count(), 2, "{list}");
+    let addr = format!("{}:0", sock.display());
+    assert_eq!(
+        tcp.cmd(&["CLIENT", "KILL", "ADDR", &addr]),
+        OwnedFrame::Number { data: 1, attributes: None }
+    );
+
+    if support::have("redis-cli") {
+        let out = std::process::Command::new("redis-cli")
+            .arg("-s")
+            .arg(&sock)
+            .args(["GET", "via-unix"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v1");
+    }
+
+    // The file goes away with the server.
+    assert!(server.signal_and_wait("TERM").success());
+    assert!(!sock.exists(), "the socket file is removed at shutdown");
+}
+
+#[test]
+fn a_unix_socket_asks_for_authentication_and_takes_its_permissions() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("k.sock");
+    let _server = Server::builder()
+        .set("network.unix_socket", &sock.display().to_string())
+        .set("network.unix_socket_perm", "0770")
+        .set("auth.requirepass", "secret")
+        .start();
+    assert_eq!(mode(&sock), 0o770);
+    let mut con = unix_client(&sock);
+    let err = redis::cmd("GET").arg("k").query::<Option<String>>(&mut con).unwrap_err();
+    assert_eq!(err.code(), Some("NOAUTH"), "{err}");
+    let () = redis::cmd("AUTH").arg("secret").query(&mut con).unwrap();
+    // Logged in, the command gets as far as the cluster, which no one bootstrapped.
+    let err = redis::cmd("GET").arg("k").query::<Option<String>>(&mut con).unwrap_err();
+    assert!(err.to_string().contains("cluster has not been initialized"), "{err}");
+
+    let (status, _) = Server::builder().set("network.unix_socket_perm", "800").spawn().wait_exit();
+    assert_eq!(status.code(), Some(2), "a mode that is not octal is a configuration error");
+}
+
+#[test]
+fn a_stale_socket_file_is_replaced_and_a_live_one_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("k.sock");
+    // A socket file nothing listens on, as a server killed with SIGKILL leaves behind.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(sock.exists());
+    let server = Server::builder().arg("--unix-socket").arg(sock.display().to_string()).start();
+    let pong: String = redis::cmd("PING").query(&mut unix_client(&sock)).unwrap();
+    assert_eq!(pong, "PONG");
+
+    // A second server must not take the socket of a live one.
+    let (status, logs) =
+        Server::builder().arg("--unix-socket").arg(sock.display().to_string()).spawn().wait_exit();
+    assert_eq!(status.code(), Some(1));
+    assert!(logs.contains("another server is listening on it"), "{logs}");
+    let pong: String = redis::cmd("PING").query(&mut unix_client(&sock)).unwrap();
+    assert_eq!(pong, "PONG", "the first server still serves its socket");
+    drop(server);
+
+    // Nor delete a file that is not a socket.
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "keep me").unwrap();
+    let (status, logs) =
+        Server::builder().arg("--unix-socket").arg(file.display().to_string()).spawn().wait_exit();
+    assert_eq!(status.code(), Some(1));
+    assert!(logs.contains("not a socket"), "{logs}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+}

@@ -260,6 +260,13 @@ pub struct NetworkConfig {
     /// `MOVED`, `REJECT`, `CLUSTER SLOTS`, and for replication); empty means the listeners' own
     /// addresses. Set it when members listen on `0.0.0.0`, as in containers.
     pub announce_host: String,
+    /// A Unix domain socket clients can also connect to (Redis's `unixsocket`), served like the
+    /// client listener but without TLS; empty (the default) serves none. With `--members N`,
+    /// member `i > 0` uses `<path>.<i>`.
+    pub unix_socket: String,
+    /// The socket file's permissions in octal (Redis's `unixsocketperm`): who may connect, since
+    /// connecting needs write permission on the file.
+    pub unix_socket_perm: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -275,6 +282,17 @@ pub struct ListenerConfig {
     /// Client certificates on a TLS listener: `no`, `optional` (checked when given) or
     /// `required`, verified against `tls.ca_file` (Redis's `tls-auth-clients`).
     pub tls_client_certs: String,
+}
+
+impl NetworkConfig {
+    /// `unix_socket_perm` as a mode, if it is octal digits giving at most `0777`.
+    pub fn unix_socket_mode(&self) -> Option<u32> {
+        let digits = self.unix_socket_perm.trim();
+        if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            return None;
+        }
+        u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o777)
+    }
 }
 
 impl Default for NetworkConfig {
@@ -294,6 +312,9 @@ impl Default for NetworkConfig {
                 tls_client_certs: "required".to_owned(),
             },
             announce_host: String::new(),
+            unix_socket: String::new(),
+            // Only the server's own user, as Redis's example configuration suggests.
+            unix_socket_perm: "700".to_owned(),
         }
     }
 }
@@ -378,6 +399,7 @@ pub struct Overrides {
     pub port: Option<u16>,
     pub admin_host: Option<String>,
     pub admin_port: Option<u16>,
+    pub unix_socket: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
@@ -420,11 +442,12 @@ impl Config {
             set_path(&mut value, &defaults, &path, &raw)
                 .map_err(|message| invalid(format!("environment variable {name}"), message))?;
         }
-        let flags: [(&[&str], Option<String>); 7] = [
+        let flags: [(&[&str], Option<String>); 8] = [
             (&["network", "client", "host"], overrides.host.clone()),
             (&["network", "client", "port"], overrides.port.map(|p| p.to_string())),
             (&["network", "admin", "host"], overrides.admin_host.clone()),
             (&["network", "admin", "port"], overrides.admin_port.map(|p| p.to_string())),
+            (&["network", "unix_socket"], overrides.unix_socket.clone()),
             (&["data_dir"], overrides.data_dir.as_ref().map(|d| d.display().to_string())),
             (&["log_format"], overrides.log_format.clone()),
             (&["log_level"], overrides.log_level.clone()),
@@ -460,6 +483,15 @@ impl Config {
             "server.proto_max_bulk_len must be at least 1048576 (1 MiB), as in Redis",
         )?;
         check(!self.cluster.name.is_empty(), "cluster.name must not be empty")?;
+        check(
+            self.network.unix_socket_mode().is_some(),
+            "network.unix_socket_perm must be octal permissions such as 700 or 0770",
+        )?;
+        // The kernel's limit on a socket path (`sun_path` is 108 bytes with its terminating NUL).
+        check(
+            self.network.unix_socket.len() < 108,
+            "network.unix_socket must be shorter than 108 bytes (the kernel's limit)",
+        )?;
         check(self.redis.shards > 0, "redis.shards must be greater than 0")?;
         check(
             matches!(self.redis.durability.as_str(), "always" | "async"),

@@ -32,7 +32,8 @@ pub struct Member {
 
 /// The configuration of member `index` of `count` in one process: its own data directory
 /// (`<data_dir>/member-<index>` when there are several) and consecutive ports (unless 0, which
-/// picks free ports for every member).
+/// picks free ports for every member), and its own Unix socket (`<path>.<index>` for members after
+/// the first).
 pub fn member_config(base: &Config, index: u16, count: u16) -> Config {
     let mut c = base.clone();
     if count > 1 {
@@ -45,6 +46,9 @@ pub fn member_config(base: &Config, index: u16, count: u16) -> Config {
         }
         if let Some(port) = c.metrics.port.filter(|p| *p != 0) {
             c.metrics.port = Some(port.saturating_add(index));
+        }
+        if index > 0 && !c.network.unix_socket.is_empty() {
+            c.network.unix_socket = format!("{}.{index}", c.network.unix_socket);
         }
     }
     c

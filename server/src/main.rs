@@ -36,6 +36,9 @@ struct Cli {
     /// Port of the admin listener (network.admin.port); 0 picks a free one.
     #[arg(long)]
     admin_port: Option<u16>,
+    /// Also serve clients on this Unix socket (network.unix_socket; Redis's unixsocket).
+    #[arg(long, value_name = "PATH", alias = "unixsocket")]
+    unix_socket: Option<String>,
     /// Root of the member's local files (data_dir).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -178,6 +181,7 @@ fn main() -> ExitCode {
         port: cli.port,
         admin_host: cli.admin_host,
         admin_port: cli.admin_port,
+        unix_socket: cli.unix_socket,
         data_dir: cli.data_dir,
         log_format: cli.log_format,
         log_level: cli.log_level,

@@ -294,12 +294,46 @@ pub struct ClientInfo {
     pub in_multi: Option<usize>,
 }
 
+/// One end of a client connection: a TCP address, or the path of the Unix socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerAddr {
+    Tcp(SocketAddr),
+    /// A Unix socket's clients have no address of their own; as Redis does, both ends show the
+    /// socket's path.
+    Unix(Arc<str>),
+}
+
+impl PeerAddr {
+    /// The address authentication lockouts are kept by: local (Unix socket) clients share the
+    /// loopback address's window.
+    pub fn ip(&self) -> std::net::IpAddr {
+        match self {
+            PeerAddr::Tcp(a) => a.ip(),
+            PeerAddr::Unix(_) => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        }
+    }
+
+    pub fn is_unix(&self) -> bool {
+        matches!(self, PeerAddr::Unix(_))
+    }
+}
+
+impl std::fmt::Display for PeerAddr {
+    /// `ip:port`, or Redis's `path:0` for a Unix socket.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerAddr::Tcp(a) => write!(f, "{a}"),
+            PeerAddr::Unix(path) => write!(f, "{path}:0"),
+        }
+    }
+}
+
 /// One connected client, as the registry sees it.
 #[derive(Debug)]
 pub struct ClientHandle {
     pub id: u64,
-    pub addr: SocketAddr,
-    pub laddr: SocketAddr,
+    pub addr: PeerAddr,
+    pub laddr: PeerAddr,
     pub port: PortKind,
     pub created: Instant,
     /// Cancelled by `CLIENT KILL`; the connection closes once its current command is done.
@@ -329,7 +363,7 @@ impl ClientHandle {
             text(&info.name),
             now.duration_since(self.created).as_secs(),
             now.duration_since(info.last_active).as_secs(),
-            if info.in_multi.is_some() { "x" } else { "N" },
+            flags(info.in_multi.is_some(), self.addr.is_unix()),
             info.in_multi.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)),
             info.last_command,
             info.user,
@@ -338,6 +372,16 @@ impl ClientHandle {
             text(&info.lib_ver),
             self.port.name(),
         )
+    }
+}
+
+/// `CLIENT LIST`'s flags in Redis's order: `x` in MULTI, `U` over a Unix socket, `N` for none.
+fn flags(multi: bool, unix: bool) -> &'static str {
+    match (multi, unix) {
+        (true, true) => "xU",
+        (true, false) => "x",
+        (false, true) => "U",
+        (false, false) => "N",
     }
 }
 
@@ -356,8 +400,8 @@ impl ClientRegistry {
     /// Registers a new connection if fewer than `max` are connected.
     pub fn register(
         &self,
-        addr: SocketAddr,
-        laddr: SocketAddr,
+        addr: PeerAddr,
+        laddr: PeerAddr,
         port: PortKind,
         max: usize,
         user: &str,

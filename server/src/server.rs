@@ -1,6 +1,6 @@
 //! Listeners, admission (maxclients, protected mode) and graceful shutdown.
 //!
-//! `run` accepts on both listeners until the shutdown future completes, then stops accepting,
+//! `run` accepts on every listener (client and admin ports, the optional Unix socket) until the shutdown future completes, then stops accepting,
 //! signals every connection (each finishes the command it is running, writes its replies and
 //! closes), and waits for them up to `server.shutdown_timeout_ms`.
 
@@ -11,11 +11,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_util::task::TaskTracker;
 
 use crate::config::NetworkConfig;
-use crate::node::{BoundAddrs, DEFAULT_USER, Node, PortKind};
+use crate::node::{BoundAddrs, DEFAULT_USER, Node, PeerAddr, PortKind};
 
 /// Redis's refusal when `maxclients` is reached (`networking.c`).
 const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
@@ -38,15 +38,30 @@ things in order for the server to start accepting connections from the outside.\
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-/// The two bound listeners.
+/// The bound listeners: client and admin ports, and the optional Unix socket.
 #[derive(Debug)]
 pub struct Listeners {
     pub client: TcpListener,
     pub admin: TcpListener,
+    pub unix: Option<UnixSocket>,
+}
+
+/// The Unix socket listener and its file, which is removed when this is dropped (when the
+/// server stops accepting), so the next start does not find it in the way.
+#[derive(Debug)]
+pub struct UnixSocket {
+    listener: UnixListener,
+    path: Arc<str>,
+}
+
+impl Drop for UnixSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&*self.path);
+    }
 }
 
 impl Listeners {
-    /// Binds the client and admin listeners of the configuration.
+    /// Binds the client and admin listeners of the configuration, and its Unix socket if set.
     ///
     /// # Errors
     ///
@@ -54,7 +69,19 @@ impl Listeners {
     pub async fn bind(net: &NetworkConfig) -> std::io::Result<Listeners> {
         let client = bind_one(&net.client.host, net.client.port).await?;
         let admin = bind_one(&net.admin.host, net.admin.port).await?;
-        Ok(Listeners { client, admin })
+        let unix = if net.unix_socket.is_empty() {
+            None
+        } else {
+            // The configuration was validated, so the mode parses; 0o700 is its default anyway.
+            let mode = net.unix_socket_mode().unwrap_or(0o700);
+            Some(bind_unix(&net.unix_socket, mode).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on the Unix socket {}: {e}", net.unix_socket),
+                )
+            })?)
+        };
+        Ok(Listeners { client, admin, unix })
     }
 
     pub fn addrs(&self) -> std::io::Result<BoundAddrs> {
@@ -69,30 +96,110 @@ async fn bind_one(host: &str, port: u16) -> std::io::Result<TcpListener> {
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {host}:{port}: {e}")))
 }
 
-/// Serves both listeners until `shutdown` completes, then shuts down gracefully.
+/// Binds the Unix socket at `path` with permissions `mode`. A socket file already there is
+/// replaced only when nothing answers on it (a server that died left it); a live server's socket,
+/// or a file that is not a socket, is an error rather than something to delete.
+fn bind_unix(path: &str, mode: u32) -> std::io::Result<UnixSocket> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another server is listening on it",
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is in the way",
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    let socket = UnixSocket { listener, path: Arc::from(path) };
+    // Connecting needs write permission on the file: the mode decides who may connect.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(socket)
+}
+
+/// A listener the accept loop serves.
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixSocket),
+}
+
+/// An accepted connection.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Listener {
+    fn local_addr(&self) -> std::io::Result<PeerAddr> {
+        match self {
+            Listener::Tcp(l) => Ok(PeerAddr::Tcp(l.local_addr()?)),
+            Listener::Unix(u) => Ok(PeerAddr::Unix(Arc::clone(&u.path))),
+        }
+    }
+
+    async fn accept(&self) -> std::io::Result<(Stream, PeerAddr)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (stream, peer) = l.accept().await?;
+                // Replies to pipelined requests are written in one go; Nagle would only delay
+                // them.
+                let _ = stream.set_nodelay(true);
+                Ok((Stream::Tcp(stream), PeerAddr::Tcp(peer)))
+            }
+            Listener::Unix(u) => {
+                let (stream, _) = u.listener.accept().await?;
+                Ok((Stream::Unix(stream), PeerAddr::Unix(Arc::clone(&u.path))))
+            }
+        }
+    }
+}
+
+/// Serves every listener until `shutdown` completes, then shuts down gracefully.
 pub async fn run(node: Arc<Node>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
     let tracker = TaskTracker::new();
-    let accept_client = tokio::spawn(accept_loop(
-        Arc::clone(&node),
-        listeners.client,
-        PortKind::Client,
-        tracker.clone(),
-    ));
-    let accept_admin = tokio::spawn(accept_loop(
-        Arc::clone(&node),
-        listeners.admin,
-        PortKind::Admin,
-        tracker.clone(),
-    ));
+    let mut loops = vec![
+        tokio::spawn(accept_loop(
+            Arc::clone(&node),
+            Listener::Tcp(listeners.client),
+            PortKind::Client,
+            tracker.clone(),
+        )),
+        tokio::spawn(accept_loop(
+            Arc::clone(&node),
+            Listener::Tcp(listeners.admin),
+            PortKind::Admin,
+            tracker.clone(),
+        )),
+    ];
+    if let Some(unix) = listeners.unix {
+        loops.push(tokio::spawn(accept_loop(
+            Arc::clone(&node),
+            Listener::Unix(unix),
+            PortKind::Client,
+            tracker.clone(),
+        )));
+    }
     tokio::select! {
         () = shutdown => {}
         () = node.shutdown.cancelled() => {}
     }
     tracing::info!("shutting down: no new connections; finishing in-flight commands");
     node.shutdown.cancel();
-    // The accept loops return on the cancellation and drop their listeners.
-    let _ = accept_client.await;
-    let _ = accept_admin.await;
+    // The accept loops return on the cancellation and drop their listeners (and the Unix
+    // socket's file).
+    for l in loops {
+        let _ = l.await;
+    }
     tracker.close();
     let timeout = Duration::from_millis(node.config.server.shutdown_timeout_ms);
     if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
@@ -104,7 +211,7 @@ pub async fn run(node: Arc<Node>, listeners: Listeners, shutdown: impl Future<Ou
     tracing::info!("shutdown complete");
 }
 
-async fn accept_loop(node: Arc<Node>, listener: TcpListener, port: PortKind, tracker: TaskTracker) {
+async fn accept_loop(node: Arc<Node>, listener: Listener, port: PortKind, tracker: TaskTracker) {
     let laddr = match listener.local_addr() {
         Ok(a) => a,
         Err(err) => {
@@ -131,21 +238,29 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener, port: PortKind, tra
             }
         };
         node.stats.connections_received.fetch_add(1, Ordering::Relaxed);
-        // Replies to pipelined requests are written in one go; Nagle would only delay them.
-        let _ = stream.set_nodelay(true);
-        let tls = node.tls.acceptor(port).cloned();
-        if protected_mode_denies(
-            node.settings.protected_mode.load(Ordering::Relaxed),
-            node.auth.has_default_password(),
-            laddr.ip(),
-            peer.ip(),
-        ) {
+        // The Unix socket is plain text whatever the client port does: it is local, and the
+        // file's permissions say who may connect.
+        let tls = match stream {
+            Stream::Tcp(_) => node.tls.acceptor(port).cloned(),
+            Stream::Unix(_) => None,
+        };
+        let denied = match (&laddr, &peer) {
+            (PeerAddr::Tcp(bound), PeerAddr::Tcp(from)) => protected_mode_denies(
+                node.settings.protected_mode.load(Ordering::Relaxed),
+                node.auth.has_default_password(),
+                bound.ip(),
+                from.ip(),
+            ),
+            // A Unix socket is local by nature, as protected mode wants.
+            _ => false,
+        };
+        if denied {
             node.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
             tracker.spawn(refuse(stream, tls, DENIED_REPLY));
             continue;
         }
         let max = node.settings.maxclients.load(Ordering::Relaxed);
-        match node.clients.register(peer, laddr, port, max, DEFAULT_USER) {
+        match node.clients.register(peer, laddr.clone(), port, max, DEFAULT_USER) {
             Some(client) => {
                 tracker.spawn(serve(stream, tls, Arc::clone(&node), client));
             }
@@ -179,14 +294,15 @@ async fn handshake(
 
 /// Serves a registered client, after the TLS handshake on a TLS listener.
 async fn serve(
-    stream: TcpStream,
+    stream: Stream,
     tls: Option<tokio_rustls::TlsAcceptor>,
     node: Arc<Node>,
     client: Arc<crate::node::ClientHandle>,
 ) {
-    match tls {
-        None => crate::connection::serve(stream, node, client).await,
-        Some(acceptor) => match handshake(stream, &acceptor).await {
+    match (stream, tls) {
+        (Stream::Unix(stream), _) => crate::connection::serve(stream, node, client).await,
+        (Stream::Tcp(stream), None) => crate::connection::serve(stream, node, client).await,
+        (Stream::Tcp(stream), Some(acceptor)) => match handshake(stream, &acceptor).await {
             Some(tls) => crate::connection::serve(tls, node, client).await,
             None => node.clients.unregister(client.id),
         },
@@ -195,11 +311,15 @@ async fn serve(
 
 /// Writes a refusal and closes the connection (inside TLS on a TLS listener, so the client can
 /// read it).
-async fn refuse(stream: TcpStream, tls: Option<tokio_rustls::TlsAcceptor>, reply: &'static [u8]) {
+async fn refuse(stream: Stream, tls: Option<tokio_rustls::TlsAcceptor>, reply: &'static [u8]) {
     async fn write<S: tokio::io::AsyncWrite + Unpin>(mut stream: S, reply: &[u8]) {
         let _ = stream.write_all(reply).await;
         let _ = stream.shutdown().await;
     }
+    let stream = match stream {
+        Stream::Unix(stream) => return write(stream, reply).await,
+        Stream::Tcp(stream) => stream,
+    };
     match tls {
         None => write(stream, reply).await,
         Some(acceptor) => {

@@ -1,6 +1,5 @@
 //! `CLIENT ID|GETNAME|SETNAME|SETINFO|LIST|INFO|KILL`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -8,7 +7,7 @@ use bytes::Bytes;
 use super::args::Args;
 use super::{Command, Ctx};
 use crate::error::CommandError;
-use crate::node::ClientHandle;
+use crate::node::{ClientHandle, PeerAddr};
 use crate::protocol::reply::Reply;
 
 #[derive(Debug)]
@@ -171,7 +170,7 @@ pub fn parse_kill(args: &mut Args<'_>) -> Result<Command, CommandError> {
     Ok(Command::Client(ClientCmd::Kill(filter)))
 }
 
-fn addr_matches(addr: &SocketAddr, wanted: &str) -> bool {
+fn addr_matches(addr: &PeerAddr, wanted: &str) -> bool {
     addr.to_string() == wanted
 }
 

@@ -56,6 +56,8 @@ static PARAMS: &[Param] = &[
     Param { name: "port", get: |n| n.bound.client.port().to_string(), set: None },
     Param { name: "admin-bind", get: |n| n.config.network.admin.host.clone(), set: None },
     Param { name: "admin-port", get: |n| n.bound.admin.port().to_string(), set: None },
+    Param { name: "unixsocket", get: |n| n.config.network.unix_socket.clone(), set: None },
+    Param { name: "unixsocketperm", get: |n| n.config.network.unix_socket_perm.clone(), set: None },
     Param { name: "dir", get: |n| n.config.data_dir.display().to_string(), set: None },
     Param { name: "cluster-name", get: |n| n.config.cluster.name.clone(), set: None },
     Param { name: "default-namespace", get: |n| n.config.default_namespace.clone(), set: None },

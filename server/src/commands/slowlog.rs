@@ -138,7 +138,7 @@ pub struct Call<'a> {
     pub usec: u64,
     pub failed: bool,
     pub args: &'a [Bytes],
-    pub addr: std::net::SocketAddr,
+    pub addr: &'a crate::node::PeerAddr,
     pub client_name: Option<Bytes>,
 }
 
@@ -389,16 +389,11 @@ pub fn thresholds(ctx: &Ctx<'_>) -> (i64, u64) {
 mod tests {
     use super::*;
 
+    static ADDR: std::sync::LazyLock<crate::node::PeerAddr> =
+        std::sync::LazyLock::new(|| crate::node::PeerAddr::Unix("/tmp/test.sock".into()));
+
     fn call<'a>(name: &'static str, usec: u64, args: &'a [Bytes]) -> Call<'a> {
-        Call {
-            client: usec,
-            name,
-            usec,
-            failed: false,
-            args,
-            addr: "127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!()),
-            client_name: None,
-        }
+        Call { client: usec, name, usec, failed: false, args, addr: &ADDR, client_name: None }
     }
 
     #[test]
