@@ -9,15 +9,21 @@
 //! matches nothing over a bucket (table) of `SCAN_DOCS` documents, so both read everything:
 //! `BUCKET.QUERY b "{k: '-1'}"` and `SELECT … WHERE body->>'k' = '-1'` (no index), 4 clients.
 //!
+//! Both servers are measured over a Unix socket (redis-benchmark `-s`, pgbench's default) and over
+//! TCP on 127.0.0.1, each client on the same transport as its peer: loopback TCP costs both
+//! sides' kernels much more CPU per request than a Unix socket, and on a machine with two cores
+//! that decides the rate.
+//!
 //! PostgreSQL is started with `initdb`/`pg_ctl` from Debian's `postgresql-15` as the `postgres`
-//! user (initdb refuses root) in a temporary directory, listening on a Unix socket only.
+//! user (initdb refuses root) in a temporary directory, listening on a Unix socket and on
+//! 127.0.0.1.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{Proc, Sample, free_port, median, run_redis_benchmark, wait_for_port};
+use crate::{Proc, Sample, free_port, median, redis_benchmark, wait_for_port};
 
 /// Documents in the bucket (table) the full-scan query reads. 20,000 keeps one query inside the
 /// kronotop scan budget (50,000 entries per call), so a call is one whole scan.
@@ -68,8 +74,10 @@ impl Postgres {
             bail!("initdb failed");
         }
         let port = free_port()?;
-        let opts =
-            format!("-p {port} -k {} -c listen_addresses='' -c max_connections=200", dir.display());
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
+            dir.display()
+        );
         let pg_ctl = format!("{PG_BIN}/pg_ctl");
         let log = dir.join("log").display().to_string();
         let ok = as_postgres(&[
@@ -105,25 +113,21 @@ impl Postgres {
         Ok(())
     }
 
-    /// Runs a pgbench script; returns transactions per second and the mean latency in ms.
+    /// Runs a pgbench script over the Unix socket, or TCP when `tcp`; returns transactions per
+    /// second and the mean latency in ms.
     pub(crate) fn pgbench(
         &self,
         script: &str,
         clients: u32,
         transactions: u64,
+        tcp: bool,
     ) -> Result<(f64, f64)> {
+        let host = if tcp { "127.0.0.1".to_owned() } else { self.dir.display().to_string() };
         let file = self.dir.join("script.sql");
         std::fs::write(&file, script)?;
         let per_client = (transactions / u64::from(clients)).max(1);
         let out = Command::new("pgbench")
-            .args([
-                "-h",
-                &self.dir.display().to_string(),
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-            ])
+            .args(["-h", &host, "-p", &self.port.to_string(), "-U", "postgres"])
             .args([
                 "-n",
                 "-c",
@@ -161,9 +165,12 @@ impl Drop for Postgres {
     }
 }
 
+/// A bootstrapped kronotop on a free port, also serving the Unix socket `<root>/kronotop.sock`.
 pub(crate) fn kronotop(bin: &Path, root: &Path) -> Result<(Proc, u16)> {
     let port = free_port()?;
     let child = Command::new(bin)
+        .arg("--unix-socket")
+        .arg(root.join("kronotop.sock"))
         .args([
             "--port",
             &port.to_string(),
@@ -221,22 +228,33 @@ pub fn run(bin: &Path, requests: u64, rounds: u32) -> Result<String> {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let pg = Postgres::start(&root)?;
+    let unix = ["-s".to_owned(), root.join("kronotop.sock").display().to_string()];
+    let tcp = ["-h".to_owned(), "127.0.0.1".to_owned(), "-p".to_owned(), port.to_string()];
+    let bench = |server: &[String], requests: u64, clients: u32, test: &[&str], label: &str| {
+        redis_benchmark(server, 1, requests, clients, test, label, 100_000)
+    };
     let d = doc("__rand_int__");
     let one = ["BUCKET.INSERT", "bench", "DOCS", &d];
     let pg_doc = doc(":r").replace('\'', "''");
     let single =
         format!("\\set r random(1, 100000)\nINSERT INTO docs (body) VALUES ('{pg_doc}'::jsonb);\n");
+    // Rounds alternate between the servers, and between the transports, so a slow minute of
+    // the machine lands on every figure alike.
     let mut ones = Vec::new();
+    let mut ones_tcp = Vec::new();
     for _ in 0..rounds.max(1) {
-        let k = run_redis_benchmark(port, 1, requests, 50, &one, "\"BUCKET.INSERT")?;
-        ones.push((k, pg.pgbench(&single, 50, requests)?));
+        let k = bench(&unix, requests, 50, &one, "\"BUCKET.INSERT")?;
+        ones.push((k, pg.pgbench(&single, 50, requests, false)?));
+        let k = bench(&tcp, requests, 50, &one, "\"BUCKET.INSERT")?;
+        ones_tcp.push((k, pg.pgbench(&single, 50, requests, true)?));
     }
     let (k1, p1) = medians(&ones);
+    let (k1_tcp, p1_tcp) = medians(&ones_tcp);
     let mut hundred = vec!["BUCKET.INSERT".to_owned(), "bench".to_owned(), "DOCS".to_owned()];
     hundred.extend((0..100).map(|_| d.clone()));
     let refs: Vec<&str> = hundred.iter().map(String::as_str).collect();
     let batches = (requests / 100).max(100);
-    let k100 = run_redis_benchmark(port, 1, batches, 50, &refs, "\"BUCKET.INSERT")?;
+    let k100 = bench(&unix, batches, 50, &refs, "\"BUCKET.INSERT")?;
     let mut hundreds = Vec::new();
     // PostgreSQL inserts one row per INSERT (issue #8): 100 of them in one transaction.
     let mut script = String::from("\\set r random(1, 100000)\nBEGIN;\n");
@@ -244,10 +262,10 @@ pub fn run(bin: &Path, requests: u64, rounds: u32) -> Result<String> {
         script.push_str(&format!("INSERT INTO docs (body) VALUES ('{pg_doc}'::jsonb);\n"));
     }
     script.push_str("COMMIT;\n");
-    hundreds.push((k100, pg.pgbench(&script, 50, batches)?));
+    hundreds.push((k100, pg.pgbench(&script, 50, batches, false)?));
     for _ in 1..rounds.max(1) {
-        let k = run_redis_benchmark(port, 1, batches, 50, &refs, "\"BUCKET.INSERT")?;
-        hundreds.push((k, pg.pgbench(&script, 50, batches)?));
+        let k = bench(&unix, batches, 50, &refs, "\"BUCKET.INSERT")?;
+        hundreds.push((k, pg.pgbench(&script, 50, batches, false)?));
     }
     let (k100, p100) = medians(&hundreds);
     // The scan: a fresh bucket and table of SCAN_DOCS documents.
@@ -264,29 +282,25 @@ pub fn run(bin: &Path, requests: u64, rounds: u32) -> Result<String> {
     ))?;
     pg.sql("VACUUM ANALYZE scan")?;
     let scans = 200;
-    let kq = run_redis_benchmark(
-        port,
-        1,
-        scans,
-        4,
-        &["BUCKET.QUERY", "scan", "{k: '-1'}"],
-        "\"BUCKET.QUERY",
-    )?;
-    let pq = pg.pgbench("SELECT id FROM scan WHERE body->>'k' = '-1';\n", 4, scans)?;
+    let kq = bench(&unix, scans, 4, &["BUCKET.QUERY", "scan", "{k: '-1'}"], "\"BUCKET.QUERY")?;
+    let pq = pg.pgbench("SELECT id FROM scan WHERE body->>'k' = '-1';\n", 4, scans, false)?;
     drop(pg);
     let _ = std::fs::remove_dir_all(&root);
 
     let mut t = format!(
         "50 clients for inserts ({requests} single-document commands or statements, {batches} of 100 \
          documents), 4 for the scan ({scans} queries over {SCAN_DOCS} documents, no match, no index); \
-         1 KiB JSON documents; insert rows are medians of {rounds} rounds alternating between the \
-         two servers, the scan row one sample. kronotop figures from redis-benchmark (p99 in ms), \
+         1 KiB JSON documents; clients connect over a Unix socket unless the row says TCP \
+         (127.0.0.1), the same transport for both servers; single-document rows are medians of \
+         {rounds} rounds alternating between the two servers and the two transports, the \
+         100-document row of {rounds} rounds, the scan row one sample. kronotop figures from redis-benchmark (p99 in ms), \
          PostgreSQL 15 figures from pgbench (mean latency in ms, pgbench gives no p99).\n\n\
          | workload | kronotop per s | kronotop p50 ms | kronotop p99 ms | PostgreSQL per s | PostgreSQL mean ms | ratio |\n\
          |---|---:|---:|---:|---:|---:|---:|\n"
     );
     for (name, k, (ptps, plat), per) in [
         ("insert, 1 document per command", k1, p1, 1.0),
+        ("insert, 1 document per command, TCP", k1_tcp, p1_tcp, 1.0),
         ("insert, 100 documents per command", k100, p100, 100.0),
         ("full scan query", kq, pq, 1.0),
     ] {

@@ -272,8 +272,12 @@ pub fn run(bin: &Path, requests: u64) -> Result<String> {
             CATEGORIES as u64,
         )
         .with_context(|| name.to_owned())?;
-        let (ptps, plat) =
-            pg.pgbench(&format!("\\set c random(0, {})\n{sql}\n", CATEGORIES - 1), clients, n)?;
+        let (ptps, plat) = pg.pgbench(
+            &format!("\\set c random(0, {})\n{sql}\n", CATEGORIES - 1),
+            clients,
+            n,
+            false,
+        )?;
         t.push_str(&format!(
             "| {name} | {:.0} | {:.3} | {:.3} | {ptps:.0} | {plat:.3} | {:.2}x |\n",
             k.rps,
@@ -292,7 +296,7 @@ pub fn run(bin: &Path, requests: u64) -> Result<String> {
          \\endif\n",
         CATEGORIES - 1
     );
-    let (ptps, plat) = pg.pgbench(&script, CLIENTS, requests)?;
+    let (ptps, plat) = pg.pgbench(&script, CLIENTS, requests, false)?;
     t.push_str(&format!(
         "| 70/15/10/5 query/insert/update/delete mix | {:.0} | {:.3} | {:.3} | {ptps:.0} | {plat:.3} | {:.2}x |\n",
         m.ops_per_s,

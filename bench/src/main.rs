@@ -232,8 +232,23 @@ fn run_redis_benchmark_keyspace(
     label: &str,
     keyspace: u64,
 ) -> Result<Sample> {
+    let server = ["-h".to_owned(), "127.0.0.1".to_owned(), "-p".to_owned(), port.to_string()];
+    redis_benchmark(&server, pipeline, requests, clients, test, label, keyspace)
+}
+
+/// Runs redis-benchmark against `server` (`-h host -p port`, or `-s socket`).
+fn redis_benchmark(
+    server: &[String],
+    pipeline: u32,
+    requests: u64,
+    clients: u32,
+    test: &[&str],
+    label: &str,
+    keyspace: u64,
+) -> Result<Sample> {
     let out = Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--csv", "-r", &keyspace.to_string()])
+        .args(server)
+        .args(["--csv", "-r", &keyspace.to_string()])
         .args([
             "-c",
             &clients.to_string(),
