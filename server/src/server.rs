@@ -1,8 +1,9 @@
 //! Listeners, admission (maxclients, protected mode) and graceful shutdown.
 //!
-//! `run` accepts on every listener (client and admin ports, the optional Unix socket) until the shutdown future completes, then stops accepting,
-//! signals every connection (each finishes the command it is running, writes its replies and
-//! closes), and waits for them up to `server.shutdown_timeout_ms`.
+//! `run` accepts on every listener (client and admin ports, the optional Unix socket) until the
+//! shutdown future completes, then stops accepting, signals every connection (each finishes the
+//! command it is running, writes its replies and closes), and waits for them up to
+//! `server.shutdown_timeout_ms`.
 
 use std::future::Future;
 use std::net::IpAddr;

@@ -393,11 +393,8 @@ fn replay(db: &redb::Database, durable: i64, records: Vec<wal::Record>) -> MetaR
     {
         let mut kv = w.open_table(KV).map_err(storage)?;
         for record in records {
-            for (b, e) in &record.ranges {
-                kv.retain_in::<&[u8], _>(b.as_slice()..e.as_slice(), |_, _| false)
-                    .map_err(storage)?;
-            }
-            write_final(&mut kv, record.keys.iter().map(|(k, v)| (k, v))).map_err(storage)?;
+            apply_writes(&mut kv, &record.ranges, record.keys.iter().map(|(k, v)| (k, v)))
+                .map_err(storage)?;
         }
         let mut state = w.open_table(STATE).map_err(storage)?;
         state.insert(LAST_VERSION, last).map_err(storage)?;
@@ -407,11 +404,16 @@ fn replay(db: &redb::Database, durable: i64, records: Vec<wal::Record>) -> MetaR
     Ok(last)
 }
 
-/// Writes `keys` with their final values into `kv` (`None`: removed).
-fn write_final<'a>(
+/// Writes one batch's final writes into `kv`: clears its `ranges`, then writes `keys` with their
+/// final values (`None`: removed), as the batch's log record holds them.
+fn apply_writes<'a>(
     kv: &mut redb::Table<&'static [u8], &'static [u8]>,
+    ranges: &[KeyRange],
     keys: impl Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)>,
 ) -> Result<(), redb::StorageError> {
+    for (b, e) in ranges {
+        kv.retain_in::<&[u8], _>(b.as_slice()..e.as_slice(), |_, _| false)?;
+    }
     for (k, v) in keys {
         match v {
             Some(v) => kv.insert(k.as_slice(), v.as_slice())?,
@@ -430,11 +432,7 @@ fn flush_layers(db: &redb::Database, current: &Snapshot) -> MetaResult<Snapshot>
         let mut kv = w.open_table(KV).map_err(storage)?;
         // In log order, as `replay` applies the same records.
         for layer in &current.layers {
-            for (b, e) in &layer.ranges {
-                kv.retain_in::<&[u8], _>(b.as_slice()..e.as_slice(), |_, _| false)
-                    .map_err(storage)?;
-            }
-            write_final(&mut kv, layer.keys.iter()).map_err(storage)?;
+            apply_writes(&mut kv, &layer.ranges, layer.keys.iter()).map_err(storage)?;
         }
         let mut state = w.open_table(STATE).map_err(storage)?;
         state.insert(LAST_VERSION, current.version).map_err(storage)?;
