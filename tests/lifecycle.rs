@@ -279,3 +279,18 @@ fn a_stale_socket_file_is_replaced_and_a_live_one_is_kept() {
     assert!(logs.contains("not a socket"), "{logs}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
 }
+
+#[test]
+fn each_member_of_a_process_gets_its_own_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("k.sock");
+    let _server =
+        Server::builder().members(2).arg("--unix-socket").arg(sock.display().to_string()).start();
+    let second = dir.path().join("k.sock.1");
+    let mut ids = Vec::new();
+    for path in [&sock, &second] {
+        let info: String = redis::cmd("INFO").arg("server").query(&mut unix_client(path)).unwrap();
+        ids.push(info_field(&info, "member_id").unwrap());
+    }
+    assert_ne!(ids[0], ids[1], "each socket reaches its own member");
+}
