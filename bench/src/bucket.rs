@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{Proc, Sample, free_port, median, redis_benchmark, wait_for_port};
+use crate::{Proc, Sample, free_port, median, redis_benchmark, tcp, wait_for_port};
 
 /// Documents in the bucket (table) the full-scan query reads. 20,000 keeps one query inside the
 /// kronotop scan budget (50,000 entries per call), so a call is one whole scan.
@@ -229,7 +229,7 @@ pub fn run(bin: &Path, requests: u64, rounds: u32) -> Result<String> {
     }
     let pg = Postgres::start(&root)?;
     let unix = ["-s".to_owned(), root.join("kronotop.sock").display().to_string()];
-    let tcp = ["-h".to_owned(), "127.0.0.1".to_owned(), "-p".to_owned(), port.to_string()];
+    let tcp = tcp(port);
     let bench = |server: &[String], requests: u64, clients: u32, test: &[&str], label: &str| {
         redis_benchmark(server, 1, requests, clients, test, label, 100_000)
     };

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::bucket::{Postgres, call, kronotop};
-use crate::{Sample, run_redis_benchmark_keyspace};
+use crate::{Sample, redis_benchmark, tcp};
 
 /// Documents loaded on each side.
 const DOCS: usize = 50_000;
@@ -262,16 +262,9 @@ pub fn run(bin: &Path, requests: u64) -> Result<String> {
          |---|---:|---:|---:|---:|---:|---:|\n"
     );
     for (name, args, sql, clients, n) in rows {
-        let k: Sample = run_redis_benchmark_keyspace(
-            port,
-            1,
-            n,
-            clients,
-            &args,
-            "\"BUCKET.QUERY",
-            CATEGORIES as u64,
-        )
-        .with_context(|| name.to_owned())?;
+        let k: Sample =
+            redis_benchmark(&tcp(port), 1, n, clients, &args, "\"BUCKET.QUERY", CATEGORIES as u64)
+                .with_context(|| name.to_owned())?;
         let (ptps, plat) = pg.pgbench(
             &format!("\\set c random(0, {})\n{sql}\n", CATEGORIES - 1),
             clients,

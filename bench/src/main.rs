@@ -219,24 +219,16 @@ fn run_redis_benchmark(
     test: &[&str],
     label: &str,
 ) -> Result<Sample> {
-    run_redis_benchmark_keyspace(port, pipeline, requests, clients, test, label, 100_000)
+    redis_benchmark(&tcp(port), pipeline, requests, clients, test, label, 100_000)
 }
 
-/// As `run_redis_benchmark`, with `__rand_int__` drawn from `0..keyspace`.
-fn run_redis_benchmark_keyspace(
-    port: u16,
-    pipeline: u32,
-    requests: u64,
-    clients: u32,
-    test: &[&str],
-    label: &str,
-    keyspace: u64,
-) -> Result<Sample> {
-    let server = ["-h".to_owned(), "127.0.0.1".to_owned(), "-p".to_owned(), port.to_string()];
-    redis_benchmark(&server, pipeline, requests, clients, test, label, keyspace)
+/// redis-benchmark's arguments for a server on 127.0.0.1:`port`.
+fn tcp(port: u16) -> Vec<String> {
+    vec!["-h".to_owned(), "127.0.0.1".to_owned(), "-p".to_owned(), port.to_string()]
 }
 
-/// Runs redis-benchmark against `server` (`-h host -p port`, or `-s socket`).
+/// Runs redis-benchmark against `server` (`tcp(port)`, or `-s socket`), with `__rand_int__` drawn
+/// from `0..keyspace`.
 fn redis_benchmark(
     server: &[String],
     pipeline: u32,

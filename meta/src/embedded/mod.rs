@@ -530,10 +530,7 @@ fn committer(
         let checkpoint_due = wal.checkpoint_due_in().filter(|_| !failed);
         let layers_due =
             (!current.snapshot.layers.is_empty() && !failed).then_some(LAYERS_IDLE_FLUSH);
-        let wait = match (checkpoint_due, layers_due) {
-            (None, None) => None,
-            (a, b) => a.into_iter().chain(b).min(),
-        };
+        let wait = checkpoint_due.into_iter().chain(layers_due).min();
         let first = match wait {
             None => match rx.recv() {
                 Ok(r) => r,
@@ -599,7 +596,7 @@ fn committer(
                         }
                     }
                 }
-                history.record(version, now, written.keys.keys().cloned(), ranges);
+                history.record(version, now, written.keys.keys(), ranges);
                 let written = Arc::new(written);
                 let mut layers = current.snapshot.layers.clone();
                 layers.push(Arc::clone(&written));

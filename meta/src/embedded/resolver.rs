@@ -62,7 +62,7 @@ impl History {
         &mut self,
         version: i64,
         now: Duration,
-        keys: impl IntoIterator<Item = Vec<u8>>,
+        keys: impl IntoIterator<Item = impl AsRef<[u8]>>,
         ranges: Vec<KeyRange>,
     ) {
         let mut points = Vec::new();
@@ -71,7 +71,7 @@ impl History {
             points.push(k);
         };
         for k in keys {
-            add(Rc::from(k));
+            add(Rc::from(k.as_ref()));
         }
         for (b, e) in ranges {
             if is_point(&b, &e) {
@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn expiry_forgets_and_marks_old_readers() {
         let mut h = History::default();
-        h.record(10, Duration::from_secs(0), [], vec![r(b"a", b"a\0")]);
+        h.record(10, Duration::from_secs(0), [] as [&[u8]; 0], vec![r(b"a", b"a\0")]);
         h.record(20, Duration::from_secs(3), [b"b".to_vec()], vec![]);
         h.expire(Duration::from_secs(6), Duration::from_secs(5), 0);
         assert!(!h.conflicts(0, &[r(b"a", b"a\0")]));
