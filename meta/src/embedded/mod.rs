@@ -11,9 +11,9 @@
 //!   final writes, appends those to the write-ahead log (`wal`) and syncs it once, and only then
 //!   publishes the new read version (the previous snapshot plus the batch as a layer) and
 //!   answers. No reader ever sees a commit that is not durable. Every few batches the layers go
-//!   into redb in one write transaction without a sync; a durable redb commit (a checkpoint) now
-//!   and then lets the log start over; at open, the log's records that redb lacks are applied
-//!   first.
+//!   into redb in one write transaction without a sync, on a thread of their own (the flusher)
+//!   while the committer goes on; a durable redb commit (a checkpoint) now and then lets the log
+//!   start over; at open, the log's records that redb lacks are applied first.
 //! * **Versions** grow by about a million per second (wall-clock microseconds) and never go
 //!   backwards, across restarts too: the last one is stored with the data.
 //! * **Watches** are checked against each durable batch.
@@ -458,7 +458,51 @@ struct Current {
     /// the async workers whose transactions let go of them last, it went through the allocator's
     /// cross-thread path, which profiles showed at a sixth of the workers' time.
     retired: Vec<Arc<Written>>,
+    flusher: Flusher,
 }
+
+/// The thread that writes layers into redb while the committer goes on logging batches: in
+/// profiles of single-document inserts that write took a third of the committer's time, and
+/// every commit queued behind it waited for it.
+struct Flusher {
+    jobs: Option<mpsc::Sender<Arc<Snapshot>>>,
+    done: mpsc::Receiver<MetaResult<Snapshot>>,
+    /// How many of the current snapshot's oldest layers the flush under way writes.
+    in_flight: Option<usize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn start(db: Arc<redb::Database>) -> MetaResult<Flusher> {
+        let (jobs, job_rx) = mpsc::channel::<Arc<Snapshot>>();
+        let (done_tx, done) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("meta-flusher".into())
+            .spawn(move || {
+                for job in job_rx {
+                    let result = flush_layers(&db, &job);
+                    // The committer holds these layers too: they are freed on its thread.
+                    drop(job);
+                    if done_tx.send(result).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(storage)?;
+        Ok(Flusher { jobs: Some(jobs), done, in_flight: None, thread: Some(thread) })
+    }
+
+    fn stop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Layers a snapshot may pile up while a flush is under way before the committer waits for it:
+/// a read looks through every layer, so they stay few even when redb falls behind.
+const MAX_PENDING_LAYERS: usize = 4 * MAX_LAYERS;
 
 impl Current {
     fn publish(&mut self, shared: &Shared, snapshot: Snapshot) {
@@ -470,9 +514,68 @@ impl Current {
         self.snapshot = snapshot;
     }
 
-    /// Writes the pending layers into redb and publishes the snapshot without them. A failure
-    /// stops commits: the log holds the layers, and a restart replays them.
+    /// Hands every pending layer to the flusher, unless a flush is under way.
+    fn start_flush(&mut self, failed: bool) {
+        if failed || self.flusher.in_flight.is_some() || self.snapshot.layers.is_empty() {
+            return;
+        }
+        if let Some(jobs) = &self.flusher.jobs
+            && jobs.send(Arc::clone(&self.snapshot)).is_ok()
+        {
+            self.flusher.in_flight = Some(self.snapshot.layers.len());
+        }
+    }
+
+    /// Publishes the snapshot on top of what the flusher wrote into redb, once it is done (or
+    /// waits for it when `wait`). A failure stops commits: the log holds the layers, and a restart
+    /// replays them.
+    fn land_flush(&mut self, shared: &Shared, failed: &mut bool, wait: bool) {
+        let Some(count) = self.flusher.in_flight else { return };
+        let result = if wait {
+            self.flusher.done.recv().unwrap_or(Err(MetaError::OPERATION_FAILED))
+        } else {
+            match self.flusher.done.try_recv() {
+                Ok(r) => r,
+                Err(mpsc::TryRecvError::Empty) => return,
+                Err(mpsc::TryRecvError::Disconnected) => Err(MetaError::OPERATION_FAILED),
+            }
+        };
+        self.flusher.in_flight = None;
+        match result {
+            Ok(flushed) => {
+                let (written, newer) = self.snapshot.layers.split_at(count);
+                self.retired.extend(written.iter().cloned());
+                let snapshot = Snapshot {
+                    version: self.snapshot.version,
+                    base: flushed.base,
+                    layers: newer.to_vec(),
+                };
+                self.publish(shared, snapshot);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "writing logged batches to redb failed; commits stop until a restart");
+                *failed = true;
+            }
+        }
+    }
+
+    /// After a batch: takes a finished flush, and starts the next one once enough layers wait;
+    /// if they pile up past `MAX_PENDING_LAYERS`, waits for the flush under way first.
+    fn flush_in_background(&mut self, shared: &Shared, failed: &mut bool) {
+        self.land_flush(shared, failed, false);
+        if self.snapshot.layers.len() >= MAX_PENDING_LAYERS {
+            self.land_flush(shared, failed, true);
+        }
+        if self.snapshot.layers.len() >= MAX_LAYERS {
+            self.start_flush(*failed);
+        }
+    }
+
+    /// Writes the pending layers into redb (after the flush under way) and publishes the snapshot
+    /// without them. A failure stops commits: the log holds the layers, and a restart replays
+    /// them.
     fn flush_or_stop(&mut self, db: &redb::Database, shared: &Shared, failed: &mut bool) {
+        self.land_flush(shared, failed, true);
         if self.snapshot.layers.is_empty() || *failed {
             return;
         }
@@ -519,7 +622,10 @@ fn committer(
 ) {
     let mut history = History::default();
     let Ok(first) = shared.latest() else { return };
-    let mut current = Current { snapshot: first, readers: Readers::default(), retired: Vec::new() };
+    let db = Arc::new(db);
+    let Ok(flusher) = Flusher::start(Arc::clone(&db)) else { return };
+    let mut current =
+        Current { snapshot: first, readers: Readers::default(), retired: Vec::new(), flusher };
     current.readers.publish(current.snapshot.version, &current.snapshot);
     // Set when the log or redb failed in a way that leaves redb's state and the log's in doubt;
     // from then on every commit fails, and a restart replays the log.
@@ -610,8 +716,8 @@ fn committer(
                 }
                 if wal.wants_checkpoint() {
                     current.checkpoint_or_stop(&db, &shared, &mut wal, &mut failed);
-                } else if current.snapshot.layers.len() >= MAX_LAYERS {
-                    current.flush_or_stop(&db, &shared, &mut failed);
+                } else {
+                    current.flush_in_background(&shared, &mut failed);
                 }
             }
             Err(Failure::Before(e)) => {
@@ -632,6 +738,7 @@ fn committer(
     if !failed {
         current.flush_or_stop(&db, &shared, &mut failed);
     }
+    current.flusher.stop();
     if !failed && let Err(e) = checkpoint(&db, &mut wal) {
         tracing::warn!(error = %e, "final metadata checkpoint failed; the next start replays the log");
     }
