@@ -623,7 +623,14 @@ fn committer(
     let mut history = History::default();
     let Ok(first) = shared.latest() else { return };
     let db = Arc::new(db);
-    let Ok(flusher) = Flusher::start(Arc::clone(&db)) else { return };
+    let flusher = match Flusher::start(Arc::clone(&db)) {
+        Ok(f) => f,
+        Err(e) => {
+            // Every commit then fails with `operation_failed`: nothing receives it.
+            tracing::error!(error = %e, "cannot start the metadata flusher thread");
+            return;
+        }
+    };
     let mut current =
         Current { snapshot: first, readers: Readers::default(), retired: Vec::new(), flusher };
     current.readers.publish(current.snapshot.version, &current.snapshot);
