@@ -204,9 +204,19 @@ fn a_unix_socket_serves_clients_like_the_client_port() {
     let want = format!("addr={}:0 laddr={}:0 ", sock.display(), sock.display());
     assert!(info.contains(&want), "{info}");
     assert!(info.contains(" flags=U "), "{info}");
-    // The client shows in CLIENT LIST beside the TCP one, and CLIENT KILL ADDR finds it.
-    let list = text(&tcp.cmd(&["CLIENT", "LIST"]));
+    // The client shows in CLIENT LIST beside the TCP one, and CLIENT KILL ADDR finds it. The
+    // connections the start-up checks opened are closed, but the server may not have seen them
+    // go yet: wait for them to leave the list.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let list = loop {
+        let list = text(&tcp.cmd(&["CLIENT", "LIST"]));
+        if list.lines().count() == 2 || std::time::Instant::now() > deadline {
+            break list;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert_eq!(list.lines().count(), 2, "{list}");
+    assert_eq!(list.lines().filter(|l| l.contains(" flags=U ")).count(), 1, "{list}");
     let addr = format!("{}:0", sock.display());
     assert_eq!(
         tcp.cmd(&["CLIENT", "KILL", "ADDR", &addr]),
