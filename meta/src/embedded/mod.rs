@@ -529,8 +529,7 @@ impl Current {
     }
 
     /// Publishes the snapshot on top of what the flusher wrote into redb, once it is done (or
-    /// waits for it when `wait`). A failure stops commits: the log holds the layers, and a restart
-    /// replays them.
+    /// waits for it when `wait`).
     fn land_flush(&mut self, shared: &Shared, failed: &mut bool, wait: bool) {
         let Some(count) = self.flusher.in_flight else { return };
         let result = if wait {
@@ -543,6 +542,19 @@ impl Current {
             }
         };
         self.flusher.in_flight = None;
+        self.flushed(shared, count, result, failed);
+    }
+
+    /// Publishes the current version over `result`, the redb snapshot holding the oldest `count`
+    /// layers, with the layers logged since on top. A failure stops commits: the log holds the
+    /// layers, and a restart replays them.
+    fn flushed(
+        &mut self,
+        shared: &Shared,
+        count: usize,
+        result: MetaResult<Snapshot>,
+        failed: &mut bool,
+    ) {
         match result {
             Ok(flushed) => {
                 let (written, newer) = self.snapshot.layers.split_at(count);
@@ -581,16 +593,8 @@ impl Current {
         if self.snapshot.layers.is_empty() || *failed {
             return;
         }
-        match flush_layers(db, &self.snapshot) {
-            Ok(s) => {
-                self.retired.extend(self.snapshot.layers.iter().cloned());
-                self.publish(shared, s);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "writing logged batches to redb failed; commits stop until a restart");
-                *failed = true;
-            }
-        }
+        let result = flush_layers(db, &self.snapshot);
+        self.flushed(shared, self.snapshot.layers.len(), result, failed);
     }
 
     /// A checkpoint (after writing the pending layers) whose failure stops commits: redb's pages
@@ -625,14 +629,9 @@ fn committer(
     let mut history = History::default();
     let Ok(first) = shared.latest() else { return };
     let db = Arc::new(db);
-    let flusher = match Flusher::start(Arc::clone(&db)) {
-        Ok(f) => f,
-        Err(e) => {
-            // Every commit then fails with `operation_failed`: nothing receives it.
-            tracing::error!(error = %e, "cannot start the metadata flusher thread");
-            return;
-        }
-    };
+    // `storage` has logged why; every commit then fails with `operation_failed`, as nothing
+    // receives it.
+    let Ok(flusher) = Flusher::start(Arc::clone(&db)) else { return };
     let mut current =
         Current { snapshot: first, readers: Readers::default(), retired: Vec::new(), flusher };
     current.readers.publish(current.snapshot.version, &current.snapshot);
