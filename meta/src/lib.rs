@@ -59,6 +59,22 @@ pub trait BeforeCommit: Send + Sync + std::fmt::Debug {
     fn run(&self) -> std::io::Result<()>;
 }
 
+/// What an owner of recovery-only writes (`Transaction::set_on_recovery`) makes durable before
+/// the embedded backend's log starts over: the Volume's segments, whose newest bytes the log
+/// holds until then.
+///
+/// `run` is called on the committer thread, between batches, before every checkpoint; while it
+/// fails, no checkpoint happens and commits stop (the log holds what it would otherwise lose), and
+/// a restart replays the log.
+pub trait BeforeCheckpoint: Send + Sync + std::fmt::Debug {
+    /// Makes durable everything the log's recovery-only writes would restore.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error that kept it from being made durable.
+    fn run(&self) -> std::io::Result<()>;
+}
+
 /// Hooks of one transaction, in the order they were added.
 pub type Hooks = Vec<Arc<dyn BeforeCommit>>;
 
@@ -182,6 +198,27 @@ impl Database {
             stats: Arc::clone(&self.stats),
             hooks: Arc::default(),
         })
+    }
+
+    /// Whether transactions can log recovery-only writes (`Transaction::set_on_recovery`): the
+    /// embedded backend can; FoundationDB has no log of ours to put them in.
+    pub fn keeps_recovery_log(&self) -> bool {
+        match &self.backend {
+            Backend::Embedded(_) => true,
+            #[cfg(feature = "fdb")]
+            Backend::Fdb(_) => false,
+        }
+    }
+
+    /// Registers `hook` to run before every checkpoint of the embedded backend's log (see
+    /// `BeforeCheckpoint`); held weakly, so it is forgotten once its owner drops it. Nothing
+    /// happens on FoundationDB, which takes no recovery-only writes.
+    pub fn before_checkpoint(&self, hook: std::sync::Weak<dyn BeforeCheckpoint>) {
+        match &self.backend {
+            Backend::Embedded(db) => db.before_checkpoint(hook),
+            #[cfg(feature = "fdb")]
+            Backend::Fdb(_) => {}
+        }
     }
 
     /// Closes the embedded backend's files (the FoundationDB client needs nothing).
@@ -331,6 +368,21 @@ impl Transaction {
             Tx::Embedded(t) => t.clear(key),
             #[cfg(feature = "fdb")]
             Tx::Fdb(t) => t.clear(key),
+        }
+    }
+
+    /// Writes `key = value` into this transaction's commit record only, where the backend keeps
+    /// one (`Database::keeps_recovery_log`): durable with the commit, invisible to reads, and
+    /// applied as an ordinary write only if a restart replays the record, after a crash before
+    /// the next checkpoint. Returns `false`, writing nothing, on a backend without such a log.
+    pub fn set_on_recovery(&self, key: &[u8], value: &[u8]) -> bool {
+        match self.inner.as_ref() {
+            Tx::Embedded(t) => {
+                t.set_on_recovery(key, value);
+                true
+            }
+            #[cfg(feature = "fdb")]
+            Tx::Fdb(_) => false,
         }
     }
 

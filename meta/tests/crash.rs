@@ -13,6 +13,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use kronotop_meta::{Database, MutationType, RangeOption, embedded};
 
@@ -206,4 +207,67 @@ async fn a_quiet_database_checkpoints_on_time() {
     for i in 0..10u32 {
         assert!(tx.get(format!("idle/{i}").as_bytes(), false).await.unwrap().is_some(), "idle/{i}");
     }
+}
+
+/// Counts its runs: a checkpoint hook.
+#[derive(Debug, Default)]
+struct Counting(std::sync::atomic::AtomicU64);
+
+impl kronotop_meta::BeforeCheckpoint for Counting {
+    fn run(&self) -> std::io::Result<()> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Recovery-only writes are in the commit's log record and nowhere else: reads never see them, a
+/// crash before the next checkpoint brings them back as ordinary keys, and a checkpoint runs the
+/// hooks before the log starts over without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_writes_are_logged_only_and_come_back_after_a_crash() {
+    if std::env::var(CHILD_ENV).is_ok() || std::env::var(IDLE_CHILD_ENV).is_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open_embedded(dir.path(), embedded::Options::default()).unwrap();
+    assert!(db.keeps_recovery_log());
+    let hook = Arc::new(Counting::default());
+    let weak = Arc::downgrade(&hook);
+    db.before_checkpoint(weak);
+    let tx = db.create_trx().unwrap();
+    tx.set(b"a", b"1");
+    assert!(tx.set_on_recovery(b"r", b"redo"));
+    tx.commit().await.unwrap();
+    let tx = db.create_trx().unwrap();
+    assert_eq!(tx.get(b"a", false).await.unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(tx.get(b"r", false).await.unwrap(), None, "reads never see a recovery write");
+    drop(tx);
+    // A transaction with nothing but a recovery write commits too.
+    let tx = db.create_trx().unwrap();
+    assert!(tx.set_on_recovery(b"s", b"alone"));
+    assert!(tx.commit().await.unwrap() > 0);
+
+    // The crash: the files as the page cache holds them, copied once the flusher is idle.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let crash = tempfile::tempdir().unwrap();
+    for name in ["meta.redb", "meta.wal"] {
+        std::fs::copy(dir.path().join(name), crash.path().join(name)).unwrap();
+    }
+    let copy = Database::open_embedded(crash.path(), embedded::Options::default()).unwrap();
+    let tx = copy.create_trx().unwrap();
+    assert_eq!(tx.get(b"a", false).await.unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(tx.get(b"r", false).await.unwrap().as_deref(), Some(&b"redo"[..]));
+    assert_eq!(tx.get(b"s", false).await.unwrap().as_deref(), Some(&b"alone"[..]));
+    drop(tx);
+    copy.close();
+
+    // Closing checkpoints: the hook runs, and the log starts over without the records.
+    assert_eq!(hook.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+    db.close();
+    drop(db);
+    assert_eq!(hook.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let db = Database::open_embedded(dir.path(), embedded::Options::default()).unwrap();
+    let tx = db.create_trx().unwrap();
+    assert_eq!(tx.get(b"a", false).await.unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(tx.get(b"r", false).await.unwrap(), None);
 }

@@ -11,6 +11,7 @@ const CHANGELOG: i64 = 4;
 const STATUS: i64 = 5;
 const VOLUME_ID: i64 = 6;
 const SEGMENTS: i64 = 7;
+const REDO: i64 = 8;
 
 /// Changelog operations.
 const OP_APPEND: u8 = 1;
@@ -114,6 +115,48 @@ impl Keys {
 
     pub fn parse_segment(&self, key: &[u8]) -> Option<u64> {
         self.s.unpack::<(i64, i64)>(key).ok().and_then(|(_, id)| u64::try_from(id).ok())
+    }
+
+    /// The redo record of the entry written at `segment`/`position`: its bytes, header included,
+    /// logged with the commit that refers to them (`Transaction::set_on_recovery`). Such keys
+    /// exist only after a crash, until the volume opens and writes them back.
+    pub fn redo(&self, segment: u64, position: u64) -> Vec<u8> {
+        self.s.pack(&(REDO, seg(segment), seg(position)))
+    }
+
+    pub fn redo_range(&self) -> (Vec<u8>, Vec<u8>) {
+        self.s.subspace(&(REDO,)).range()
+    }
+
+    /// Up to `limit` redo records after `after` (a key of the range), in order: segment,
+    /// position, bytes.
+    ///
+    /// # Errors
+    ///
+    /// Metadata errors.
+    pub async fn redo_records(
+        &self,
+        tx: &Transaction,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(u64, u64, Vec<u8>, Vec<u8>)>, MetaError> {
+        let (mut b, e) = self.redo_range();
+        if let Some(after) = after {
+            b = after.to_vec();
+            b.push(0);
+        }
+        let mut out = Vec::new();
+        for kv in tx.get_range(&RangeOption::new(b, e).limit(limit), false).await?.kvs {
+            let Ok((_, segment, position)) = self.s.unpack::<(i64, i64, i64)>(&kv.key) else {
+                continue;
+            };
+            let (Ok(segment), Ok(position)) = (u64::try_from(segment), u64::try_from(position))
+            else {
+                continue;
+            };
+            out.push((segment, position, kv.value.to_vec(), kv.key.to_vec()));
+        }
+        Ok(out)
     }
 
     pub fn entry(&self, prefix: &[u8; 8], id: &[u8; 12]) -> Vec<u8> {

@@ -1,11 +1,15 @@
 //! The Volume: an append-only, checksummed segment engine, one per shard, whose entry metadata
 //! and changelog live in the metadata store (`DESIGN.md` section 5, `docs/design/volume-format.md`).
 //!
-//! Invariant: an entry's bytes are written before `append` returns and synced before the
-//! transaction holding the metadata that points at them commits (the append hands the sync to the
-//! transaction's commit through `Transaction::before_commit`; with a sync standby it syncs at
-//! once), so a crash leaves at most unreferenced bytes, never a pointer to missing or torn bytes.
-//! Syncs are shared by every write completed before they start. Reads go
+//! Invariant: an entry's bytes are written before `append` returns and are durable when the
+//! transaction holding the metadata that points at them commits, so a crash leaves at most
+//! unreferenced bytes, never a pointer to missing or torn bytes. Durable means one of: synced
+//! before the commit (the append hands the sync to the commit through
+//! `Transaction::before_commit`; with a sync standby it syncs at once), or, for small entries on
+//! a metadata store that keeps a log, logged in the commit's own record as a redo record
+//! (`Transaction::set_on_recovery`) that `open` writes back after a crash; segments are then
+//! synced before the log starts over (`BeforeCheckpoint`). Syncs are shared by every write
+//! completed before they start. Reads go
 //! through a memory map and verify checksums. Segment I/O sits behind `io::Storage` so fault tests
 //! can fail writes and syncs. This crate depends only on `kronotop-meta`.
 
@@ -35,6 +39,23 @@ pub const MAX_ENTRIES_PER_APPEND: usize = 65_535;
 /// Entries whose places `count_missing` checks per transaction: each costs a range-read key and a
 /// point read, so 1,000 stay well within the 5-second limit even on a remote metadata store.
 const MISSING_PAGE: usize = 1_000;
+
+/// Largest entry (header included) logged as a redo record rather than synced before its commit.
+/// A redo record costs its bytes a second time in the metadata log, and the log (16 MiB by
+/// default, checkpointed at three quarters) holds some 1,500 records of this size between
+/// checkpoints; past it the sync, shared by a whole batch, is the cheaper way. Far below the
+/// metadata store's value limit (100,000 bytes, FoundationDB's).
+const REDO_MAX_ENTRY: u64 = 8 * 1024;
+
+/// Most bytes a transaction may hold when an append would add redo records to it: a transaction
+/// of many appends would otherwise approach the 10 MB transaction limit with bytes that are in
+/// the segments already. Past it, appends sync instead. 1 MiB is 10% of that limit, and a few
+/// hundred inserts of 1 KiB documents in one BEGIN/COMMIT.
+const REDO_MAX_TX_BYTES: u64 = 1 << 20;
+
+/// Redo records written back per transaction when a volume opens: up to 8 KiB each, so 500 keep
+/// a page near 4 MB, within what one transaction may read in time.
+const REDO_PAGE: usize = 500;
 
 /// Errors of volume operations.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +132,10 @@ pub struct VolumeConfig {
     pub storage: Arc<dyn io::Storage>,
     /// How long a vacuumed segment stays readable before its file is deleted.
     pub retire_grace: std::time::Duration,
+    /// Log small entries as redo records in their commit's record, where the metadata store keeps
+    /// a log, instead of syncing them before it (see the crate's invariant). On by default; off,
+    /// every append is synced before its commit.
+    pub redo: bool,
 }
 
 /// Default segment size: 256 MiB. The original uses 4 GiB; smaller segments make vacuum's unit of
@@ -123,6 +148,7 @@ impl Default for VolumeConfig {
             segment_size: DEFAULT_SEGMENT_SIZE,
             storage: Arc::new(io::FileStorage),
             retire_grace: vacuum::RETIRE_GRACE,
+            redo: true,
         }
     }
 }
@@ -181,7 +207,9 @@ pub struct Volume {
     keys: keys::Keys,
     config: VolumeConfig,
     volume_id: [u8; 16],
-    segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    segments: Arc<RwLock<BTreeMap<u64, Arc<Segment>>>>,
+    /// Syncs the segments before the metadata log starts over; the database holds it weakly.
+    _checkpoint: Arc<CheckpointSync>,
     /// Segments vacuum emptied: no longer listed, still readable until their grace period ends.
     retiring: RwLock<BTreeMap<u64, Arc<Segment>>>,
     /// The segment appends go to; replaced under this lock when full.
@@ -240,6 +268,70 @@ async fn create_segment(
     })
     .await?;
     Ok(Arc::new(segment))
+}
+
+/// Writes back the redo records a crash left in the metadata store (see the crate's invariant)
+/// into `segments`, syncs what it wrote, then removes the records. Records of segments not
+/// opened (vacuumed and deleted since, or lost) are dropped: nothing refers to their bytes, or
+/// the segment's loss is reported by `count_missing`. Running it twice writes the same bytes
+/// twice, so a crash in the middle is harmless.
+async fn redo(
+    db: &Database,
+    keys: &keys::Keys,
+    segments: &BTreeMap<u64, Arc<Segment>>,
+    name: &str,
+) -> Result<()> {
+    let mut after: Option<Vec<u8>> = None;
+    let mut touched = std::collections::BTreeSet::new();
+    let (mut records, mut rewritten) = (0u64, 0u64);
+    loop {
+        let k = keys.clone();
+        let from = after.clone();
+        let page = db
+            .run(|tx, _| {
+                let k = k.clone();
+                let from = from.clone();
+                async move { Ok::<_, RunError>(k.redo_records(&tx, from.as_deref(), REDO_PAGE).await?) }
+            })
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.3.clone());
+        for (id, position, bytes, _) in &page {
+            records += 1;
+            let Some(segment) = segments.get(id) else { continue };
+            // Only what differs is written: after a clean crash (the process killed, the page
+            // cache intact) nothing does.
+            if segment.bytes(*position, bytes.len() as u64) != Some(bytes.as_slice()) {
+                segment.write(*position, bytes).map_err(io_err(name))?;
+                touched.insert(*id);
+                rewritten += 1;
+            }
+        }
+    }
+    if records == 0 {
+        return Ok(());
+    }
+    for id in &touched {
+        if let Some(segment) = segments.get(id) {
+            segment.sync_after_write().await.map_err(io_err(name))?;
+        }
+    }
+    let (b, e) = keys.redo_range();
+    db.run(|tx, _| {
+        let (b, e) = (b.clone(), e.clone());
+        async move {
+            tx.clear_range(&b, &e);
+            Ok(())
+        }
+    })
+    .await?;
+    tracing::info!(
+        volume = name,
+        records,
+        rewritten,
+        "volume redo records applied after a restart"
+    );
+    Ok(())
 }
 
 impl Volume {
@@ -305,18 +397,11 @@ impl Volume {
         // before it had everything (`ROUTE SET PRIMARY … FORCE`), or a lost file. Their entries
         // are counted below.
         let mut short = Vec::new();
+        let mut opened = BTreeMap::new();
         for id in &registered {
             match Segment::open(config.storage.as_ref(), &segments_dir, *id, &volume_id) {
                 Ok(s) => {
-                    let end = last_positions.get(id).map_or(format::SEGMENT_HEADER_LEN, |&p| {
-                        let len = s.bytes(p, format::ENTRY_HEADER_LEN).and_then(format::entry_len);
-                        if len.is_none() {
-                            short.push(*id);
-                        }
-                        p + format::ENTRY_HEADER_LEN + len.unwrap_or(0)
-                    });
-                    s.seal_at(end);
-                    segments.insert(*id, Arc::new(s));
+                    opened.insert(*id, Arc::new(s));
                 }
                 Err(e) => {
                     tracing::error!(volume = name, segment = id, %e, "cannot open a registered segment");
@@ -324,24 +409,50 @@ impl Volume {
                 }
             }
         }
+        // Bytes the last run logged as redo records but may not have synced go back first, so
+        // the ends below see them.
+        redo(db, &keys, &opened, name).await?;
+        for (id, s) in opened {
+            let end = last_positions.get(&id).map_or(format::SEGMENT_HEADER_LEN, |&p| {
+                let len = s.bytes(p, format::ENTRY_HEADER_LEN).and_then(format::entry_len);
+                if len.is_none() {
+                    short.push(id);
+                }
+                p + format::ENTRY_HEADER_LEN + len.unwrap_or(0)
+            });
+            s.seal_at(end);
+            segments.insert(id, s);
+        }
         // Appends always go to a fresh segment after opening (format invariant 3).
         let next_id = registered.iter().max().copied().unwrap_or(0) + 1;
         let first =
             create_segment(db, &keys, &config, &segments_dir, next_id, &volume_id, name).await?;
         segments.insert(next_id, Arc::clone(&first));
+        let segments = Arc::new(RwLock::new(segments));
+        let counters: Arc<OpCounters> = Arc::default();
+        let replication: Arc<replication::Replication> = Arc::default();
+        let checkpoint = Arc::new(CheckpointSync {
+            volume: name.to_owned(),
+            segments: Arc::clone(&segments),
+            counters: Arc::clone(&counters),
+            replication: Arc::clone(&replication),
+        });
+        let weak = Arc::downgrade(&checkpoint);
+        db.before_checkpoint(weak);
         let volume = Volume {
             name: name.to_owned(),
             dir: segments_dir,
             keys,
             config,
             volume_id,
-            segments: RwLock::new(segments),
+            segments,
+            _checkpoint: checkpoint,
             retiring: RwLock::default(),
             active: Mutex::new(first),
             rollover: tokio::sync::Mutex::new(()),
             status: RwLock::new(status),
-            counters: Arc::default(),
-            replication: Arc::default(),
+            counters,
+            replication,
             fence: RwLock::new(None),
             missing: Mutex::new((0, 0)),
         };
@@ -618,14 +729,35 @@ impl Volume {
         if self.replication.sync_standby().is_some() {
             return self.write_entries(db, entries).await;
         }
-        let (written, pending) = self.write_unsynced(db, entries).await?;
+        let logged = self.log_redo(db, tx, entries).await?;
+        let (written, mut pending) = self.write_unsynced(db, entries, logged.then_some(tx)).await?;
+        pending.logged = logged;
         tx.before_commit(Arc::new(pending));
         Ok(written)
     }
 
+    /// Whether `entries` go into `tx`'s commit record as redo records (see the crate's
+    /// invariant) rather than being synced before it: only small entries, on a metadata store
+    /// that keeps a log, in a transaction that stays small.
+    async fn log_redo(&self, db: &Database, tx: &Transaction, entries: &[&[u8]]) -> Result<bool> {
+        if !self.config.redo || !db.keeps_recovery_log() {
+            return Ok(false);
+        }
+        let mut bytes = 0u64;
+        for e in entries {
+            let len = format::ENTRY_HEADER_LEN + e.len() as u64;
+            if len > REDO_MAX_ENTRY {
+                return Ok(false);
+            }
+            bytes += len;
+        }
+        let size = u64::try_from(tx.get_approximate_size().await?).unwrap_or(0);
+        Ok(size + bytes <= REDO_MAX_TX_BYTES)
+    }
+
     /// Writes and syncs entries' bytes, returning where they are; nothing refers to them yet.
     async fn write_entries(&self, db: &Database, entries: &[&[u8]]) -> Result<Vec<EntryMetadata>> {
-        let (written, pending) = self.write_unsynced(db, entries).await?;
+        let (written, pending) = self.write_unsynced(db, entries, None).await?;
         for (segment, _) in &pending.syncs {
             self.sync_segment(segment).await?;
         }
@@ -648,11 +780,13 @@ impl Volume {
     }
 
     /// Writes entries' bytes without syncing them, returning where they are and what syncs them;
-    /// nothing refers to them yet.
+    /// nothing refers to them yet. With `redo`, each entry's bytes also go into that
+    /// transaction's commit record as a redo record.
     async fn write_unsynced(
         &self,
         db: &Database,
         entries: &[&[u8]],
+        redo: Option<&Transaction>,
     ) -> Result<(Vec<EntryMetadata>, PendingSync)> {
         if entries.is_empty() || entries.len() > MAX_ENTRIES_PER_APPEND {
             return Err(VolumeError::EntryCount(entries.len()));
@@ -676,6 +810,7 @@ impl Volume {
         let mut pending = PendingSync {
             volume: self.name.clone(),
             syncs: Vec::new(),
+            logged: false,
             ranges: Vec::with_capacity(entries.len()),
             replication: Arc::clone(&self.replication),
             counters: Arc::clone(&self.counters),
@@ -689,6 +824,9 @@ impl Volume {
             buf.extend_from_slice(&format::entry_header(entry));
             buf.extend_from_slice(entry);
             segment.write(pos, &buf).map_err(io_err(&self.name))?;
+            if let Some(tx) = redo {
+                tx.set_on_recovery(&self.keys.redo(segment.id, pos), &buf);
+            }
             written.push(EntryMetadata {
                 segment: segment.id,
                 position: pos,
@@ -1039,6 +1177,9 @@ struct PendingSync {
     volume: String,
     /// Each segment written, with the sync that covers the writes (`Segment::sync_ticket`).
     syncs: Vec<(Arc<Segment>, u64)>,
+    /// The writes are logged as redo records in the commit's own record: nothing to sync before
+    /// it (the checkpoint syncs them, `CheckpointSync`).
+    logged: bool,
     ranges: Vec<(Arc<Segment>, u64, u64)>,
     replication: Arc<replication::Replication>,
     counters: Arc<OpCounters>,
@@ -1046,6 +1187,12 @@ struct PendingSync {
 
 impl kronotop_meta::BeforeCommit for PendingSync {
     fn run(&self) -> std::io::Result<()> {
+        if self.logged {
+            // Nothing to sync; the ranges are finished now rather than when the committer drops
+            // this hook, which may be after the commit is answered.
+            self.finish();
+            return Ok(());
+        }
         for (segment, ticket) in &self.syncs {
             let ran = segment.sync_blocking(*ticket).map_err(|e| {
                 std::io::Error::new(
@@ -1062,8 +1209,9 @@ impl kronotop_meta::BeforeCommit for PendingSync {
     }
 }
 
-impl Drop for PendingSync {
-    fn drop(&mut self) {
+impl PendingSync {
+    /// Marks every range finished (see the type's documentation).
+    fn finish(&self) {
         let mut moved = false;
         for (segment, pos, len) in &self.ranges {
             moved |= segment.mark_durable(*pos, *len);
@@ -1071,6 +1219,48 @@ impl Drop for PendingSync {
         if moved {
             self.replication.bump();
         }
+    }
+}
+
+impl Drop for PendingSync {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Syncs a volume's segments written since their last sync, before the metadata log starts over
+/// and its redo records with it (`kronotop_meta::BeforeCheckpoint`).
+#[derive(Debug)]
+struct CheckpointSync {
+    volume: String,
+    segments: Arc<RwLock<BTreeMap<u64, Arc<Segment>>>>,
+    counters: Arc<OpCounters>,
+    replication: Arc<replication::Replication>,
+}
+
+impl kronotop_meta::BeforeCheckpoint for CheckpointSync {
+    fn run(&self) -> std::io::Result<()> {
+        let dirty: Vec<Arc<Segment>> = self
+            .segments
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .filter(|s| s.is_dirty())
+            .cloned()
+            .collect();
+        for segment in dirty {
+            let ran = segment.sync_blocking(segment.sync_ticket()).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("volume {}, segment {}: {e}", self.volume, segment.id),
+                )
+            })?;
+            if ran {
+                self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+                self.replication.bump();
+            }
+        }
+        Ok(())
     }
 }
 

@@ -38,6 +38,10 @@ pub struct Segment {
     /// Opened from disk and sealed (`seal_at`): it will never take appends, so it has no free
     /// room whatever its data's end.
     sealed: AtomicBool,
+    /// Written since the last sync started. Writes whose ranges are already finished (logged
+    /// with their commit as redo records) are not in `durable.waiting`, yet must be synced before
+    /// the metadata log starts over (`Volume::checkpoint_sync`).
+    dirty: AtomicBool,
 }
 
 /// Finished ranges above the watermark, waiting for the ranges before them, and written ranges
@@ -138,6 +142,7 @@ impl Segment {
             poisoned: AtomicBool::new(false),
             durable: Mutex::new(Durable { watermark: next, ..Durable::default() }),
             sealed: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
         }
     }
 
@@ -227,7 +232,16 @@ impl Segment {
     ///
     /// I/O errors.
     pub fn write(&self, pos: u64, bytes: &[u8]) -> std::io::Result<()> {
-        self.file.write_at(bytes, pos)
+        self.file.write_at(bytes, pos)?;
+        // After the write: a sync that clears the flag after this began after the write
+        // completed, so it covers it; one that cleared it before leaves it set for the next.
+        self.dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether bytes were written since the last sync started.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty.load(Ordering::Acquire)
     }
 
     /// The number of the first sync that starts after now: once a sync of at least that number
@@ -290,6 +304,9 @@ impl Segment {
     /// Runs one sync; the caller holds `sync_lock`. Returns `Ok(true)`.
     fn sync_now(&self) -> std::io::Result<bool> {
         let number = self.syncs_started.fetch_add(1, Ordering::AcqRel) + 1;
+        // Cleared before the sync: a write that completed before now is covered by it; one that
+        // sets the flag again after this is left for the next sync.
+        self.dirty.store(false, Ordering::Release);
         match self.file.sync() {
             Ok(()) => {
                 // Under the watermark's lock, so `mark_written` either sees this sync complete or

@@ -167,9 +167,12 @@ async fn failed_writes_and_syncs_leave_nothing_referenced() {
     let dir = tempfile::tempdir().unwrap();
     let db = meta(dir.path());
     let faults = Arc::new(FaultyStorage::default());
+    // Every append synced before its commit, the path of large entries (see
+    // `logged_entries_are_written_back_after_a_crash` for small ones).
     let config = VolumeConfig {
         segment_size: 1 << 20,
         storage: Arc::new(Faulty(Arc::clone(&faults))),
+        redo: false,
         ..VolumeConfig::default()
     };
     let vol = open_with(&db, dir.path(), config).await;
@@ -209,7 +212,9 @@ async fn appends_are_synced_by_the_commit_that_refers_to_them() {
     use std::sync::atomic::Ordering;
     let dir = tempfile::tempdir().unwrap();
     let db = meta(dir.path());
-    let vol = open(&db, dir.path(), 1 << 20).await;
+    // The path of entries too large for redo records (see `redo_records_replace_the_sync`).
+    let config = VolumeConfig { segment_size: 1 << 20, redo: false, ..VolumeConfig::default() };
+    let vol = open_with(&db, dir.path(), config).await;
     let syncs = || vol.counters.syncs.load(Ordering::SeqCst);
     let durable = |segment: u64| vol.tails().iter().find(|t| t.segment == segment).unwrap().durable;
     let end = |m: &EntryMetadata| m.position + 16 + u64::from(m.length);
@@ -821,4 +826,137 @@ async fn vacuum_pages_through_a_segment_of_many_entries() {
             assert_eq!(got.as_deref(), Some(&payloads[i][..]), "entry {i}");
         }
     }
+}
+
+/// Copies a directory tree file by file: what a crash of the process leaves (the page cache
+/// holds every write), taken while the database is idle.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redo_records_replace_the_sync_and_come_back_after_a_crash() {
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let db = meta(dir.path());
+    let vol = open(&db, dir.path(), 1 << 20).await;
+    let syncs = || vol.counters.syncs.load(Ordering::SeqCst);
+    let before = syncs();
+    let small: Vec<Vec<u8>> =
+        (0..50).map(|i| format!("small entry {i};").repeat(30).into_bytes()).collect();
+    let refs: Vec<&[u8]> = small.iter().map(Vec::as_slice).collect();
+    let mut ids = put(&db, &vol, &refs).await;
+    ids.push(put(&db, &vol, &[b"alone"]).await[0]);
+    let mut payloads = small.clone();
+    payloads.push(b"alone".to_vec());
+    assert_eq!(syncs(), before, "small entries are logged with their commit, not synced");
+    let big = vec![9u8; 20_000];
+    let big_id = put(&db, &vol, &[&big]).await[0];
+    assert_eq!(syncs(), before + 1, "an entry past the redo limit is synced before its commit");
+
+    // The crash: the files as they are now, with the small entries' bytes gone from the copy of
+    // the segment, as if the page cache had not reached the disk.
+    let crash = tempfile::tempdir().unwrap();
+    copy_tree(dir.path(), crash.path());
+    let tx = db.create_trx().unwrap();
+    let relative = vol.dir().strip_prefix(dir.path()).unwrap().to_owned();
+    for id in &ids {
+        let m = vol.metadata(&tx, PREFIX, id).await.unwrap().unwrap();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(crash.path().join(&relative).join(format!("{:019}", m.segment)))
+            .unwrap();
+        file.write_all_at(&vec![0u8; 16 + m.length as usize], m.position).unwrap();
+    }
+    drop(tx);
+
+    let db2 = meta(crash.path());
+    let vol2 = open(&db2, crash.path(), 1 << 20).await;
+    for (id, payload) in ids.iter().zip(&payloads) {
+        assert_eq!(get(&db2, &vol2, id).await.unwrap().as_deref(), Some(payload.as_slice()));
+    }
+    assert_eq!(get(&db2, &vol2, &big_id).await.unwrap().as_deref(), Some(big.as_slice()));
+    // The records are gone once written back, and the restored bytes were synced.
+    let keys = kronotop_volume::keys::Keys::new(subspace());
+    let (b, e) = keys.redo_range();
+    let tx = db2.create_trx().unwrap();
+    let left = tx.get_range(&kronotop_meta::RangeOption::new(b, e), false).await.unwrap();
+    assert!(left.kvs.is_empty(), "{} redo records left", left.kvs.len());
+    // Reads never saw them in the running database either.
+    let (b, e) = keys.redo_range();
+    let tx = db.create_trx().unwrap();
+    assert!(
+        tx.get_range(&kronotop_meta::RangeOption::new(b, e), false).await.unwrap().kvs.is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_sync_logged_entries_and_a_failed_sync_keeps_the_log() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let options = embedded::Options {
+        checkpoint_after: std::time::Duration::from_millis(100),
+        ..embedded::Options::default()
+    };
+    let db = Database::open_embedded(&dir.path().join("meta"), options.clone()).unwrap();
+    let faults = Arc::new(FaultyStorage::default());
+    let config = VolumeConfig {
+        segment_size: 1 << 20,
+        storage: Arc::new(Faulty(Arc::clone(&faults))),
+        ..VolumeConfig::default()
+    };
+    let vol = open_with(&db, dir.path(), config).await;
+    let syncs = || vol.counters.syncs.load(Ordering::SeqCst);
+    let before = syncs();
+    let first = put(&db, &vol, &[b"logged, then synced by a checkpoint"]).await[0];
+    assert_eq!(syncs(), before);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while syncs() == before {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint synced the segment");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(syncs(), before + 1);
+
+    // A checkpoint whose sync fails must not let the log start over: commits stop instead.
+    faults.fail_nth_sync(1);
+    let second = put(&db, &vol, &[b"logged, its sync failed"]).await[0];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let tx = db.create_trx().unwrap();
+        tx.set(b"probe", b"1");
+        match tx.commit().await {
+            Ok(_) => {
+                assert!(std::time::Instant::now() < deadline, "commits went on after the failure");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => {
+                assert_eq!(e, MetaError::OPERATION_FAILED);
+                break;
+            }
+        }
+    }
+    drop(vol);
+    db.close();
+    drop(db);
+    // A restart replays the log, redo records included.
+    let db = Database::open_embedded(&dir.path().join("meta"), options).unwrap();
+    let vol = open(&db, dir.path(), 1 << 20).await;
+    assert_eq!(
+        get(&db, &vol, &first).await.unwrap().as_deref(),
+        Some(&b"logged, then synced by a checkpoint"[..])
+    );
+    assert_eq!(
+        get(&db, &vol, &second).await.unwrap().as_deref(),
+        Some(&b"logged, its sync failed"[..])
+    );
 }

@@ -254,6 +254,8 @@ struct CommitRequest {
     ops: Vec<Op>,
     /// Run by the committer once the transaction is accepted, before its batch is logged.
     hooks: crate::Hooks,
+    /// Writes that go into the log record only (`Transaction::set_on_recovery`).
+    recovery: Vec<(Vec<u8>, Vec<u8>)>,
     reply: oneshot::Sender<MetaResult<(i64, [u8; 10])>>,
 }
 
@@ -277,6 +279,8 @@ struct Shared {
     watches: Mutex<Watches>,
     options: Options,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Run before every checkpoint (`Database::before_checkpoint`); dropped owners are skipped.
+    checkpoint_hooks: Mutex<Vec<std::sync::Weak<dyn crate::BeforeCheckpoint>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -344,6 +348,7 @@ impl Database {
             watches: Mutex::new(Watches::default()),
             options,
             committer: Mutex::new(None),
+            checkpoint_hooks: Mutex::new(Vec::new()),
         });
         let committer_shared = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
@@ -356,6 +361,15 @@ impl Database {
 
     pub fn create_trx(&self) -> MetaResult<Transaction> {
         Ok(Transaction { shared: Arc::clone(&self.shared), inner: Mutex::new(TxState::default()) })
+    }
+
+    /// Registers `hook` to run before every checkpoint, while the log still holds the writes of
+    /// `Transaction::set_on_recovery` (see `BeforeCheckpoint`). Held weakly: a hook whose owner
+    /// dropped it is forgotten.
+    pub fn before_checkpoint(&self, hook: std::sync::Weak<dyn crate::BeforeCheckpoint>) {
+        let mut hooks = lock(&self.shared.checkpoint_hooks);
+        hooks.retain(|h| h.strong_count() > 0);
+        hooks.push(hook);
     }
 
     /// Stops the committer once the queued commits are done and waits for it, so the file is
@@ -448,7 +462,18 @@ fn flush_layers(db: &redb::Database, current: &Snapshot) -> MetaResult<Snapshot>
 }
 
 /// A durable redb commit of everything committed so far, after which the log starts over.
-fn checkpoint(db: &redb::Database, wal: &mut wal::Wal) -> MetaResult<()> {
+/// The checkpoint hooks run first: the log's recovery-only writes (`set_on_recovery`) are lost
+/// when it starts over, so what they would restore must be durable by then. A hook that fails
+/// fails the checkpoint, and the log is kept.
+fn checkpoint(db: &redb::Database, wal: &mut wal::Wal, shared: &Shared) -> MetaResult<()> {
+    let hooks: Vec<Arc<dyn crate::BeforeCheckpoint>> =
+        lock(&shared.checkpoint_hooks).iter().filter_map(std::sync::Weak::upgrade).collect();
+    for hook in hooks {
+        hook.run().map_err(|e| {
+            tracing::error!(error = %e, hook = ?hook, "what the metadata log protects could not be made durable; the log is kept");
+            MetaError::OPERATION_FAILED
+        })?;
+    }
     // Durability::Immediate (redb's default) makes the non-durable commits before it durable too.
     db.begin_write().map_err(storage)?.commit().map_err(storage)?;
     wal.reset();
@@ -610,7 +635,7 @@ impl Current {
         if *failed {
             return;
         }
-        if let Err(e) = checkpoint(db, wal) {
+        if let Err(e) = checkpoint(db, wal, shared) {
             tracing::error!(error = %e, "metadata checkpoint failed; commits stop until a restart");
             *failed = true;
         }
@@ -747,7 +772,7 @@ fn committer(
         current.flush_or_stop(&db, &shared, &mut failed);
     }
     current.flusher.stop();
-    if !failed && let Err(e) = checkpoint(&db, &mut wal) {
+    if !failed && let Err(e) = checkpoint(&db, &mut wal, &shared) {
         tracing::warn!(error = %e, "final metadata checkpoint failed; the next start replays the log");
     }
 }
@@ -954,10 +979,17 @@ fn log_batch(
             }
         }
     }
+    // The recovery-only writes come last, so a replay applies them after the batch's ranges
+    // and keys, as they were made (the owner never reads or clears them in the same batch).
+    let recovery = accepted.iter().flat_map(|r| r.recovery.iter());
     let record = wal::encode(
         version,
         written.ranges.iter().map(|(b, e)| (b.as_slice(), e.as_slice())),
-        written.keys.iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
+        written
+            .keys
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_deref()))
+            .chain(recovery.map(|(k, v)| (k.as_slice(), Some(v.as_slice())))),
     );
     wal.append(&record).map_err(|e| Failure::InDoubt(format!("write-ahead log: {e}")))?;
     Ok(written)
@@ -1016,6 +1048,8 @@ struct TxState {
     cancelled: bool,
     watches: Vec<PendingWatch>,
     stamp_waiters: Vec<oneshot::Sender<MetaResult<Bytes>>>,
+    /// Writes for the log record only (`set_on_recovery`).
+    recovery: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// A transaction of the embedded backend.
@@ -1352,6 +1386,17 @@ impl Transaction {
         });
     }
 
+    /// Writes `key = value` into the log record of this transaction's commit and nowhere else:
+    /// durable once the commit is, never seen by reads, and applied as an ordinary write only
+    /// when a restart replays the log, that is, after a crash before the next checkpoint (see
+    /// `Database::before_checkpoint`). It conflicts with nothing and counts towards the
+    /// transaction's size.
+    pub fn set_on_recovery(&self, key: &[u8], value: &[u8]) {
+        self.mutate(key, value.len(), |st| {
+            st.recovery.push((key.to_vec(), value.to_vec()));
+        });
+    }
+
     pub fn clear(&self, key: &[u8]) {
         self.mutate(key, 0, |st| {
             st.writes.insert(key.to_vec(), Entry::Cleared);
@@ -1550,7 +1595,7 @@ impl Transaction {
             }
             let watches = std::mem::take(&mut st.watches);
             let stamps = std::mem::take(&mut st.stamp_waiters);
-            if st.ops.is_empty() && st.write_ranges.is_empty() {
+            if st.ops.is_empty() && st.write_ranges.is_empty() && st.recovery.is_empty() {
                 // Read-only: nothing to resolve, always succeeds (as in FoundationDB).
                 drop(st);
                 for s in stamps {
@@ -1572,6 +1617,7 @@ impl Transaction {
                 writes: std::mem::take(&mut st.write_ranges),
                 ops: std::mem::take(&mut st.ops),
                 hooks,
+                recovery: std::mem::take(&mut st.recovery),
                 reply,
             });
             (request, rx, watches, stamps)

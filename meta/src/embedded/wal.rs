@@ -57,7 +57,7 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 pub(super) fn encode<'a>(
     version: i64,
     ranges: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])>,
-    keys: impl ExactSizeIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    keys: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
 ) -> Vec<u8> {
     let mut out = vec![0u8; HEADER];
     out[12..20].copy_from_slice(&version.to_le_bytes());
@@ -66,8 +66,12 @@ pub(super) fn encode<'a>(
         put_bytes(&mut out, b);
         put_bytes(&mut out, e);
     }
-    out.extend_from_slice(&u32::try_from(keys.len()).unwrap_or(u32::MAX).to_le_bytes());
+    // The count goes before the keys and is known after them.
+    let count_at = out.len();
+    out.extend_from_slice(&[0u8; 4]);
+    let mut count = 0u32;
     for (k, v) in keys {
+        count = count.saturating_add(1);
         put_bytes(&mut out, k);
         match v {
             Some(v) => {
@@ -77,6 +81,7 @@ pub(super) fn encode<'a>(
             None => out.push(0),
         }
     }
+    out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
     let len = (out.len() - HEADER) as u64;
     out[0..8].copy_from_slice(&len.to_le_bytes());
     let crc = crc32fast::hash(&out[12..]);
