@@ -97,6 +97,11 @@ impl FaultyStorage {
         self.fail_write.store(n + self.writes.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
+    /// Syncs run so far, failed ones included.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::SeqCst)
+    }
+
     /// Fails the `n`-th sync from now on (0 disables).
     pub fn fail_nth_sync(&self, n: u64) {
         self.fail_sync.store(n + self.syncs.load(Ordering::SeqCst), Ordering::SeqCst);

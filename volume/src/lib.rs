@@ -211,7 +211,7 @@ pub struct Volume {
     /// Syncs the segments before the metadata log starts over; the database holds it weakly.
     _checkpoint: Arc<CheckpointSync>,
     /// Segments vacuum emptied: no longer listed, still readable until their grace period ends.
-    retiring: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    retiring: Arc<RwLock<BTreeMap<u64, Arc<Segment>>>>,
     /// The segment appends go to; replaced under this lock when full.
     active: Mutex<Arc<Segment>>,
     /// Held while a new active segment is made, so only one appender makes it.
@@ -429,11 +429,13 @@ impl Volume {
             create_segment(db, &keys, &config, &segments_dir, next_id, &volume_id, name).await?;
         segments.insert(next_id, Arc::clone(&first));
         let segments = Arc::new(RwLock::new(segments));
+        let retiring = Arc::default();
         let counters: Arc<OpCounters> = Arc::default();
         let replication: Arc<replication::Replication> = Arc::default();
         let checkpoint = Arc::new(CheckpointSync {
             volume: name.to_owned(),
             segments: Arc::clone(&segments),
+            retiring: Arc::clone(&retiring),
             counters: Arc::clone(&counters),
             replication: Arc::clone(&replication),
         });
@@ -447,7 +449,7 @@ impl Volume {
             volume_id,
             segments,
             _checkpoint: checkpoint,
-            retiring: RwLock::default(),
+            retiring,
             active: Mutex::new(first),
             rollover: tokio::sync::Mutex::new(()),
             status: RwLock::new(status),
@@ -1234,21 +1236,41 @@ impl Drop for PendingSync {
 struct CheckpointSync {
     volume: String,
     segments: Arc<RwLock<BTreeMap<u64, Arc<Segment>>>>,
+    /// Vacuumed segments may hold logged bytes too (of entries vacuum has moved since).
+    retiring: Arc<RwLock<BTreeMap<u64, Arc<Segment>>>>,
     counters: Arc<OpCounters>,
     replication: Arc<replication::Replication>,
 }
 
+impl CheckpointSync {
+    /// Segments written since their last sync.
+    fn dirty(&self) -> Vec<Arc<Segment>> {
+        let mut out = Vec::new();
+        for map in [&self.segments, &self.retiring] {
+            let map = map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            out.extend(map.values().filter(|s| s.is_dirty()).cloned());
+        }
+        out
+    }
+}
+
+impl Drop for CheckpointSync {
+    /// The volume is closing: once this hook is gone, the next checkpoint drops its redo records
+    /// without syncing its segments, so they are synced now. A drop may run on an async worker,
+    /// where the segments' sync lock cannot be waited for; a sync without it is as good here,
+    /// since nothing appends any more.
+    fn drop(&mut self) {
+        for segment in self.dirty() {
+            if let Err(e) = segment.sync_closing() {
+                tracing::error!(volume = %self.volume, segment = segment.id, error = %e, "syncing a closing volume's segment failed; its last entries rely on the metadata log's redo records until the next checkpoint");
+            }
+        }
+    }
+}
+
 impl kronotop_meta::BeforeCheckpoint for CheckpointSync {
     fn run(&self) -> std::io::Result<()> {
-        let dirty: Vec<Arc<Segment>> = self
-            .segments
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .filter(|s| s.is_dirty())
-            .cloned()
-            .collect();
-        for segment in dirty {
+        for segment in self.dirty() {
             let ran = segment.sync_blocking(segment.sync_ticket()).map_err(|e| {
                 std::io::Error::new(
                     e.kind(),

@@ -301,6 +301,17 @@ impl Segment {
         Ok((self.syncs_completed.load(Ordering::Acquire) >= need).then_some(false))
     }
 
+    /// Syncs without taking `sync_lock`, for a volume that is closing (nothing appends any more);
+    /// a failure poisons the segment.
+    ///
+    /// # Errors
+    ///
+    /// The sync's error.
+    pub fn sync_closing(&self) -> std::io::Result<()> {
+        self.dirty.store(false, Ordering::Release);
+        self.file.sync().inspect_err(|_| self.poisoned.store(true, Ordering::Release))
+    }
+
     /// Runs one sync; the caller holds `sync_lock`. Returns `Ok(true)`.
     fn sync_now(&self) -> std::io::Result<bool> {
         let number = self.syncs_started.fetch_add(1, Ordering::AcqRel) + 1;

@@ -960,3 +960,25 @@ async fn checkpoints_sync_logged_entries_and_a_failed_sync_keeps_the_log() {
         Some(&b"logged, its sync failed"[..])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closing_volume_syncs_its_logged_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = meta(dir.path());
+    let faults = Arc::new(FaultyStorage::default());
+    let config = VolumeConfig {
+        segment_size: 1 << 20,
+        storage: Arc::new(Faulty(Arc::clone(&faults))),
+        ..VolumeConfig::default()
+    };
+    let vol = open_with(&db, dir.path(), config.clone()).await;
+    put(&db, &vol, &[b"logged"]).await;
+    let before = faults.syncs();
+    drop(vol);
+    // Its checkpoint hook is gone with it: the next checkpoint would drop the redo records.
+    assert_eq!(faults.syncs(), before + 1, "the written segment is synced once when it closes");
+    let vol = open_with(&db, dir.path(), config).await;
+    let before = faults.syncs();
+    drop(vol);
+    assert_eq!(faults.syncs(), before, "nothing written, nothing to sync");
+}
