@@ -74,9 +74,9 @@ fn counters_move_with_the_commands_run() {
     assert!(c.cmd_raw(&["NOSUCH"]).starts_with("-ERR unknown command"));
     let ids = c.cmd_raw(&["BUCKET.INSERT", "m", "DOCS", "{a: 1}", "{a: 2}"]);
     assert!(ids.starts_with("*2\r\n"), "{ids}");
-    // Small documents are logged with their commit; one past the Volume's redo limit (8 KiB) is
-    // synced before it.
-    let big = format!("{{\"big\": \"{}\"}}", "x".repeat(10_000));
+    // Small documents are logged with their commit; an append past the Volume's redo limit
+    // (16 KiB) is synced before it.
+    let big = format!("{{\"big\": \"{}\"}}", "x".repeat(20_000));
     assert!(c.cmd_raw(&["BUCKET.INSERT", "m", "DOCS", &big]).starts_with("*1\r\n"));
     let after = scrape(addr);
     let moved = |name: &str| get(&after, name) - get(&before, name);
