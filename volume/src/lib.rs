@@ -1194,19 +1194,30 @@ impl kronotop_meta::BeforeCommit for PendingSync {
             return Ok(());
         }
         for (segment, ticket) in &self.syncs {
-            let ran = segment.sync_blocking(*ticket).map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("volume {}, segment {}: {e}", self.volume, segment.id),
-                )
-            })?;
-            if ran {
-                self.counters.syncs.fetch_add(1, Ordering::Relaxed);
-                self.replication.bump();
-            }
+            sync_on_committer(segment, *ticket, &self.volume, &self.counters, &self.replication)?;
         }
         Ok(())
     }
+}
+
+/// Syncs `segment` on the metadata committer's thread, unless a sync numbered `ticket` or later
+/// has completed, counting the sync and waking standbys when this call ran it; the error names
+/// the volume and segment.
+fn sync_on_committer(
+    segment: &Segment,
+    ticket: u64,
+    volume: &str,
+    counters: &OpCounters,
+    replication: &replication::Replication,
+) -> std::io::Result<()> {
+    let ran = segment.sync_blocking(ticket).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("volume {volume}, segment {}: {e}", segment.id))
+    })?;
+    if ran {
+        counters.syncs.fetch_add(1, Ordering::Relaxed);
+        replication.bump();
+    }
+    Ok(())
 }
 
 impl PendingSync {
@@ -1269,16 +1280,8 @@ impl Drop for CheckpointSync {
 impl kronotop_meta::BeforeCheckpoint for CheckpointSync {
     fn run(&self) -> std::io::Result<()> {
         for segment in self.dirty() {
-            let ran = segment.sync_blocking(segment.sync_ticket()).map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("volume {}, segment {}: {e}", self.volume, segment.id),
-                )
-            })?;
-            if ran {
-                self.counters.syncs.fetch_add(1, Ordering::Relaxed);
-                self.replication.bump();
-            }
+            let ticket = segment.sync_ticket();
+            sync_on_committer(&segment, ticket, &self.volume, &self.counters, &self.replication)?;
         }
         Ok(())
     }

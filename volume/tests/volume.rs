@@ -28,6 +28,18 @@ async fn open(db: &Database, dir: &Path, segment_size: u64) -> Volume {
     open_with(db, dir, VolumeConfig { segment_size, ..VolumeConfig::default() }).await
 }
 
+/// A 1 MiB-segment configuration on storage whose faults the returned handle injects.
+fn faulty(redo: bool) -> (Arc<FaultyStorage>, VolumeConfig) {
+    let faults = Arc::new(FaultyStorage::default());
+    let config = VolumeConfig {
+        segment_size: 1 << 20,
+        storage: Arc::new(Faulty(Arc::clone(&faults))),
+        redo,
+        ..VolumeConfig::default()
+    };
+    (faults, config)
+}
+
 fn meta(dir: &Path) -> Database {
     Database::open_embedded(&dir.join("meta"), embedded::Options::default()).unwrap()
 }
@@ -166,15 +178,9 @@ async fn concurrent_appenders_share_syncs_and_lose_nothing() {
 async fn failed_writes_and_syncs_leave_nothing_referenced() {
     let dir = tempfile::tempdir().unwrap();
     let db = meta(dir.path());
-    let faults = Arc::new(FaultyStorage::default());
-    // Every append synced before its commit, the path of large entries (see
-    // `logged_entries_are_written_back_after_a_crash` for small ones).
-    let config = VolumeConfig {
-        segment_size: 1 << 20,
-        storage: Arc::new(Faulty(Arc::clone(&faults))),
-        redo: false,
-        ..VolumeConfig::default()
-    };
+    // Every append synced before its commit, the path of large appends (see
+    // `redo_records_replace_the_sync_and_come_back_after_a_crash` for small ones).
+    let (faults, config) = faulty(false);
     let vol = open_with(&db, dir.path(), config).await;
     let kept = put(&db, &vol, &[b"before the faults"]).await[0];
 
@@ -910,12 +916,7 @@ async fn checkpoints_sync_logged_entries_and_a_failed_sync_keeps_the_log() {
         ..embedded::Options::default()
     };
     let db = Database::open_embedded(&dir.path().join("meta"), options.clone()).unwrap();
-    let faults = Arc::new(FaultyStorage::default());
-    let config = VolumeConfig {
-        segment_size: 1 << 20,
-        storage: Arc::new(Faulty(Arc::clone(&faults))),
-        ..VolumeConfig::default()
-    };
+    let (faults, config) = faulty(true);
     let vol = open_with(&db, dir.path(), config).await;
     let syncs = || vol.counters.syncs.load(Ordering::SeqCst);
     let before = syncs();
@@ -966,12 +967,7 @@ async fn checkpoints_sync_logged_entries_and_a_failed_sync_keeps_the_log() {
 async fn a_closing_volume_syncs_its_logged_entries() {
     let dir = tempfile::tempdir().unwrap();
     let db = meta(dir.path());
-    let faults = Arc::new(FaultyStorage::default());
-    let config = VolumeConfig {
-        segment_size: 1 << 20,
-        storage: Arc::new(Faulty(Arc::clone(&faults))),
-        ..VolumeConfig::default()
-    };
+    let (faults, config) = faulty(true);
     let vol = open_with(&db, dir.path(), config.clone()).await;
     put(&db, &vol, &[b"logged"]).await;
     let before = faults.syncs();
