@@ -711,22 +711,23 @@ fn acknowledged_inserts_survive_sigkill() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writers: Vec<_> = (0..4)
         .map(|w| {
-            let (addr, stop, pad) = (s.client, std::sync::Arc::clone(&stop), pad.clone());
+            let (url, stop, pad) = (s.url(), std::sync::Arc::clone(&stop), pad.clone());
             std::thread::spawn(move || {
-                let mut c = Raw::connect(addr);
+                let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
                 let mut acked = Vec::new();
                 for i in 0.. {
                     if stop.load(std::sync::atomic::Ordering::SeqCst) {
                         break;
                     }
                     let doc = format!(r#"{{"w": {w}, "i": {i}, "pad": "{pad}"}}"#);
-                    // The server is killed under the writers: a closed connection ends them.
-                    let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        c.send_cmd(&["BUCKET.INSERT", "crash", "DOCS", &doc]);
-                        c.read()
-                    }));
+                    let reply = redis::cmd("BUCKET.INSERT")
+                        .arg("crash")
+                        .arg("DOCS")
+                        .arg(&doc)
+                        .query::<Vec<String>>(&mut con);
+                    // The server is killed under the writers: an error ends them.
                     match reply {
-                        Ok(OwnedFrame::Array { .. }) => acked.push((w, i)),
+                        Ok(ids) if ids.len() == 1 => acked.push((w, i)),
                         _ => break,
                     }
                 }
