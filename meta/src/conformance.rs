@@ -675,6 +675,9 @@ pub async fn before_commit_hooks(h: &Harness) {
     assert_eq!(hook.runs(), 0);
     tx.commit().await.expect("commit");
     assert_eq!(hook.runs(), 2, "each hook added runs once");
+    // Released by the time the commit returns: what a hook finishes when it is dropped (the
+    // Volume's ranges) is finished for whoever the commit answers.
+    assert_eq!(Arc::strong_count(&hook), 1, "the committed transaction's hooks were released");
     assert_eq!(h.read(b"a").await.as_deref(), Some(&b"1"[..]));
 
     // A failing hook fails the commit, and nothing of the transaction is written.
@@ -684,6 +687,7 @@ pub async fn before_commit_hooks(h: &Harness) {
     tx.before_commit(failing.clone());
     assert_eq!(err(tx.commit().await), MetaError::OPERATION_FAILED);
     assert_eq!(failing.runs(), 1);
+    assert_eq!(Arc::strong_count(&failing), 1, "the failed transaction's hooks were released");
     assert_eq!(h.read(b"b").await, None);
 
     // A transaction dropped without a commit drops its hooks unrun; the database goes on.

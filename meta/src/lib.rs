@@ -49,7 +49,8 @@ pub use types::{
 /// The commit calls `run` on a thread where blocking is allowed, after the transaction passed
 /// conflict resolution and before its writes are made durable; when `run` fails the transaction
 /// does not commit. A hook that is dropped without being run belongs to a transaction that did
-/// not commit, so what it guards is referenced by nothing.
+/// not commit, so what it guards is referenced by nothing. Every hook of a transaction is dropped
+/// by the time its `commit` returns, whatever the outcome.
 pub trait BeforeCommit: Send + Sync + std::fmt::Debug {
     /// Makes what the transaction refers to durable.
     ///

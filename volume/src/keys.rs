@@ -128,8 +128,9 @@ impl Keys {
         self.s.subspace(&(REDO,)).range()
     }
 
-    /// Up to `limit` redo records after `after` (a key of the range), in order: segment,
-    /// position, bytes.
+    /// Up to `limit` keys of the redo range after `after` (a key of the range), in order: the
+    /// records as segment, position and bytes, and the last key read, where the next page starts
+    /// (`None` past the end). A key that does not parse is skipped, not a reason to stop.
     ///
     /// # Errors
     ///
@@ -139,24 +140,24 @@ impl Keys {
         tx: &Transaction,
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(u64, u64, Vec<u8>, Vec<u8>)>, MetaError> {
+    ) -> Result<(Vec<(u64, u64, Vec<u8>)>, Option<Vec<u8>>), MetaError> {
         let (mut b, e) = self.redo_range();
         if let Some(after) = after {
             b = after.to_vec();
             b.push(0);
         }
-        let mut out = Vec::new();
-        for kv in tx.get_range(&RangeOption::new(b, e).limit(limit), false).await?.kvs {
+        let kvs = tx.get_range(&RangeOption::new(b, e).limit(limit), false).await?.kvs;
+        let last = kvs.last().map(|kv| kv.key.to_vec());
+        let mut out = Vec::with_capacity(kvs.len());
+        for kv in kvs {
             let Ok((_, segment, position)) = self.s.unpack::<(i64, i64, i64)>(&kv.key) else {
                 continue;
             };
-            let (Ok(segment), Ok(position)) = (u64::try_from(segment), u64::try_from(position))
-            else {
-                continue;
-            };
-            out.push((segment, position, kv.value.to_vec(), kv.key.to_vec()));
+            if let (Ok(segment), Ok(position)) = (u64::try_from(segment), u64::try_from(position)) {
+                out.push((segment, position, kv.value.to_vec()));
+            }
         }
-        Ok(out)
+        Ok((out, last))
     }
 
     pub fn entry(&self, prefix: &[u8; 8], id: &[u8; 12]) -> Vec<u8> {

@@ -289,16 +289,18 @@ async fn redo(
     loop {
         let k = keys.clone();
         let from = after.clone();
-        let page = db
+        let (page, last) = db
             .run(|tx, _| {
                 let k = k.clone();
                 let from = from.clone();
                 async move { Ok::<_, RunError>(k.redo_records(&tx, from.as_deref(), REDO_PAGE).await?) }
             })
             .await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.3.clone());
-        for (id, position, bytes, _) in &page {
+        if last.is_none() {
+            break;
+        }
+        after = last;
+        for (id, position, bytes) in &page {
             records += 1;
             let Some(segment) = segments.get(id) else { continue };
             // Only what differs is written: after a clean crash (the process killed, the page
@@ -310,7 +312,8 @@ async fn redo(
             }
         }
     }
-    if records == 0 {
+    if after.is_none() {
+        // No redo keys: the last run checkpointed, or it crashed with nothing logged.
         return Ok(());
     }
     for id in &touched {
@@ -734,8 +737,7 @@ impl Volume {
             return self.write_entries(db, entries).await;
         }
         let logged = self.log_redo(db, tx, entries).await?;
-        let (written, mut pending) = self.write_unsynced(db, entries, logged.then_some(tx)).await?;
-        pending.logged = logged;
+        let (written, pending) = self.write_unsynced(db, entries, logged.then_some(tx)).await?;
         tx.before_commit(Arc::new(pending));
         Ok(written)
     }
@@ -810,7 +812,7 @@ impl Volume {
         let mut pending = PendingSync {
             volume: self.name.clone(),
             syncs: Vec::new(),
-            logged: false,
+            logged: redo.is_some(),
             ranges: Vec::with_capacity(entries.len()),
             replication: Arc::clone(&self.replication),
             counters: Arc::clone(&self.counters),
@@ -1188,9 +1190,8 @@ struct PendingSync {
 impl kronotop_meta::BeforeCommit for PendingSync {
     fn run(&self) -> std::io::Result<()> {
         if self.logged {
-            // Nothing to sync; the ranges are finished now rather than when the committer drops
-            // this hook, which may be after the commit is answered.
-            self.finish();
+            // Nothing to sync: the commit's log record holds the bytes, and the ranges are
+            // finished when the commit drops this hook, once the record is durable.
             return Ok(());
         }
         for (segment, ticket) in &self.syncs {
@@ -1220,9 +1221,8 @@ fn sync_on_committer(
     Ok(())
 }
 
-impl PendingSync {
-    /// Marks every range finished (see the type's documentation).
-    fn finish(&self) {
+impl Drop for PendingSync {
+    fn drop(&mut self) {
         let mut moved = false;
         for (segment, pos, len) in &self.ranges {
             moved |= segment.mark_durable(*pos, *len);
@@ -1230,12 +1230,6 @@ impl PendingSync {
         if moved {
             self.replication.bump();
         }
-    }
-}
-
-impl Drop for PendingSync {
-    fn drop(&mut self) {
-        self.finish();
     }
 }
 

@@ -40,7 +40,7 @@ pub struct Segment {
     sealed: AtomicBool,
     /// Written since the last sync started. Writes whose ranges are already finished (logged
     /// with their commit as redo records) are not in `durable.waiting`, yet must be synced before
-    /// the metadata log starts over (`Volume::checkpoint_sync`).
+    /// the metadata log starts over (`CheckpointSync` in the crate root).
     dirty: AtomicBool,
 }
 

@@ -259,6 +259,16 @@ struct CommitRequest {
     reply: oneshot::Sender<MetaResult<(i64, [u8; 10])>>,
 }
 
+impl CommitRequest {
+    /// Answers the commit, its hooks dropped first (`BeforeCommit`): what a hook finishes when it
+    /// goes is finished by the time the commit returns, whatever the outcome.
+    fn answer(self, result: MetaResult<(i64, [u8; 10])>) {
+        let CommitRequest { hooks, reply, .. } = self;
+        drop(hooks);
+        let _ = reply.send(result);
+    }
+}
+
 /// A registered watch.
 struct WatchEntry {
     value: Option<Vec<u8>>,
@@ -689,7 +699,7 @@ fn committer(
             },
         };
         if failed {
-            let _ = first.reply.send(Err(MetaError::OPERATION_FAILED));
+            first.answer(Err(MetaError::OPERATION_FAILED));
             continue;
         }
         let mut batch = vec![first];
@@ -715,7 +725,7 @@ fn committer(
             match verdict.and_then(|()| crate::run_hooks(&req.hooks)) {
                 Ok(()) => accepted.push(req),
                 Err(e) => {
-                    let _ = req.reply.send(Err(e));
+                    req.answer(Err(e));
                 }
             }
         }
@@ -745,7 +755,7 @@ fn committer(
                 // the table now.
                 fire_watches(&shared, &current.snapshot, &written);
                 for (order, req) in accepted.into_iter().enumerate() {
-                    let _ = req.reply.send(Ok((version, stamp(version, order))));
+                    req.answer(Ok((version, stamp(version, order))));
                 }
                 if wal.wants_checkpoint() {
                     current.checkpoint_or_stop(&db, &shared, &mut wal, &mut failed);
@@ -756,14 +766,14 @@ fn committer(
             Err(Failure::Before(e)) => {
                 // Nothing of this batch reached the log: the commits failed.
                 for req in accepted {
-                    let _ = req.reply.send(Err(e));
+                    req.answer(Err(e));
                 }
             }
             Err(Failure::InDoubt(cause)) => {
                 tracing::error!(error = %cause, "metadata log failed; commits stop until a restart");
                 failed = true;
                 for req in accepted {
-                    let _ = req.reply.send(Err(MetaError::COMMIT_UNKNOWN_RESULT));
+                    req.answer(Err(MetaError::COMMIT_UNKNOWN_RESULT));
                 }
             }
         }
