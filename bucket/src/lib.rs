@@ -210,6 +210,11 @@ impl Buckets {
         Buckets { s }
     }
 
+    /// The namespace's bucket subspace.
+    pub fn subspace(&self) -> &Subspace {
+        &self.s
+    }
+
     fn meta_key(&self, name: &str) -> Vec<u8> {
         self.s.pack(&(META, name))
     }

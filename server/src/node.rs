@@ -258,6 +258,11 @@ pub struct Stats {
     pub protocol_errors: AtomicU64,
     pub net_input_bytes: AtomicU64,
     pub net_output_bytes: AtomicU64,
+    /// Shared auto-commit insert transactions (`commands::insert_group`) that committed, the
+    /// `BUCKET.INSERT`s they answered, and the groups that failed and ran each command alone.
+    pub insert_groups: AtomicU64,
+    pub grouped_inserts: AtomicU64,
+    pub insert_groups_split: AtomicU64,
 }
 
 impl Stats {
@@ -270,6 +275,9 @@ impl Stats {
             &self.protocol_errors,
             &self.net_input_bytes,
             &self.net_output_bytes,
+            &self.insert_groups,
+            &self.grouped_inserts,
+            &self.insert_groups_split,
         ] {
             counter.store(0, Ordering::Relaxed);
         }
@@ -512,6 +520,8 @@ pub struct Node {
     /// One metadata watch per ZWATCHed key, shared by every client waiting on it: the sender's
     /// value counts the times the watch was armed or fired.
     pub zwatches: Mutex<std::collections::HashMap<Vec<u8>, tokio::sync::watch::Sender<u64>>>,
+    /// Auto-commit `BUCKET.INSERT`s waiting to share a transaction, by bucket.
+    pub insert_groups: crate::commands::insert_group::InsertGroups,
 }
 
 impl Node {
@@ -579,6 +589,7 @@ impl Node {
             zmaps: Mutex::default(),
             tick: Mutex::default(),
             zwatches: Mutex::default(),
+            insert_groups: crate::commands::insert_group::InsertGroups::default(),
         })
     }
 

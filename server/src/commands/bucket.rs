@@ -1389,57 +1389,43 @@ async fn read_body(
 
 /// The first of the bucket's shards this member is primary of, and its Volume; or `REJECT` to
 /// the primary of the bucket's first shard.
-fn local_shard(
-    ctx: &Ctx<'_>,
+pub(super) fn local_shard(
+    node: &crate::node::Node,
     meta: &BucketMeta,
 ) -> Result<(u32, std::sync::Arc<kronotop_volume::Volume>), CommandError> {
-    let topology = ctx.node.cluster.topology();
-    let me = ctx.node.cluster.me().id;
+    let topology = node.cluster.topology();
+    let me = node.cluster.me().id;
     for id in &meta.shards {
         let mine = topology
             .routes
             .get(&(ShardKind::Bucket, *id))
             .is_some_and(|r| r.primary.as_deref() == Some(me.as_str()));
-        if mine && let Some(v) = ctx.node.volumes.get(&ShardKind::Bucket.volume_name(*id)) {
+        if mine && let Some(v) = node.volumes.get(&ShardKind::Bucket.volume_name(*id)) {
             return Ok((*id, v));
         }
     }
     let first = meta.shards.first().copied().unwrap_or(0);
     let primary = topology.routes.get(&(ShardKind::Bucket, first)).and_then(|r| r.primary.clone());
-    let addr = primary
-        .and_then(|p| ctx.node.redis.member_address(&p))
-        .unwrap_or_else(|| "unknown".to_owned());
+    let addr =
+        primary.and_then(|p| node.redis.member_address(&p)).unwrap_or_else(|| "unknown".to_owned());
     Err(CommandError::Prefixed { prefix: "REJECT", message: format!("{first} {addr}") })
 }
 
-/// Times an auto-commit insert is run when its commit conflicts: a conflict means another write
-/// changed what this one read (a unique index's value, the bucket's metadata), and running it
-/// again gives the client the real outcome (`DUPLICATEKEY`, or success) rather than the conflict.
-const INSERT_ATTEMPTS: usize = 5;
-
+/// `BUCKET.INSERT`: in the session's transaction, or in an auto-commit one shared with the
+/// other commands inserting into the same bucket meanwhile (`insert_group`).
 async fn insert(ctx: &mut Ctx<'_>, bucket: &str, docs: &[Bytes]) -> Result<Reply, CommandError> {
-    let decode = || docs.iter().map(|d| decode_document(d)).collect::<Result<Vec<_>, _>>();
-    let mut decoded = decode()?;
+    let decoded = docs.iter().map(|d| decode_document(d)).collect::<Result<Vec<_>, _>>()?;
     let b = buckets(ctx).await?;
-    let mut attempt = 1;
-    loop {
-        let (tx, auto) = transaction(ctx)?;
-        let meta = b.get(&tx, bucket).await?;
-        let (shard, volume) = local_shard(ctx, &meta)?;
-        let ids = b.insert(&ctx.node.meta, &tx, &meta, shard, &volume, decoded).await?;
-        match finish(tx, auto).await {
-            Ok(()) => {
-                let format = ctx.session.attributes.object_id_format;
-                return Ok(Reply::Array(ids.iter().map(|id| object_id(id, format)).collect()));
-            }
-            Err(CommandError::Meta(e)) if auto && e.is_retryable() && attempt < INSERT_ATTEMPTS => {
-                // The bodies the failed attempt appended are unreferenced bytes now.
-                attempt += 1;
-                decoded = decode()?;
-            }
-            Err(e) => return Err(e),
+    let ids = match &ctx.session.transaction {
+        Some(tx) => {
+            let meta = b.get(tx, bucket).await?;
+            let (shard, volume) = local_shard(ctx.node, &meta)?;
+            b.insert(&ctx.node.meta, tx, &meta, shard, &volume, decoded).await?
         }
-    }
+        None => super::insert_group::insert(ctx.node, &b, bucket, docs, decoded).await?,
+    };
+    let format = ctx.session.attributes.object_id_format;
+    Ok(Reply::Array(ids.iter().map(|id| object_id(id, format)).collect()))
 }
 
 /// Runs the next batch of cursor `id`: scans on from where it stopped, and queries, deletes or
@@ -1622,7 +1608,7 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
         _ => None,
     };
     if let Some(doc) = upsert_doc {
-        let (shard, volume) = local_shard(ctx, &meta)?;
+        let (shard, volume) = local_shard(ctx.node, &meta)?;
         let ids = b.insert(&ctx.node.meta, &tx, &meta, shard, &volume, vec![doc]).await?;
         entries.extend(ids.iter().map(|i| object_id(i, id_format)));
     }

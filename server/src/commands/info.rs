@@ -167,7 +167,12 @@ fn write_section(section: &str, ctx: &Ctx<'_>, out: &mut String) {
             }
             let _ = write!(
                 out,
-                "keyspace_hits:{hits}\r\nkeyspace_misses:{misses}\r\nexpired_keys:{expired}\r\n"
+                "keyspace_hits:{hits}\r\nkeyspace_misses:{misses}\r\nexpired_keys:{expired}\r\n\
+                 bucket_insert_groups:{}\r\nbucket_grouped_inserts:{}\r\n\
+                 bucket_insert_groups_split:{}\r\n",
+                Stats::get(&s.insert_groups),
+                Stats::get(&s.grouped_inserts),
+                Stats::get(&s.insert_groups_split),
             );
         }
         "keyspace" => {

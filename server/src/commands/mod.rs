@@ -21,6 +21,7 @@ mod connection;
 mod docs;
 mod explain;
 mod info;
+pub(crate) mod insert_group;
 mod kr_admin;
 mod namespace;
 pub mod redis_cmd;
