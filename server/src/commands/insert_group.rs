@@ -78,7 +78,8 @@ struct Queue {
     room: Arc<tokio::sync::Notify>,
 }
 
-/// The insert queues of this member, by bucket. A bucket has an entry while its builder runs.
+/// The insert queues of this member, by bucket. A bucket has an entry while its builder runs or
+/// one of its groups commits.
 #[derive(Default)]
 pub struct InsertGroups {
     queues: Mutex<HashMap<GroupKey, Queue>>,
