@@ -1417,11 +1417,7 @@ async fn insert(ctx: &mut Ctx<'_>, bucket: &str, docs: &[Bytes]) -> Result<Reply
     let decoded = docs.iter().map(|d| decode_document(d)).collect::<Result<Vec<_>, _>>()?;
     let b = buckets(ctx).await?;
     let ids = match &ctx.session.transaction {
-        Some(tx) => {
-            let meta = b.get(tx, bucket).await?;
-            let (shard, volume) = local_shard(ctx.node, &meta)?;
-            b.insert(&ctx.node.meta, tx, &meta, shard, &volume, decoded).await?
-        }
+        Some(tx) => super::insert_group::insert_in(ctx.node, &b, tx, bucket, decoded).await?,
         None => super::insert_group::insert(ctx.node, &b, bucket, docs, decoded).await?,
     };
     let format = ctx.session.attributes.object_id_format;

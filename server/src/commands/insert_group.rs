@@ -63,8 +63,12 @@ struct Member {
     /// The documents as sent, decoded again if the command must run alone.
     raw: Vec<Bytes>,
     docs: Vec<Document>,
-    bytes: usize,
     answer: Answer,
+}
+
+/// The size of a command's documents as sent, which `GROUP_BYTES` limits.
+fn size(raw: &[Bytes]) -> usize {
+    raw.iter().map(Bytes::len).sum()
 }
 
 #[derive(Default)]
@@ -105,18 +109,22 @@ pub(super) async fn insert(
     raw: &[Bytes],
     docs: Vec<Document>,
 ) -> Result<Vec<ObjectId>, CommandError> {
-    let bytes: usize = raw.iter().map(Bytes::len).sum();
-    if bytes > GROUP_BYTES {
+    if size(raw) > GROUP_BYTES {
         return alone(node, buckets, name, raw, Some(docs)).await;
     }
     let (answer, answered) = oneshot::channel();
-    let member = Member { raw: raw.to_vec(), docs, bytes, answer };
+    let member = Member { raw: raw.to_vec(), docs, answer };
     let key = (buckets.subspace().bytes().to_vec(), name.to_owned());
     let start = {
         let mut queues = node.insert_groups.queues.lock().unwrap_or_else(PoisonError::into_inner);
-        let q = queues.entry(key.clone()).or_default();
-        q.members.push_back(member);
-        !std::mem::replace(&mut q.building, true)
+        if let Some(q) = queues.get_mut(&key) {
+            q.members.push_back(member);
+            !std::mem::replace(&mut q.building, true)
+        } else {
+            let members = VecDeque::from([member]);
+            queues.insert(key.clone(), Queue { members, building: true, ..Queue::default() });
+            true
+        }
     };
     if start {
         tokio::spawn(build(Arc::clone(node), buckets.clone(), key));
@@ -129,14 +137,14 @@ pub(super) async fn insert(
 impl InsertGroups {
     /// Runs `f` on the queue of `key` (if it still has one) and removes the queue once it is
     /// idle: no builder, no commit under way (so no member either).
-    fn update(&self, key: &GroupKey, f: impl FnOnce(&mut Queue)) {
+    fn update<R>(&self, key: &GroupKey, f: impl FnOnce(&mut Queue) -> R) -> Option<R> {
         let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(q) = queues.get_mut(key) {
-            f(q);
-            if !q.building && q.in_flight == 0 {
-                queues.remove(key);
-            }
+        let q = queues.get_mut(key)?;
+        let r = f(q);
+        if !q.building && q.in_flight == 0 {
+            queues.remove(key);
         }
+        Some(r)
     }
 }
 
@@ -187,9 +195,8 @@ enum Next {
 async fn build(node: Arc<Node>, buckets: Buckets, key: GroupKey) {
     let mut building = Building { node: &node, key: &key, done: false };
     loop {
-        let mut next = Next::Stop;
-        node.insert_groups.update(&key, |q| {
-            next = if q.members.is_empty() {
+        let next = node.insert_groups.update(&key, |q| {
+            if q.members.is_empty() {
                 q.building = false;
                 Next::Stop
             } else if q.in_flight >= MAX_IN_FLIGHT {
@@ -199,16 +206,17 @@ async fn build(node: Arc<Node>, buckets: Buckets, key: GroupKey) {
                 let mut group = Vec::new();
                 let mut bytes = 0;
                 while let Some(m) = q.members.front() {
-                    if !group.is_empty() && bytes + m.bytes > GROUP_BYTES {
+                    let more = size(&m.raw);
+                    if !group.is_empty() && bytes + more > GROUP_BYTES {
                         break;
                     }
-                    bytes += m.bytes;
+                    bytes += more;
                     group.extend(q.members.pop_front());
                 }
                 Next::Group(group)
-            };
+            }
         });
-        match next {
+        match next.unwrap_or(Next::Stop) {
             Next::Group(group) => {
                 let in_flight = InFlight { node: Arc::clone(&node), key: key.clone() };
                 run_group(&node, &buckets, &key, group, in_flight).await;
@@ -235,14 +243,7 @@ async fn run_group(
     for m in &mut group {
         docs.append(&mut m.docs);
     }
-    let built = async {
-        let tx = node.meta.create_trx()?;
-        let meta = buckets.get(&tx, name).await?;
-        let (shard, volume) = local_shard(node, &meta)?;
-        let ids = buckets.insert(&node.meta, &tx, &meta, shard, &volume, docs).await?;
-        Ok::<_, CommandError>((tx, ids))
-    }
-    .await;
+    let built = uncommitted(node, buckets, name, docs).await;
     let buckets = buckets.clone();
     tokio::spawn(async move {
         let committed = match built {
@@ -303,10 +304,7 @@ async fn alone(
     };
     let mut attempt = 1;
     loop {
-        let tx = node.meta.create_trx()?;
-        let meta = buckets.get(&tx, name).await?;
-        let (shard, volume) = local_shard(node, &meta)?;
-        let ids = buckets.insert(&node.meta, &tx, &meta, shard, &volume, docs).await?;
+        let (tx, ids) = uncommitted(node, buckets, name, docs).await?;
         match tx.commit().await {
             Ok(_) => return Ok(ids),
             Err(e) if e.is_retryable() && attempt < INSERT_ATTEMPTS => {
@@ -317,4 +315,37 @@ async fn alone(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Inserts `docs` into bucket `name` in a new transaction, left for the caller to commit.
+///
+/// # Errors
+///
+/// The insert's, before its commit.
+async fn uncommitted(
+    node: &Node,
+    buckets: &Buckets,
+    name: &str,
+    docs: Vec<Document>,
+) -> Result<(kronotop_meta::Transaction, Vec<ObjectId>), CommandError> {
+    let tx = node.meta.create_trx()?;
+    let ids = insert_in(node, buckets, &tx, name, docs).await?;
+    Ok((tx, ids))
+}
+
+/// Inserts `docs` into bucket `name` within `tx`, on this member's shard of the bucket.
+///
+/// # Errors
+///
+/// `REJECT` when this member hosts none of the bucket's shards; the bucket's errors.
+pub(super) async fn insert_in(
+    node: &Node,
+    buckets: &Buckets,
+    tx: &kronotop_meta::Transaction,
+    name: &str,
+    docs: Vec<Document>,
+) -> Result<Vec<ObjectId>, CommandError> {
+    let meta = buckets.get(tx, name).await?;
+    let (shard, volume) = local_shard(node, &meta)?;
+    Ok(buckets.insert(&node.meta, tx, &meta, shard, &volume, docs).await?)
 }
