@@ -117,8 +117,8 @@ impl Keys {
         self.s.unpack::<(i64, i64)>(key).ok().and_then(|(_, id)| u64::try_from(id).ok())
     }
 
-    /// The redo record of the entry written at `segment`/`position`: its bytes, header included,
-    /// logged with the commit that refers to them (`Transaction::set_on_recovery`). Such keys
+    /// The redo record of the entries written at `segment`/`position` by one append: their
+    /// bytes, headers included, in a row, logged with the commit that refers to them (`Transaction::set_on_recovery`). Such keys
     /// exist only after a crash, until the volume opens and writes them back.
     pub fn redo(&self, segment: u64, position: u64) -> Vec<u8> {
         self.s.pack(&(REDO, seg(segment), seg(position)))
@@ -186,11 +186,19 @@ impl Keys {
     }
 
     fn adjust_stats(&self, tx: &Transaction, m: &EntryMetadata, sign: i64) {
-        tx.atomic_op(&self.stat(m.segment, "cardinality"), &le(sign), MutationType::Add);
-        tx.atomic_op(&self.stat(m.segment, "used"), &le(sign * m.stored_len()), MutationType::Add);
+        self.add_stats(tx, m.segment, sign, sign * m.stored_len());
     }
 
-    /// An appended entry: its versionstamped key, the segment index back to it, stats, changelog.
+    /// Adds `entries` live entries of `used` bytes (headers included) to `segment`'s statistics;
+    /// negative amounts remove them.
+    pub fn add_stats(&self, tx: &Transaction, segment: u64, entries: i64, used: i64) {
+        tx.atomic_op(&self.stat(segment, "cardinality"), &le(entries), MutationType::Add);
+        tx.atomic_op(&self.stat(segment, "used"), &le(used), MutationType::Add);
+    }
+
+    /// An appended entry: its versionstamped key, the segment index back to it, changelog. Its
+    /// segment's statistics are the caller's (`add_stats`), once for all the entries of an
+    /// append rather than two more mutations per entry.
     pub fn write_entry(
         &self,
         tx: &Transaction,
@@ -213,7 +221,6 @@ impl Keys {
             &back,
             MutationType::SetVersionstampedValue,
         );
-        self.adjust_stats(tx, m, 1);
         let mut record = vec![OP_APPEND];
         record.extend_from_slice(prefix);
         record.extend_from_slice(&m.encode());

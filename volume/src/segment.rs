@@ -149,16 +149,30 @@ impl Segment {
     /// Reserves `len` bytes, returning their position, or `None` when they do not fit (or the
     /// segment is poisoned).
     pub fn reserve(&self, len: u64) -> Option<u64> {
+        self.reserve_run(&[len]).map(|(pos, _)| pos)
+    }
+
+    /// Reserves room for the longest run of `lens` (from the first) that fits, in a row: where
+    /// it starts and how many it holds. `None` when not even the first fits (or the segment is
+    /// poisoned).
+    pub fn reserve_run(&self, lens: &[u64]) -> Option<(u64, usize)> {
         if self.poisoned.load(Ordering::Acquire) {
             return None;
         }
         let mut next = self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if next.checked_add(len)? > self.size {
+        let (mut end, mut n) = (*next, 0);
+        for len in lens {
+            match end.checked_add(*len) {
+                Some(e) if e <= self.size => (end, n) = (e, n + 1),
+                _ => break,
+            }
+        }
+        if n == 0 {
             return None;
         }
         let pos = *next;
-        *next += len;
-        Some(pos)
+        *next = end;
+        Some((pos, n))
     }
 
     /// Marks `[pos, pos + len)` finished (synced, or failed for good) and moves the durable

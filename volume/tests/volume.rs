@@ -146,6 +146,46 @@ async fn segments_roll_over_and_survive_a_restart() {
     assert_eq!(m.segment, *before.last().unwrap(), "appends go to the fresh segment made at open");
 }
 
+/// One append larger than what is left of the active segment: its entries are written in a run
+/// per segment (one write and one redo record each), across rollovers, and each segment's
+/// statistics count exactly its own entries.
+#[tokio::test]
+async fn one_append_spans_segments_in_runs_and_counts_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = meta(dir.path());
+    let payloads: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 1000]).collect();
+    let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+    let (ids, segments) = {
+        let vol = open(&db, dir.path(), 8192).await;
+        // A first entry, so the big append starts in a segment that is partly full.
+        let first = put(&db, &vol, &[b"first"]).await;
+        let ids = put(&db, &vol, &refs).await;
+        let tx = db.create_trx().unwrap();
+        let mut at = Vec::new();
+        for id in first.iter().chain(&ids) {
+            at.push(vol.metadata(&tx, PREFIX, id).await.unwrap().unwrap());
+        }
+        assert_eq!(at[1].segment, at[0].segment, "the run starts where there is room: {at:?}");
+        for w in at.windows(2) {
+            if w[0].segment == w[1].segment {
+                assert_eq!(w[1].position, w[0].position + w[0].stored_len() as u64, "{at:?}");
+            }
+        }
+        let stats = vol.stats(&tx).await.unwrap();
+        for s in &stats {
+            let mine = at.iter().filter(|m| m.segment == s.segment);
+            assert_eq!(s.cardinality, mine.clone().count() as i64, "{s:?}");
+            assert_eq!(s.used, mine.map(EntryMetadata::stored_len).sum::<i64>(), "{s:?}");
+        }
+        (ids, at.iter().map(|m| m.segment).collect::<std::collections::BTreeSet<_>>())
+    };
+    assert!(segments.len() >= 3, "{segments:?}");
+    let vol = open(&db, dir.path(), 8192).await;
+    for (id, p) in ids.iter().zip(&payloads) {
+        assert_eq!(get(&db, &vol, id).await.unwrap().as_deref(), Some(p.as_slice()));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appenders_share_syncs_and_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
