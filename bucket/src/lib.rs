@@ -396,8 +396,8 @@ impl Buckets {
             prepared.push(
                 self.prepare_entries(tx, meta, &meta.indexes, &d, &id, &mut unique_seen).await?,
             );
-            let mut body = Vec::new();
-            d.to_writer(&mut body).map_err(|e| BucketError::BadMetadata(e.to_string()))?;
+            // `to_vec` is the bytes `to_writer` would copy into a buffer of ours.
+            let body = bson::to_vec(&d).map_err(|e| BucketError::BadMetadata(e.to_string()))?;
             ids.push(id);
             bodies.push(body);
         }
@@ -579,8 +579,7 @@ impl Buckets {
         at: &Location,
         (old, doc): (&Document, &Document),
     ) -> Result<Option<PendingBody>> {
-        let mut body = Vec::new();
-        doc.to_writer(&mut body).map_err(|e| BucketError::BadMetadata(e.to_string()))?;
+        let body = bson::to_vec(doc).map_err(|e| BucketError::BadMetadata(e.to_string()))?;
         self.clear_entries(tx, meta, old, &at.id);
         let prepared = self
             .prepare_entries(tx, meta, &meta.indexes, doc, &at.id, &mut Default::default())
