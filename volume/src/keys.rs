@@ -117,9 +117,10 @@ impl Keys {
         self.s.unpack::<(i64, i64)>(key).ok().and_then(|(_, id)| u64::try_from(id).ok())
     }
 
-    /// The redo record of the entries written at `segment`/`position` by one append: their
-    /// bytes, headers included, in a row, logged with the commit that refers to them (`Transaction::set_on_recovery`). Such keys
-    /// exist only after a crash, until the volume opens and writes them back.
+    /// The redo record of the entries one append wrote in a row from `segment`/`position`:
+    /// their bytes, headers included, logged with the commit that refers to them
+    /// (`Transaction::set_on_recovery`). Such keys exist only after a crash, until the volume
+    /// opens and writes them back.
     pub fn redo(&self, segment: u64, position: u64) -> Vec<u8> {
         self.s.pack(&(REDO, seg(segment), seg(position)))
     }

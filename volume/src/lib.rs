@@ -36,6 +36,11 @@ use segment::Segment;
 /// Most entries one append (one transaction) may carry: the 2-byte user version of versionstamps.
 pub const MAX_ENTRIES_PER_APPEND: usize = 65_535;
 
+/// Most bytes (headers included) one write of an append carries, unless a single entry is larger:
+/// an append of many large entries is written in several runs, so it never holds a second copy of
+/// all its bytes at once. Far above `REDO_MAX_APPEND`, so the common small appends are one write.
+const MAX_RUN_BYTES: u64 = 1 << 20;
+
 /// Entries whose places `count_missing` checks per transaction: each costs a range-read key and a
 /// point read, so 1,000 stay well within the 5-second limit even on a remote metadata store.
 const MISSING_PAGE: usize = 1_000;
@@ -586,11 +591,12 @@ impl Volume {
     }
 
     /// Reserves room in the active segment, without rolling over, for the longest run of `lens`
-    /// that fits there: the segment, where the run starts and how many it holds.
+    /// that fits there and in `MAX_RUN_BYTES`: the segment, where the run starts and how many it
+    /// holds.
     fn reserve_run(&self, lens: &[u64]) -> Option<(Arc<Segment>, u64, usize)> {
         let active =
             Arc::clone(&self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        let (pos, n) = active.reserve_run(lens)?;
+        let (pos, n) = active.reserve_run(lens, MAX_RUN_BYTES)?;
         Some((active, pos, n))
     }
 
@@ -844,10 +850,10 @@ impl Volume {
             entries.iter().map(|e| format::ENTRY_HEADER_LEN + e.len() as u64).collect();
         let mut done = 0;
         while done < entries.len() {
-            // The entries go in runs, as many in a row as fit in the active segment: one write
-            // and one redo record per run instead of a system call and a record per entry (most
-            // of an append's own cost for small documents). When not even the next one fits, it
-            // goes alone, rolling the segment over.
+            // The entries go in runs, as many in a row as fit in the active segment (and in
+            // `MAX_RUN_BYTES`): one write and one redo record per run instead of a system call
+            // and a record per entry (most of an append's own cost for small documents). When not
+            // even the next one fits, it goes alone, rolling the segment over.
             let (segment, pos, n) = match self.reserve_run(&lens[done..]) {
                 Some(run) => run,
                 None => {

@@ -149,13 +149,13 @@ impl Segment {
     /// Reserves `len` bytes, returning their position, or `None` when they do not fit (or the
     /// segment is poisoned).
     pub fn reserve(&self, len: u64) -> Option<u64> {
-        self.reserve_run(&[len]).map(|(pos, _)| pos)
+        self.reserve_run(&[len], len).map(|(pos, _)| pos)
     }
 
-    /// Reserves room for the longest run of `lens` (from the first) that fits, in a row: where
-    /// it starts and how many it holds. `None` when not even the first fits (or the segment is
-    /// poisoned).
-    pub fn reserve_run(&self, lens: &[u64]) -> Option<(u64, usize)> {
+    /// Reserves room for the longest run of `lens` (from the first) that fits, in a row, and
+    /// holds at most `max` bytes unless its first entry alone is larger: where it starts and how
+    /// many it holds. `None` when not even the first fits (or the segment is poisoned).
+    pub fn reserve_run(&self, lens: &[u64], max: u64) -> Option<(u64, usize)> {
         if self.poisoned.load(Ordering::Acquire) {
             return None;
         }
@@ -163,7 +163,7 @@ impl Segment {
         let (mut end, mut n) = (*next, 0);
         for len in lens {
             match end.checked_add(*len) {
-                Some(e) if e <= self.size => (end, n) = (e, n + 1),
+                Some(e) if e <= self.size && (n == 0 || e - *next <= max) => (end, n) = (e, n + 1),
                 _ => break,
             }
         }
@@ -360,5 +360,29 @@ impl Segment {
         let start = usize::try_from(pos).ok()?;
         let end = usize::try_from(pos.checked_add(len)?).ok()?;
         self.map.get(start..end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::io::FileStorage;
+
+    /// Runs stop where the segment or the byte limit ends, a first entry larger than the limit
+    /// still goes alone, and nothing is reserved when not even the first entry fits.
+    #[test]
+    fn runs_fit_the_segment_and_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = format::SEGMENT_HEADER_LEN + 1000;
+        let s = Segment::create(&FileStorage, dir.path(), 1, size, &[7; 16]).unwrap();
+        let start = format::SEGMENT_HEADER_LEN;
+        assert_eq!(s.reserve_run(&[100, 100, 100, 100], 250), Some((start, 2)));
+        assert_eq!(s.reserve_run(&[300, 10], 250), Some((start + 200, 1)), "alone when larger");
+        assert_eq!(s.reserve_run(&[400, 101, 10], 10_000), Some((start + 500, 1)), "segment's end");
+        assert_eq!(s.reserve_run(&[101], 10_000), None);
+        assert_eq!(s.reserve_run(&[100], 10_000), Some((start + 900, 1)));
+        assert_eq!(s.reserve(1), None, "full");
     }
 }
