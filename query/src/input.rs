@@ -29,23 +29,26 @@ pub fn decode_document(bytes: &[u8]) -> Result<Document, ParseError> {
             .map_err(|_| ParseError::new("Invalid BSON format"));
     }
     let text = std::str::from_utf8(bytes).map_err(|_| ParseError::new("Invalid BSON format"))?;
-    // Text without a `$` holds no extended JSON: strict JSON of it is read straight into BSON,
-    // with the conversions the extended-JSON reader makes, without a `serde_json::Value` built
-    // and converted in between (the two were most of the cost of decoding a 1 KiB document).
-    if !text.contains('$')
-        && let Ok(Plain(value)) = serde_json::from_str::<Plain>(text)
-    {
-        let Bson::Document(d) = value else {
-            return Err(ParseError::new("expected a document"));
-        };
-        check_cstrings(&d)?;
-        return Ok(d);
-    }
     // Strict JSON first: serde_json is many times faster than the JSON5 reader, which only the
-    // relaxed syntax (unquoted keys, single quotes, trailing commas) needs.
-    let json: serde_json::Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(_) => json5::from_str(text).map_err(json5_message)?,
+    // relaxed syntax (unquoted keys, single quotes, trailing commas) needs. Text without a `$`
+    // holds no extended JSON, so strict JSON of it is read straight into BSON, with the
+    // conversions the extended-JSON reader makes, without a `serde_json::Value` built and
+    // converted in between (the two were most of the cost of decoding a 1 KiB document).
+    let strict = if text.contains('$') {
+        serde_json::from_str::<serde_json::Value>(text).ok()
+    } else {
+        match serde_json::from_str::<Plain>(text) {
+            Ok(Plain(Bson::Document(d))) => {
+                check_cstrings(&d)?;
+                return Ok(d);
+            }
+            Ok(Plain(_)) => return Err(ParseError::new("expected a document")),
+            Err(_) => None,
+        }
+    };
+    let json = match strict {
+        Some(v) => v,
+        None => json5::from_str(text).map_err(json5_message)?,
     };
     match Bson::try_from(json) {
         Ok(Bson::Document(d)) => {

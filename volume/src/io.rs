@@ -97,6 +97,11 @@ impl FaultyStorage {
         self.fail_write.store(n + self.writes.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
+    /// Writes run so far, failed ones included.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
+    }
+
     /// Syncs run so far, failed ones included.
     pub fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::SeqCst)

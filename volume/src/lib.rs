@@ -590,23 +590,16 @@ impl Volume {
         })
     }
 
-    /// Reserves room in the active segment, without rolling over, for the longest run of `lens`
-    /// that fits there and in `MAX_RUN_BYTES`: the segment, where the run starts and how many it
-    /// holds.
-    fn reserve_run(&self, lens: &[u64]) -> Option<(Arc<Segment>, u64, usize)> {
-        let active =
-            Arc::clone(&self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        let (pos, n) = active.reserve_run(lens, MAX_RUN_BYTES)?;
-        Some((active, pos, n))
-    }
-
-    /// Reserves room for `len` bytes, moving to a new segment when the active one is full.
-    async fn reserve(&self, db: &Database, len: u64) -> Result<(Arc<Segment>, u64)> {
+    /// Reserves room for the longest run of `lens` that fits in the active segment and in
+    /// `MAX_RUN_BYTES`, moving to a new segment when not even the first fits: the segment, where
+    /// the run starts and how many it holds. The caller has checked that every entry fits in an
+    /// empty segment.
+    async fn reserve(&self, db: &Database, lens: &[u64]) -> Result<(Arc<Segment>, u64, usize)> {
         loop {
             let active =
                 Arc::clone(&self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-            if let Some(pos) = active.reserve(len) {
-                return Ok((active, pos));
+            if let Some((pos, n)) = active.reserve_run(lens, MAX_RUN_BYTES) {
+                return Ok((active, pos, n));
             }
             // Full (or poisoned): one appender at a time rolls over; those that waited find the
             // new segment already installed and retry on it.
@@ -728,18 +721,18 @@ impl Volume {
         self.check_fence(tx).await?;
         let written = self.write_for(db, tx, entries).await?;
         let mut out = Vec::with_capacity(written.len());
-        // (segment, entries, bytes) per segment the append wrote to: one or, across a
-        // rollover, two.
+        // (segment, entries, bytes) per segment the append wrote to, in order: one, or more
+        // across rollovers.
         let mut stats: Vec<(u64, i64, i64)> = Vec::with_capacity(1);
         for metadata in written {
             let user_version = tx.next_user_version()?;
             self.keys.write_entry(tx, &prefix, user_version, &metadata);
-            match stats.iter_mut().find(|(s, _, _)| *s == metadata.segment) {
-                Some((_, n, used)) => {
+            match stats.last_mut() {
+                Some((segment, n, used)) if *segment == metadata.segment => {
                     *n += 1;
                     *used += metadata.stored_len();
                 }
-                None => stats.push((metadata.segment, 1, metadata.stored_len())),
+                _ => stats.push((metadata.segment, 1, metadata.stored_len())),
             }
             out.push(Appended { user_version, metadata });
         }
@@ -852,15 +845,8 @@ impl Volume {
         while done < entries.len() {
             // The entries go in runs, as many in a row as fit in the active segment (and in
             // `MAX_RUN_BYTES`): one write and one redo record per run instead of a system call
-            // and a record per entry (most of an append's own cost for small documents). When not
-            // even the next one fits, it goes alone, rolling the segment over.
-            let (segment, pos, n) = match self.reserve_run(&lens[done..]) {
-                Some(run) => run,
-                None => {
-                    let (segment, pos) = self.reserve(db, lens[done]).await?;
-                    (segment, pos, 1)
-                }
-            };
+            // and a record per entry (most of an append's own cost for small documents).
+            let (segment, pos, n) = self.reserve(db, &lens[done..]).await?;
             let run = &entries[done..done + n];
             let total: u64 = lens[done..done + n].iter().sum();
             done += n;

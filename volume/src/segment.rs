@@ -146,12 +146,6 @@ impl Segment {
         }
     }
 
-    /// Reserves `len` bytes, returning their position, or `None` when they do not fit (or the
-    /// segment is poisoned).
-    pub fn reserve(&self, len: u64) -> Option<u64> {
-        self.reserve_run(&[len], len).map(|(pos, _)| pos)
-    }
-
     /// Reserves room for the longest run of `lens` (from the first) that fits, in a row, and
     /// holds at most `max` bytes unless its first entry alone is larger: where it starts and how
     /// many it holds. `None` when not even the first fits (or the segment is poisoned).
@@ -383,6 +377,6 @@ mod tests {
         assert_eq!(s.reserve_run(&[400, 101, 10], 10_000), Some((start + 500, 1)), "segment's end");
         assert_eq!(s.reserve_run(&[101], 10_000), None);
         assert_eq!(s.reserve_run(&[100], 10_000), Some((start + 900, 1)));
-        assert_eq!(s.reserve(1), None, "full");
+        assert_eq!(s.reserve_run(&[1], 10_000), None, "full");
     }
 }

@@ -995,15 +995,6 @@ fn log_batch(
     // The recovery-only writes come last, so a replay applies them after the batch's ranges
     // and keys, as they were made (the owner never reads or clears them in the same batch).
     let recovery = accepted.iter().flat_map(|r| r.recovery.iter());
-    let capacity = written
-        .ranges
-        .iter()
-        .map(|(b, e)| wal::encoded_len(b.len(), Some(e.len())))
-        .chain(
-            written.keys.iter().map(|(k, v)| wal::encoded_len(k.len(), v.as_ref().map(Vec::len))),
-        )
-        .chain(recovery.clone().map(|(k, v)| wal::encoded_len(k.len(), Some(v.len()))))
-        .sum();
     let record = wal::encode(
         version,
         written.ranges.iter().map(|(b, e)| (b.as_slice(), e.as_slice())),
@@ -1012,7 +1003,6 @@ fn log_batch(
             .iter()
             .map(|(k, v)| (k.as_slice(), v.as_deref()))
             .chain(recovery.map(|(k, v)| (k.as_slice(), Some(v.as_slice())))),
-        capacity,
     );
     wal.append(&record).map_err(|e| Failure::InDoubt(format!("write-ahead log: {e}")))?;
     Ok(written)

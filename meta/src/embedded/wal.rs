@@ -54,17 +54,12 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 }
 
 /// Encodes a record: header, then the ranges and the keys, each list preceded by its count.
-/// `capacity` is what the caller expects its ranges and keys to take (`encoded_len`), so that a
-/// record of a few hundred kilobytes is not copied over and over as it grows.
 pub(super) fn encode<'a>(
     version: i64,
     ranges: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])>,
     keys: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
-    capacity: usize,
 ) -> Vec<u8> {
-    // The header and the two counts, then the ranges and keys.
-    let mut out = Vec::with_capacity(HEADER + 8 + capacity);
-    out.resize(HEADER, 0);
+    let mut out = vec![0u8; HEADER];
     out[12..20].copy_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&u32::try_from(ranges.len()).unwrap_or(u32::MAX).to_le_bytes());
     for (b, e) in ranges {
@@ -92,12 +87,6 @@ pub(super) fn encode<'a>(
     let crc = crc32fast::hash(&out[12..]);
     out[8..12].copy_from_slice(&crc.to_le_bytes());
     out
-}
-
-/// At least the bytes `encode` gives a key (or, with its end for a value, a range) of these
-/// lengths.
-pub(super) fn encoded_len(key: usize, value: Option<usize>) -> usize {
-    4 + key + 1 + value.map_or(0, |v| 4 + v)
 }
 
 /// A cursor over a record's payload; every read is bounds-checked, since the bytes come from disk.
@@ -295,7 +284,6 @@ mod tests {
             version,
             ranges.iter().map(|(b, e)| (b.as_slice(), e.as_slice())),
             keys.iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
-            0,
         )
     }
 
@@ -370,8 +358,7 @@ mod tests {
         assert_eq!(records.iter().map(|r| r.version).collect::<Vec<_>>(), vec![30]);
         // A record larger than the file grows it.
         let (mut wal, _) = Wal::open(&path, 64, std::time::Duration::from_secs(60)).unwrap();
-        let big =
-            encode(40, std::iter::empty(), [(&b"k"[..], Some(&[7u8; 5000][..]))].into_iter(), 0);
+        let big = encode(40, std::iter::empty(), [(&b"k"[..], Some(&[7u8; 5000][..]))].into_iter());
         wal.append(&big).unwrap();
         assert!(wal.wants_checkpoint());
         assert!(wal.checkpoint_due_in().is_some());
