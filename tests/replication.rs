@@ -101,6 +101,28 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Polls until the member at `addr` takes a synchronous write on its Redis shard (key `warm`)
+/// and, given a bucket, a synchronous insert into it. Until the sync standby has opened its copy
+/// of a volume, writes wait for its acknowledgement and fail after `replication.sync_timeout_ms`;
+/// a Redis write that fails so closes its connection (its reply would be a lie), and the poll
+/// reconnects, as a client would.
+fn take_sync_writes(addr: std::net::SocketAddr, bucket: Option<&str>) {
+    let mut c = Raw::connect(addr);
+    eventually("the primary takes synchronous writes", || {
+        let doc_ok = match bucket {
+            Some(b) => c
+                .try_cmd_raw(&["BUCKET.INSERT", b, "DOCS", r#"{"w": -1}"#])
+                .is_some_and(|r| r.starts_with('*')),
+            None => true,
+        };
+        let ok = doc_ok && c.try_cmd_raw(&["SET", "warm", "1"]).as_deref() == Some("+OK\r\n");
+        if !ok {
+            c = Raw::connect(addr);
+        }
+        ok
+    });
+}
+
 /// The `segments` directory of a volume under a member's data directory: `--members N` puts
 /// member i under `<data>/member-<i>/<cluster>/<id>/`.
 fn segments_dir(data: &Path, member: &str, volume: &str) -> PathBuf {
@@ -473,12 +495,10 @@ fn redis_keys_survive_a_failover_to_the_sync_standby() {
         "+OK\r\n"
     );
     support::wait_redis(server.clients[0], 1);
-    let mut c0 = Raw::connect(server.clients[0]);
     // The routing table picks up the READWRITE status a moment after the bootstrap sets it; the
     // sync standby's first requests wait for the primary to open the volume.
-    eventually("the shard takes synchronous writes", || {
-        c0.cmd_raw(&["SET", "first", "1"]) == "+OK\r\n"
-    });
+    take_sync_writes(server.clients[0], None);
+    let mut c0 = Raw::connect(server.clients[0]);
     for i in 0..300 {
         assert_eq!(c0.cmd_raw(&["SET", &format!("k{i}"), &format!("v{i}")]), "+OK\r\n");
     }
@@ -578,10 +598,7 @@ fn a_sync_standby_takes_over_a_silent_primary_and_loses_nothing() {
     }
     let mut c0 = Raw::connect(server.clients[0]);
     assert_eq!(c0.cmd_raw(&["BUCKET.CREATE", "af", "SHARDS", "0"]), "+OK\r\n");
-    eventually("both shards take synchronous writes", || {
-        c0.cmd_raw(&["BUCKET.INSERT", "af", "DOCS", r#"{"w": -1}"#]).starts_with('*')
-            && c0.cmd_raw(&["SET", "warm", "1"]) == "+OK\r\n"
-    });
+    take_sync_writes(server.clients[0], Some("af"));
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
@@ -592,14 +609,11 @@ fn a_sync_standby_takes_over_a_silent_primary_and_loses_nothing() {
             let mut i = 0u64;
             // A Redis write that cannot be made durable closes its connection (its reply would
             // be a lie); the writer reconnects, as a client would, and counts it as failed.
-            let send = |c: &mut Raw, args: &[&str]| match std::panic::catch_unwind(
-                std::panic::AssertUnwindSafe(|| c.cmd_raw(args)),
-            ) {
-                Ok(reply) => reply,
-                Err(_) => {
+            let send = |c: &mut Raw, args: &[&str]| {
+                c.try_cmd_raw(args).unwrap_or_else(|| {
                     *c = Raw::connect(addr);
                     String::new()
-                }
+                })
             };
             while !stop.load(std::sync::atomic::Ordering::Acquire) {
                 let doc = format!(r#"{{"w": {i}}}"#);
@@ -826,10 +840,7 @@ fn seeded_faults_lose_no_acknowledged_write() {
     let mut total = 0usize;
     for round in 0..3 {
         let context = format!("seed {seed}, round {round}");
-        let mut c = Raw::connect(server.clients[primary]);
-        eventually("the primary takes synchronous writes", || {
-            c.cmd_raw(&["SET", "warm", "1"]) == "+OK\r\n"
-        });
+        take_sync_writes(server.clients[primary], None);
         let (delay, drop) = (rng(300), rng(300));
         let a = &mut admins[primary];
         assert_eq!(a.cmd_raw(&["DEBUG", "REPLICATION-DELAY", &delay.to_string()]), "+OK\r\n");
@@ -986,10 +997,7 @@ fn a_sync_standby_holds_every_acknowledged_write_when_the_primary_dies_with_its_
         start_cluster(builder(), &[("sync:BUCKET", 1), ("sync:REDIS", 1)]);
     let mut c0 = Raw::connect(server.clients[0]);
     assert_eq!(c0.cmd_raw(&["BUCKET.CREATE", "k", "SHARDS", "0"]), "+OK\r\n");
-    eventually("both shards take synchronous writes", || {
-        c0.cmd_raw(&["BUCKET.INSERT", "k", "DOCS", r#"{"w": -1}"#]).starts_with('*')
-            && c0.cmd_raw(&["SET", "warm", "1"]) == "+OK\r\n"
-    });
+    take_sync_writes(server.clients[0], Some("k"));
     drop(admins.drain(..));
     let writer = {
         let addr = server.clients[0];

@@ -327,6 +327,25 @@ impl Raw {
         String::from_utf8(self.read_raw()).unwrap()
     }
 
+    /// Sends a command and returns its reply as text, or `None` when the server closed the
+    /// connection instead of answering (a Redis write that cannot be made durable does that);
+    /// the caller reconnects, as a client would.
+    pub fn try_cmd_raw(&mut self, args: &[&str]) -> Option<String> {
+        let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.stream.write_all(&encode(&bytes)).ok()?;
+        loop {
+            if let Some((_, len)) = decode(&self.buf) {
+                let reply: Vec<u8> = self.buf.drain(..len).collect();
+                return Some(String::from_utf8_lossy(&reply).into_owned());
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
     /// Sends a command and returns the exact bytes of its reply as text, lossily (for binary
     /// replies such as versionstamps).
     pub fn read_after(&mut self, args: &[&str]) -> String {
