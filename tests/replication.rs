@@ -109,18 +109,21 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 fn take_sync_writes(addr: std::net::SocketAddr, bucket: Option<&str>) {
     let mut c = Raw::connect(addr);
     eventually("the primary takes synchronous writes", || {
-        let doc_ok = match bucket {
-            Some(b) => c
-                .try_cmd_raw(&["BUCKET.INSERT", b, "DOCS", r#"{"w": -1}"#])
-                .is_some_and(|r| r.starts_with('*')),
-            None => true,
-        };
-        let ok = doc_ok && c.try_cmd_raw(&["SET", "warm", "1"]).as_deref() == Some("+OK\r\n");
-        if !ok {
-            c = Raw::connect(addr);
-        }
-        ok
+        bucket.is_none_or(|b| {
+            send_or_reconnect(&mut c, addr, &["BUCKET.INSERT", b, "DOCS", r#"{"w": -1}"#])
+                .starts_with('*')
+        }) && send_or_reconnect(&mut c, addr, &["SET", "warm", "1"]) == "+OK\r\n"
     });
+}
+
+/// Sends a command on `c` and returns its reply; when the server closed the connection instead
+/// (a Redis write that cannot be made durable does that: its reply would be a lie), `c` is
+/// connected to `addr` again, as a client would, and the reply is empty.
+fn send_or_reconnect(c: &mut Raw, addr: std::net::SocketAddr, args: &[&str]) -> String {
+    c.try_cmd_raw(args).unwrap_or_else(|| {
+        *c = Raw::connect(addr);
+        String::new()
+    })
 }
 
 /// The `segments` directory of a volume under a member's data directory: `--members N` puts
@@ -607,14 +610,8 @@ fn a_sync_standby_takes_over_a_silent_primary_and_loses_nothing() {
             let mut c = Raw::connect(addr);
             let (mut docs, mut keys) = (Vec::new(), Vec::new());
             let mut i = 0u64;
-            // A Redis write that cannot be made durable closes its connection (its reply would
-            // be a lie); the writer reconnects, as a client would, and counts it as failed.
-            let send = |c: &mut Raw, args: &[&str]| {
-                c.try_cmd_raw(args).unwrap_or_else(|| {
-                    *c = Raw::connect(addr);
-                    String::new()
-                })
-            };
+            // A write whose connection closes is counted as failed.
+            let send = |c: &mut Raw, args: &[&str]| send_or_reconnect(c, addr, args);
             while !stop.load(std::sync::atomic::Ordering::Acquire) {
                 let doc = format!(r#"{{"w": {i}}}"#);
                 if send(&mut c, &["BUCKET.INSERT", "af", "DOCS", &doc]).starts_with('*') {
@@ -775,11 +772,7 @@ fn a_late_acknowledgement_cannot_outlive_a_failover() {
         let writer = {
             let addr = server.clients[0];
             std::thread::spawn(move || {
-                let mut c = Raw::connect(addr);
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    c.cmd_raw(&["SET", "k", "2"])
-                }))
-                .unwrap_or_default()
+                Raw::connect(addr).try_cmd_raw(&["SET", "k", "2"]).unwrap_or_default()
             })
         };
         // The standby has the bytes of `SET k 2`; its acknowledgement is now in flight.
@@ -854,14 +847,11 @@ fn seeded_faults_lose_no_acknowledged_write() {
                 let mut n = first;
                 while !stop.load(std::sync::atomic::Ordering::Acquire) {
                     n += 1;
-                    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        c.cmd_raw(&["SET", &format!("c:{n}"), &n.to_string()]) == "+OK\r\n"
-                            && c.cmd_raw(&["SET", "ctr", &n.to_string()]) == "+OK\r\n"
-                    }));
-                    match ok {
-                        Ok(true) => acked.push(n),
-                        Ok(false) => {}
-                        Err(_) => c = Raw::connect(addr),
+                    let set = |c: &mut Raw, key: &str| {
+                        send_or_reconnect(c, addr, &["SET", key, &n.to_string()]) == "+OK\r\n"
+                    };
+                    if set(&mut c, &format!("c:{n}")) && set(&mut c, "ctr") {
+                        acked.push(n);
                     }
                 }
                 (acked, n)
@@ -1009,14 +999,12 @@ fn a_sync_standby_holds_every_acknowledged_write_when_the_primary_dies_with_its_
             let mut c = Raw::connect(addr);
             for i in 0u64.. {
                 let doc = format!(r#"{{"w": {i}}}"#);
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    (
-                        c.cmd_raw(&["BUCKET.INSERT", "k", "DOCS", &doc]),
-                        c.cmd_raw(&["SET", &format!("w:{i}"), &i.to_string()]),
-                    )
-                }));
-                match r {
-                    Ok((d, k)) => {
+                let d = c.try_cmd_raw(&["BUCKET.INSERT", "k", "DOCS", &doc]);
+                let k = d
+                    .as_ref()
+                    .and_then(|_| c.try_cmd_raw(&["SET", &format!("w:{i}"), &i.to_string()]));
+                match (d, k) {
+                    (Some(d), Some(k)) => {
                         if d.starts_with('*') {
                             docs.push(i);
                         }
@@ -1025,7 +1013,7 @@ fn a_sync_standby_holds_every_acknowledged_write_when_the_primary_dies_with_its_
                         }
                     }
                     // The process died: stop once it no longer accepts connections.
-                    Err(_) => {
+                    _ => {
                         if attempt(&["PING"]).is_empty() {
                             break;
                         }

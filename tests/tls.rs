@@ -83,8 +83,7 @@ fn tls(addr: SocketAddr, certs: &Certs, identity: Option<&str>) -> Tls {
 /// Sends one command and reads its whole reply (framed by the kit's decoder), as raw RESP text;
 /// an I/O error (a refused handshake, a closed connection) comes back as `Err`.
 fn call(stream: &mut impl ReadWrite, args: &[&str]) -> std::io::Result<String> {
-    let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-    stream.write_all(&support::encode(&bytes))?;
+    stream.write_all(&support::encode_args(args))?;
     stream.flush()?;
     let mut buf = Vec::new();
     loop {

@@ -294,21 +294,32 @@ impl Raw {
 
     /// Sends a command as a multibulk array.
     pub fn send_cmd(&mut self, args: &[&str]) {
-        let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-        self.send(&encode(&bytes));
+        self.send(&encode_args(args));
+    }
+
+    /// Reads one whole reply and returns its exact bytes; a read that fails (the patience
+    /// window passing, say) or the server closing the connection first is an error.
+    fn try_read_raw(&mut self) -> std::io::Result<Vec<u8>> {
+        loop {
+            if let Some((_, len)) = decode(&self.buf) {
+                return Ok(self.buf.drain(..len).collect());
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk)? {
+                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                n => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
     }
 
     /// Reads one whole reply and returns its exact bytes.
     pub fn read_raw(&mut self) -> Vec<u8> {
-        loop {
-            if let Some((_, len)) = decode(&self.buf) {
-                return self.buf.drain(..len).collect();
-            }
-            let mut chunk = [0u8; 65536];
-            let n = self.stream.read(&mut chunk).unwrap();
-            assert!(n > 0, "connection closed while waiting for a reply; got {:?}", self.text());
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
+        self.try_read_raw().unwrap_or_else(|e| {
+            panic!(
+                "no reply ({e}: the connection closed or the read failed); got {:?}",
+                self.text()
+            )
+        })
     }
 
     fn text(&self) -> String {
@@ -328,22 +339,13 @@ impl Raw {
     }
 
     /// Sends a command and returns its reply as text, or `None` when the server closed the
-    /// connection instead of answering (a Redis write that cannot be made durable does that);
-    /// the caller reconnects, as a client would.
+    /// connection instead of answering (a Redis write that cannot be made durable does that) or
+    /// the write or read failed (the patience window passing); the caller reconnects, as a
+    /// client would.
     pub fn try_cmd_raw(&mut self, args: &[&str]) -> Option<String> {
-        let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-        self.stream.write_all(&encode(&bytes)).ok()?;
-        loop {
-            if let Some((_, len)) = decode(&self.buf) {
-                let reply: Vec<u8> = self.buf.drain(..len).collect();
-                return Some(String::from_utf8_lossy(&reply).into_owned());
-            }
-            let mut chunk = [0u8; 65536];
-            match self.stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
+        self.stream.write_all(&encode_args(args)).ok()?;
+        let reply = self.try_read_raw().ok()?;
+        Some(String::from_utf8_lossy(&reply).into_owned())
     }
 
     /// Sends a command and returns the exact bytes of its reply as text, lossily (for binary
@@ -425,6 +427,12 @@ pub fn encode(args: &[&[u8]]) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     out
+}
+
+/// `encode` for text arguments.
+pub fn encode_args(args: &[&str]) -> Vec<u8> {
+    let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    encode(&bytes)
 }
 
 /// The text of a bulk, simple or verbatim string frame.
