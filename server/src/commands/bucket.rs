@@ -1389,20 +1389,44 @@ async fn read_body(
 
 /// The first of the bucket's shards this member is primary of, and its Volume; or `REJECT` to
 /// the primary of the bucket's first shard.
-pub(super) fn local_shard(
+///
+/// A shard whose route names this member but whose Volume the route-change handler has not
+/// opened yet (right after `--bootstrap` or a failover) is opened here: a `REJECT` naming this
+/// very member would send a client that follows it straight back, and an error would fail a
+/// write this member is about to accept anyway.
+///
+/// # Errors
+///
+/// `REJECT`, or an error when none of this member's shards of the bucket can be opened.
+pub(super) async fn local_shard(
     node: &crate::node::Node,
     meta: &BucketMeta,
 ) -> Result<(u32, std::sync::Arc<kronotop_volume::Volume>), CommandError> {
     let topology = node.cluster.topology();
     let me = node.cluster.me().id;
+    // The first of this member's shards that cannot be opened, if every one of them fails.
+    let mut unopened = None;
     for id in &meta.shards {
         let mine = topology
             .routes
             .get(&(ShardKind::Bucket, *id))
             .is_some_and(|r| r.primary.as_deref() == Some(me.as_str()));
-        if mine && let Some(v) = node.volumes.get(&ShardKind::Bucket.volume_name(*id)) {
+        if !mine {
+            continue;
+        }
+        let name = ShardKind::Bucket.volume_name(*id);
+        if let Some(v) = node.volumes.get(&name) {
             return Ok((*id, v));
         }
+        match node.volumes.open_volume(ShardKind::Bucket, *id).await {
+            Some(v) => return Ok((*id, v)),
+            None => unopened.get_or_insert(name),
+        };
+    }
+    if let Some(name) = unopened {
+        return Err(CommandError::err_owned(format!(
+            "Volume: '{name}' cannot be opened on this member; see its log"
+        )));
     }
     let first = meta.shards.first().copied().unwrap_or(0);
     let primary = topology.routes.get(&(ShardKind::Bucket, first)).and_then(|r| r.primary.clone());
@@ -1604,7 +1628,7 @@ async fn batch(ctx: &mut Ctx<'_>, id: u64) -> Result<Reply, CommandError> {
         _ => None,
     };
     if let Some(doc) = upsert_doc {
-        let (shard, volume) = local_shard(ctx.node, &meta)?;
+        let (shard, volume) = local_shard(ctx.node, &meta).await?;
         let ids = b.insert(&ctx.node.meta, &tx, &meta, shard, &volume, vec![doc]).await?;
         entries.extend(ids.iter().map(|i| object_id(i, id_format)));
     }

@@ -346,6 +346,6 @@ pub(super) async fn insert_in(
     docs: Vec<Document>,
 ) -> Result<Vec<ObjectId>, CommandError> {
     let meta = buckets.get(tx, name).await?;
-    let (shard, volume) = local_shard(node, &meta)?;
+    let (shard, volume) = local_shard(node, &meta).await?;
     Ok(buckets.insert(&node.meta, tx, &meta, shard, &volume, docs).await?)
 }
