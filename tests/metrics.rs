@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use support::{PATIENCE, Raw, Server, bucket_server_from};
+use support::{PATIENCE, Raw, Server, bucket_server_from, wait_redis};
 
 /// The metrics address member `member` logged.
 fn metrics_addr(server: &Server, member: u64) -> SocketAddr {
@@ -60,8 +60,12 @@ fn get(samples: &HashMap<String, f64>, name: &str) -> f64 {
 
 #[test]
 fn counters_move_with_the_commands_run() {
-    let server =
-        bucket_server_from(Server::builder().arg("--bootstrap").set("metrics.port", "0"), 1);
+    let builder =
+        Server::builder().arg("--bootstrap").set("metrics.port", "0").set("redis.shards", "1");
+    let server = bucket_server_from(builder, 1);
+    // The bucket shard being ready says nothing of the REDIS shard: until it is routed and its
+    // Volume loaded, SET answers that the shard is not owned or not usable yet.
+    wait_redis(server.client, 1);
     let addr = metrics_addr(&server, 0);
     let mut c = server.connect();
     assert_eq!(c.cmd_raw(&["BUCKET.CREATE", "m"]), "+OK\r\n");
