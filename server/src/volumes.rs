@@ -258,7 +258,10 @@ impl Volumes {
     }
 
     /// Makes writes of the open volume of a shard wait for its sync standby, as the route says.
-    fn apply_sync_standby(&self, kind: ShardKind, shard: u32) {
+    /// The route-change handler does it for every change; `KR.ADMIN ROUTE` also calls it before
+    /// answering, so a write sent after the `+OK` already waits (the handler may still be busy
+    /// opening another volume when that write arrives).
+    pub fn apply_sync_standby(&self, kind: ShardKind, shard: u32) {
         let Some(volume) = self.get(&kind.volume_name(shard)) else { return };
         let topology = self.cluster.topology();
         let member = topology.routes.get(&(kind, shard)).and_then(|r| r.sync_standby.clone());

@@ -285,6 +285,18 @@ pub async fn execute(cmd: KrAdmin, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
                 check_caught_up(ctx, kind, shards, &member).await?;
             }
             ctx.node.cluster.route(op, role, kind, shards, &member).await?;
+            if role == RouteRole::SyncStandby {
+                let topology = ctx.node.cluster.topology();
+                for &(k, shard) in topology.routes.keys() {
+                    let addressed = match shards {
+                        Shards::One(n) => n == shard,
+                        Shards::All => true,
+                    };
+                    if k == kind && addressed {
+                        ctx.node.volumes.apply_sync_standby(k, shard);
+                    }
+                }
+            }
             Ok(Reply::ok())
         }
         KrAdmin::DropCluster { name, token: None } => {
