@@ -194,6 +194,16 @@ pub enum Shards {
     All,
 }
 
+impl Shards {
+    /// Whether shard `id` is among the addressed ones.
+    pub fn contains(self, id: u32) -> bool {
+        match self {
+            Shards::One(n) => n == id,
+            Shards::All => true,
+        }
+    }
+}
+
 /// `ROUTE SET` or `ROUTE UNSET`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteOp {

@@ -288,11 +288,7 @@ pub async fn execute(cmd: KrAdmin, ctx: &mut Ctx<'_>) -> Result<Reply, CommandEr
             if role == RouteRole::SyncStandby {
                 let topology = ctx.node.cluster.topology();
                 for &(k, shard) in topology.routes.keys() {
-                    let addressed = match shards {
-                        Shards::One(n) => n == shard,
-                        Shards::All => true,
-                    };
-                    if k == kind && addressed {
+                    if k == kind && shards.contains(shard) {
                         ctx.node.volumes.apply_sync_standby(k, shard);
                     }
                 }
@@ -328,14 +324,10 @@ async fn check_caught_up(
     };
     let topology = cluster.topology();
     for (&(k, shard), route) in &topology.routes {
-        let addressed = match shards {
-            Shards::One(n) => n == shard,
-            Shards::All => true,
-        };
         // The cluster's own checks come first in the reference's order (shard READWRITE, not a
         // standby); leave those cases to it.
         if k != kind
-            || !addressed
+            || !shards.contains(shard)
             || !route.standbys.contains(&id)
             || route.status == ShardStatus::ReadWrite
         {
