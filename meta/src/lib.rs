@@ -64,9 +64,10 @@ pub trait BeforeCommit: Send + Sync + std::fmt::Debug {
 /// the embedded backend's log starts over: the Volume's segments, whose newest bytes the log
 /// holds until then.
 ///
-/// `run` is called on the committer thread, between batches, before every checkpoint; while it
-/// fails, no checkpoint happens and commits stop (the log holds what it would otherwise lose), and
-/// a restart replays the log.
+/// `run` is called before every checkpoint, after the writes the checkpoint covers were logged:
+/// on the flusher thread while commits go on (a checkpoint in the background), or on the committer
+/// thread between batches; never on an async worker. While it fails, no checkpoint happens and
+/// commits stop (the log holds what it would otherwise lose), and a restart replays the log.
 pub trait BeforeCheckpoint: Send + Sync + std::fmt::Debug {
     /// Makes durable everything the log's recovery-only writes would restore.
     ///

@@ -201,7 +201,9 @@ async fn a_quiet_database_checkpoints_on_time() {
     std::thread::sleep(std::time::Duration::from_millis(1_000));
     child.kill().unwrap();
     child.wait().unwrap();
-    std::fs::remove_file(dir.path().join("meta.wal")).unwrap();
+    for name in ["meta.wal", "meta.wal.1"] {
+        std::fs::remove_file(dir.path().join(name)).unwrap();
+    }
     let db = Database::open_embedded(dir.path(), timed_options()).unwrap();
     let tx = db.create_trx().unwrap();
     for i in 0..10u32 {
@@ -250,7 +252,7 @@ async fn recovery_writes_are_logged_only_and_come_back_after_a_crash() {
     // The crash: the files as the page cache holds them, copied once the flusher is idle.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let crash = tempfile::tempdir().unwrap();
-    for name in ["meta.redb", "meta.wal"] {
+    for name in ["meta.redb", "meta.wal", "meta.wal.1"] {
         std::fs::copy(dir.path().join(name), crash.path().join(name)).unwrap();
     }
     let copy = Database::open_embedded(crash.path(), embedded::Options::default()).unwrap();

@@ -1226,16 +1226,17 @@ impl kronotop_meta::BeforeCommit for PendingSync {
             return Ok(());
         }
         for (segment, ticket) in &self.syncs {
-            sync_on_committer(segment, *ticket, &self.volume, &self.counters, &self.replication)?;
+            sync_off_runtime(segment, *ticket, &self.volume, &self.counters, &self.replication)?;
         }
         Ok(())
     }
 }
 
-/// Syncs `segment` on the metadata committer's thread, unless a sync numbered `ticket` or later
-/// has completed, counting the sync and waking standbys when this call ran it; the error names
-/// the volume and segment.
-fn sync_on_committer(
+/// Syncs `segment` on a thread of the metadata store (its committer, or its flusher for a
+/// checkpoint), outside the async runtime, unless a sync numbered `ticket` or later has
+/// completed, counting the sync and waking standbys when this call ran it; the error names the
+/// volume and segment.
+fn sync_off_runtime(
     segment: &Segment,
     ticket: u64,
     volume: &str,
@@ -1277,7 +1278,7 @@ struct CheckpointSync {
 }
 
 impl CheckpointSync {
-    /// Segments written since their last sync.
+    /// Segments written since their last sync started.
     fn dirty(&self) -> Vec<Arc<Segment>> {
         let mut out = Vec::new();
         for map in [&self.segments, &self.retiring] {
@@ -1304,9 +1305,25 @@ impl Drop for CheckpointSync {
 
 impl kronotop_meta::BeforeCheckpoint for CheckpointSync {
     fn run(&self) -> std::io::Result<()> {
-        for segment in self.dirty() {
-            let ticket = segment.sync_ticket();
-            sync_on_committer(&segment, ticket, &self.volume, &self.counters, &self.replication)?;
+        for map in [&self.segments, &self.retiring] {
+            let segments: Vec<Arc<Segment>> = map
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .values()
+                .cloned()
+                .collect();
+            for segment in segments {
+                // Appends and their syncs go on meanwhile (this may run while commits do).
+                if let Some(ticket) = segment.checkpoint_ticket() {
+                    sync_off_runtime(
+                        &segment,
+                        ticket,
+                        &self.volume,
+                        &self.counters,
+                        &self.replication,
+                    )?;
+                }
+            }
         }
         Ok(())
     }

@@ -252,6 +252,22 @@ impl Segment {
         self.dirty.load(Ordering::Acquire)
     }
 
+    /// The sync that makes every write completed before this call durable, if one is still
+    /// needed: a new one when bytes were written since the last sync started, else the one under
+    /// way, if any. `is_dirty` alone is not enough: a sync under way has cleared the flag for
+    /// writes it has not made durable yet.
+    pub fn checkpoint_ticket(&self) -> Option<u64> {
+        // The flag first: a sync that cleared it had already taken its number, so the count
+        // read after it includes that sync.
+        let dirty = self.is_dirty();
+        let started = self.syncs_started.load(Ordering::Acquire);
+        if dirty {
+            Some(started + 1)
+        } else {
+            (self.syncs_completed.load(Ordering::Acquire) < started).then_some(started)
+        }
+    }
+
     /// The number of the first sync that starts after now: once a sync of at least that number
     /// has completed, every write completed before this call is durable.
     pub fn sync_ticket(&self) -> u64 {

@@ -13,7 +13,9 @@
 //!   answers. No reader ever sees a commit that is not durable. Every few batches the layers go
 //!   into redb in one write transaction without a sync, on a thread of their own (the flusher)
 //!   while the committer goes on; a durable redb commit (a checkpoint) now and then lets the log
-//!   start over; at open, the log's records that redb lacks are applied first.
+//!   start over. The log is two files: when one fills, the committer goes on in the other while
+//!   the flusher makes the checkpoint of the full one. At open, the log's records that redb lacks
+//!   are applied first.
 //! * **Versions** grow by about a million per second (wall-clock microseconds) and never go
 //!   backwards, across restarts too: the last one is stored with the data.
 //! * **Watches** are checked against each durable batch.
@@ -68,10 +70,12 @@ const MAX_LAYERS: usize = 32;
 /// that went quiet does not keep them (and every reader looking through them) for long.
 const LAYERS_IDLE_FLUSH: Duration = Duration::from_millis(5);
 
-/// Default size of the write-ahead log. A single-document insert logs a few hundred bytes, so
-/// 16 MiB holds some 50,000 of them between checkpoints, a few seconds of a busy server; replaying
-/// a full log at start-up reads 16 MiB, and zero-filling it when the database is created writes
-/// it once.
+/// Default size of each of the write-ahead log's two files. An insert of one 1 KiB document logs
+/// about 1.2 KB (its body as a redo record included: 16 checkpoints per 160,000 inserts), so the
+/// three quarters of a file that start a checkpoint hold some 10,000 of them, a third of a second
+/// of a busy server, and a background checkpoint (tens of milliseconds) ends long before the
+/// other file fills; replaying both full files at start-up reads 32 MiB, and zero-filling them
+/// when the database is created writes them once.
 pub const DEFAULT_WAL_BYTES: u64 = 16 << 20;
 
 /// Default of `Options::checkpoint_after`. A quiet server would otherwise take hours to fill the
@@ -84,8 +88,8 @@ pub const DEFAULT_CHECKPOINT_AFTER: Duration = Duration::from_secs(10);
 pub struct Options {
     pub clock: Arc<dyn Clock>,
     pub max_watches: usize,
-    /// Size of the write-ahead log (`meta.wal`); a checkpoint follows when it is three quarters
-    /// full.
+    /// Size of each of the write-ahead log's two files (`meta.wal`, `meta.wal.1`); a checkpoint
+    /// follows when the one being written is three quarters full.
     pub wal_bytes: u64,
     /// Longest time a logged commit waits for a checkpoint.
     pub checkpoint_after: Duration,
@@ -474,11 +478,11 @@ fn flush_layers(db: &redb::Database, current: &Snapshot) -> MetaResult<Snapshot>
     open_snapshot(db, current.version)
 }
 
-/// A durable redb commit of everything committed so far, after which the log starts over.
-/// The checkpoint hooks run first: the log's recovery-only writes (`set_on_recovery`) are lost
-/// when it starts over, so what they would restore must be durable by then. A hook that fails
-/// fails the checkpoint, and the log is kept.
-fn checkpoint(db: &redb::Database, wal: &mut wal::Wal, shared: &Shared) -> MetaResult<()> {
+/// A durable redb commit of everything written into redb so far. The checkpoint hooks run
+/// first: the log's recovery-only writes (`set_on_recovery`) are lost when the log is written
+/// over, so what they would restore must be durable by then. A hook that fails fails the
+/// checkpoint, and the log is kept.
+fn make_durable(db: &redb::Database, shared: &Shared) -> MetaResult<()> {
     let hooks: Vec<Arc<dyn crate::BeforeCheckpoint>> =
         lock(&shared.checkpoint_hooks).iter().filter_map(std::sync::Weak::upgrade).collect();
     for hook in hooks {
@@ -489,6 +493,13 @@ fn checkpoint(db: &redb::Database, wal: &mut wal::Wal, shared: &Shared) -> MetaR
     }
     // Durability::Immediate (redb's default) makes the non-durable commits before it durable too.
     db.begin_write().map_err(storage)?.commit().map_err(storage)?;
+    Ok(())
+}
+
+/// A checkpoint on the committer, once every layer is in redb: a durable redb commit of
+/// everything committed so far, after which both log files are free.
+fn checkpoint(db: &redb::Database, wal: &mut wal::Wal, shared: &Shared) -> MetaResult<()> {
+    make_durable(db, shared)?;
     wal.reset();
     Ok(())
 }
@@ -503,28 +514,44 @@ struct Current {
     /// cross-thread path, which profiles showed at a sixth of the workers' time.
     retired: Vec<Arc<Written>>,
     flusher: Flusher,
+    /// Set when the log switched files: the next flush also makes everything durable, after
+    /// which the file left behind is free again (a checkpoint in the background).
+    checkpoint_wanted: bool,
+}
+
+/// What the flusher is asked to do: write a snapshot's layers into redb, and then make them and
+/// everything before them durable (`make_durable`) when `checkpoint`.
+struct FlushJob {
+    snapshot: Arc<Snapshot>,
+    checkpoint: bool,
 }
 
 /// The thread that writes layers into redb while the committer goes on logging batches: in
 /// profiles of single-document inserts that write took a third of the committer's time, and
 /// every commit queued behind it waited for it.
 struct Flusher {
-    jobs: Option<mpsc::Sender<Arc<Snapshot>>>,
+    jobs: Option<mpsc::Sender<FlushJob>>,
     done: mpsc::Receiver<MetaResult<Snapshot>>,
-    /// How many of the current snapshot's oldest layers the flush under way writes.
-    in_flight: Option<usize>,
+    /// How many of the current snapshot's oldest layers the flush under way writes, and whether
+    /// it is a checkpoint.
+    in_flight: Option<(usize, bool)>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Flusher {
-    fn start(db: Arc<redb::Database>) -> MetaResult<Flusher> {
-        let (jobs, job_rx) = mpsc::channel::<Arc<Snapshot>>();
+    fn start(db: Arc<redb::Database>, shared: Arc<Shared>) -> MetaResult<Flusher> {
+        let (jobs, job_rx) = mpsc::channel::<FlushJob>();
         let (done_tx, done) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("meta-flusher".into())
             .spawn(move || {
                 for job in job_rx {
-                    let result = flush_layers(&db, &job);
+                    let result = flush_layers(&db, &job.snapshot).and_then(|flushed| {
+                        if job.checkpoint {
+                            make_durable(&db, &shared)?;
+                        }
+                        Ok(flushed)
+                    });
                     // The committer holds these layers too: they are freed on its thread.
                     drop(job);
                     if done_tx.send(result).is_err() {
@@ -554,22 +581,29 @@ impl Current {
         self.snapshot = snapshot;
     }
 
-    /// Hands every pending layer to the flusher, unless a flush is under way.
+    /// Hands every pending layer to the flusher (with the checkpoint, if one is wanted), unless
+    /// a flush is under way.
     fn start_flush(&mut self, failed: bool) {
-        if failed || self.flusher.in_flight.is_some() || self.snapshot.layers.is_empty() {
+        if failed
+            || self.flusher.in_flight.is_some()
+            || (self.snapshot.layers.is_empty() && !self.checkpoint_wanted)
+        {
             return;
         }
+        let checkpoint = self.checkpoint_wanted;
+        let job = FlushJob { snapshot: Arc::clone(&self.snapshot), checkpoint };
         if let Some(jobs) = &self.flusher.jobs
-            && jobs.send(Arc::clone(&self.snapshot)).is_ok()
+            && jobs.send(job).is_ok()
         {
-            self.flusher.in_flight = Some(self.snapshot.layers.len());
+            self.flusher.in_flight = Some((self.snapshot.layers.len(), checkpoint));
+            self.checkpoint_wanted = false;
         }
     }
 
     /// Publishes the snapshot on top of what the flusher wrote into redb, once it is done (or
-    /// waits for it when `wait`).
-    fn land_flush(&mut self, shared: &Shared, failed: &mut bool, wait: bool) {
-        let Some(count) = self.flusher.in_flight else { return };
+    /// waits for it when `wait`); after a checkpoint, the log file left behind is free again.
+    fn land_flush(&mut self, shared: &Shared, wal: &mut wal::Wal, failed: &mut bool, wait: bool) {
+        let Some((count, checkpoint)) = self.flusher.in_flight else { return };
         let result = if wait {
             self.flusher.done.recv().unwrap_or(Err(MetaError::OPERATION_FAILED))
         } else {
@@ -580,6 +614,9 @@ impl Current {
             }
         };
         self.flusher.in_flight = None;
+        if checkpoint && result.is_ok() {
+            wal.other_checkpointed();
+        }
         self.flushed(shared, count, result, failed);
     }
 
@@ -611,14 +648,15 @@ impl Current {
         }
     }
 
-    /// After a batch: takes a finished flush, and starts the next one once `FLUSH_LAYERS` wait;
-    /// if they pile up to `MAX_LAYERS`, waits for the flush under way first.
-    fn flush_in_background(&mut self, shared: &Shared, failed: &mut bool) {
-        self.land_flush(shared, failed, false);
+    /// After a batch: takes a finished flush, and starts the next one once `FLUSH_LAYERS` wait
+    /// or a checkpoint is wanted; if they pile up to `MAX_LAYERS`, waits for the flush under way
+    /// first.
+    fn flush_in_background(&mut self, shared: &Shared, wal: &mut wal::Wal, failed: &mut bool) {
+        self.land_flush(shared, wal, failed, false);
         if self.snapshot.layers.len() >= MAX_LAYERS {
-            self.land_flush(shared, failed, true);
+            self.land_flush(shared, wal, failed, true);
         }
-        if self.snapshot.layers.len() >= FLUSH_LAYERS {
+        if self.snapshot.layers.len() >= FLUSH_LAYERS || self.checkpoint_wanted {
             self.start_flush(*failed);
         }
     }
@@ -626,8 +664,14 @@ impl Current {
     /// Writes the pending layers into redb (after the flush under way) and publishes the snapshot
     /// without them. A failure stops commits: the log holds the layers, and a restart replays
     /// them.
-    fn flush_or_stop(&mut self, db: &redb::Database, shared: &Shared, failed: &mut bool) {
-        self.land_flush(shared, failed, true);
+    fn flush_or_stop(
+        &mut self,
+        db: &redb::Database,
+        shared: &Shared,
+        wal: &mut wal::Wal,
+        failed: &mut bool,
+    ) {
+        self.land_flush(shared, wal, failed, true);
         if self.snapshot.layers.is_empty() || *failed {
             return;
         }
@@ -635,8 +679,8 @@ impl Current {
         self.flushed(shared, self.snapshot.layers.len(), result, failed);
     }
 
-    /// A checkpoint (after writing the pending layers) whose failure stops commits: redb's pages
-    /// may not be on disk, and the log must not be written over.
+    /// A checkpoint on the committer (after writing the pending layers) whose failure stops
+    /// commits: redb's pages may not be on disk, and the log must not be written over.
     fn checkpoint_or_stop(
         &mut self,
         db: &redb::Database,
@@ -644,10 +688,12 @@ impl Current {
         wal: &mut wal::Wal,
         failed: &mut bool,
     ) {
-        self.flush_or_stop(db, shared, failed);
+        self.flush_or_stop(db, shared, wal, failed);
         if *failed {
             return;
         }
+        // It covers both files, so any checkpoint still wanted is done too.
+        self.checkpoint_wanted = false;
         if let Err(e) = checkpoint(db, wal, shared) {
             tracing::error!(error = %e, "metadata checkpoint failed; commits stop until a restart");
             *failed = true;
@@ -669,9 +715,14 @@ fn committer(
     let db = Arc::new(db);
     // `storage` has logged why; every commit then fails with `operation_failed`, as nothing
     // receives it.
-    let Ok(flusher) = Flusher::start(Arc::clone(&db)) else { return };
-    let mut current =
-        Current { snapshot: first, readers: Readers::default(), retired: Vec::new(), flusher };
+    let Ok(flusher) = Flusher::start(Arc::clone(&db), Arc::clone(&shared)) else { return };
+    let mut current = Current {
+        snapshot: first,
+        readers: Readers::default(),
+        retired: Vec::new(),
+        flusher,
+        checkpoint_wanted: false,
+    };
     current.readers.publish(current.snapshot.version, &current.snapshot);
     // Set when the log or redb failed in a way that leaves redb's state and the log's in doubt;
     // from then on every commit fails, and a restart replays the log.
@@ -680,8 +731,9 @@ fn committer(
         // While records wait for a checkpoint, or layers for redb, wait for commits only until
         // that is due.
         let checkpoint_due = wal.checkpoint_due_in().filter(|_| !failed);
-        let layers_due =
-            (!current.snapshot.layers.is_empty() && !failed).then_some(LAYERS_IDLE_FLUSH);
+        let layers_due = ((!current.snapshot.layers.is_empty() || current.checkpoint_wanted)
+            && !failed)
+            .then_some(LAYERS_IDLE_FLUSH);
         let wait = checkpoint_due.into_iter().chain(layers_due).min();
         let first = match wait {
             None => match rx.recv() {
@@ -691,10 +743,21 @@ fn committer(
             Some(due) => match rx.recv_timeout(due) {
                 Ok(r) => r,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if wal.checkpoint_due_in().is_some_and(|d| d.is_zero()) {
+                    // A flush or checkpoint under way is taken once it is done, not waited for:
+                    // a checkpoint's syncs can take tens of milliseconds, and commits arriving
+                    // meanwhile would wait for them. Its layers keep this timeout coming.
+                    current.land_flush(&shared, &mut wal, &mut failed, false);
+                    if current.flusher.in_flight.is_some() {
+                        continue;
+                    }
+                    // Nothing waits for the committer now, so a checkpoint still wanted is made
+                    // here rather than left for the next commit.
+                    if current.checkpoint_wanted
+                        || wal.checkpoint_due_in().is_some_and(|d| d.is_zero())
+                    {
                         current.checkpoint_or_stop(&db, &shared, &mut wal, &mut failed);
                     } else {
-                        current.flush_or_stop(&db, &shared, &mut failed);
+                        current.flush_or_stop(&db, &shared, &mut wal, &mut failed);
                     }
                     continue;
                 }
@@ -760,10 +823,16 @@ fn committer(
                 for (order, req) in accepted.into_iter().enumerate() {
                     req.answer(Ok((version, stamp(version, order))));
                 }
-                if wal.wants_checkpoint() {
+                // A checkpoint of the file just filled runs in the background while the other
+                // file takes the next batches; it runs on the committer, stopping commits, only
+                // when the file being written is full and the other's checkpoint has not finished.
+                if wal.wants_checkpoint() && wal.switch() {
+                    current.checkpoint_wanted = true;
+                }
+                if wal.full() {
                     current.checkpoint_or_stop(&db, &shared, &mut wal, &mut failed);
                 } else {
-                    current.flush_in_background(&shared, &mut failed);
+                    current.flush_in_background(&shared, &mut wal, &mut failed);
                 }
             }
             Err(Failure::Before(e)) => {
@@ -782,7 +851,7 @@ fn committer(
         }
     }
     if !failed {
-        current.flush_or_stop(&db, &shared, &mut failed);
+        current.flush_or_stop(&db, &shared, &mut wal, &mut failed);
     }
     current.flusher.stop();
     if !failed && let Err(e) = checkpoint(&db, &mut wal, &shared) {
@@ -1894,5 +1963,88 @@ mod tests {
         assert!(tx.get(b"failed", false).unwrap().is_none());
         assert!(tx.get(b"after", false).unwrap().is_none());
         put(&db, b"restarted").await.unwrap();
+    }
+
+    /// A checkpoint hook that blocks until released (its sender dropped): slow segment syncs.
+    #[derive(Debug)]
+    struct Gate {
+        entered: mpsc::Sender<()>,
+        release: Mutex<mpsc::Receiver<()>>,
+    }
+
+    impl crate::BeforeCheckpoint for Gate {
+        fn run(&self) -> std::io::Result<()> {
+            let _ = self.entered.send(());
+            let _ = lock(&self.release).recv();
+            Ok(())
+        }
+    }
+
+    fn keys_present(db: &Database, keys: &[String]) -> Vec<String> {
+        let tx = db.create_trx().unwrap();
+        keys.iter().filter(|k| tx.get(k.as_bytes(), false).unwrap().is_some()).cloned().collect()
+    }
+
+    /// When the log file being written fills, its checkpoint runs in the background: commits go
+    /// on in the other file while the checkpoint's hook blocks, a crash then loses none of them
+    /// (the replay takes both files), and only once the second file is full too does a commit
+    /// wait for the checkpoint.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_go_on_while_a_checkpoint_runs_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let db =
+            Database::open(dir.path(), Options { wal_bytes: 4096, ..Options::default() }).unwrap();
+        let (entered_tx, entered) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let gate: Arc<dyn crate::BeforeCheckpoint> =
+            Arc::new(Gate { entered: entered_tx, release: Mutex::new(release_rx) });
+        db.before_checkpoint(Arc::downgrade(&gate));
+        let mut keys = Vec::new();
+        // Three quarters of the first file: the switch, and its checkpoint blocks in the hook.
+        while entered.try_recv().is_err() {
+            assert!(keys.len() < 200, "no checkpoint started");
+            keys.push(format!("k{}", keys.len()));
+            put(&db, keys.last().unwrap().as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let before = keys.len();
+        for _ in 0..10 {
+            keys.push(format!("k{}", keys.len()));
+            let commit = put(&db, keys.last().unwrap().as_bytes());
+            tokio::time::timeout(Duration::from_secs(10), commit)
+                .await
+                .expect("a commit waited for the checkpoint in the background")
+                .unwrap();
+        }
+
+        // A crash now: the records are in both files, and redb has none of them durably.
+        let crash = tempfile::tempdir().unwrap();
+        for name in ["meta.redb", "meta.wal", "meta.wal.1"] {
+            std::fs::copy(dir.path().join(name), crash.path().join(name)).unwrap();
+        }
+        let copy = Database::open(crash.path(), Options::default()).unwrap();
+        assert_eq!(keys_present(&copy, &keys), keys, "{before} keys before the switch");
+        copy.close();
+
+        // The second file fills while the first one's checkpoint still blocks: a commit waits.
+        let pending = loop {
+            assert!(keys.len() < before + 200, "the second file never filled");
+            keys.push(format!("k{}", keys.len()));
+            let db = db.clone();
+            let key = keys.last().unwrap().clone();
+            let mut commit = tokio::spawn(async move { put(&db, key.as_bytes()).await });
+            match tokio::time::timeout(Duration::from_secs(2), &mut commit).await {
+                Ok(done) => done.unwrap().unwrap(),
+                Err(_) => break commit,
+            };
+        };
+        drop(release);
+        pending.await.unwrap().unwrap();
+        put(&db, b"after").await.unwrap();
+        db.close();
+        drop(db);
+        let db = Database::open(dir.path(), Options::default()).unwrap();
+        assert_eq!(keys_present(&db, &keys), keys);
+        assert!(db.create_trx().unwrap().get(b"after", false).unwrap().is_some());
     }
 }

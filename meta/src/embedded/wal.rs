@@ -10,9 +10,17 @@
 //! written, nothing synced), and a durable redb commit (a checkpoint) now and then makes the log's
 //! records up to it unnecessary.
 //!
+//! The log is two files (`meta.wal` and `meta.wal.1`), written one at a time, so that a
+//! checkpoint of the records in one runs in the background while commits are logged in the other
+//! (`Wal::switch`).
+//!
 //! Invariants:
-//! * Records are written in increasing version order from the start of the file after every
-//!   checkpoint; the file is zero-filled to its size once, so appends never change its size.
+//! * Records are written in increasing version order from the start of a file after every
+//!   checkpoint or switch to it; each file is zero-filled to its size once, so appends never
+//!   change its size.
+//! * A file is written again only once a durable redb commit holds every record in it, so the
+//!   records left in it then, and in the stale part of either file, are never newer than redb's
+//!   durable version.
 //! * A record is valid when its length is in bounds, its CRC-32 matches, and its version is above
 //!   the previous valid record's. Reading stops at the first record that is not: a torn tail, the
 //!   zeros after the end, or a record of an earlier cycle (whose version is lower, because every
@@ -172,34 +180,18 @@ pub(super) fn read_records(mut log: impl Read) -> std::io::Result<Vec<Record>> {
     Ok(out)
 }
 
-/// The log file and where the next record goes.
+/// One of the two log files and where its next record goes.
 #[derive(Debug)]
-pub(super) struct Wal {
+struct Log {
     file: File,
     end: u64,
     size: u64,
-    /// When the first record since the last checkpoint was written.
-    first_record: Option<std::time::Instant>,
-    /// Longest time a record waits for a checkpoint.
-    checkpoint_after: std::time::Duration,
-    #[cfg(test)]
-    path: std::path::PathBuf,
 }
 
-/// Logs whose appends fail, for the tests of what a failed log does to commits.
-#[cfg(test)]
-pub(super) static FAILING: std::sync::Mutex<Vec<std::path::PathBuf>> =
-    std::sync::Mutex::new(Vec::new());
-
-impl Wal {
-    /// Opens (creating and zero-filling to `size` bytes if needed) the log at `path` and returns
-    /// it with the valid records it holds. The next record is written at the start: call it after
-    /// those records are durable in redb.
-    pub(super) fn open(
-        path: &Path,
-        size: u64,
-        checkpoint_after: std::time::Duration,
-    ) -> std::io::Result<(Wal, Vec<Record>)> {
+impl Log {
+    /// Opens (creating and zero-filling to `size` bytes if needed) the log file at `path`, with
+    /// the valid records it holds.
+    fn open(path: &Path, size: u64) -> std::io::Result<(Log, Vec<Record>)> {
         let mut file =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         let records = read_records(std::io::BufReader::new(&file))?;
@@ -220,11 +212,69 @@ impl Wal {
                 File::open(parent)?.sync_all()?;
             }
         }
+        Ok((Log { file, end: 0, size: size.max(have) }, records))
+    }
+}
+
+/// The write-ahead log: two files, one written at a time. When the one being written fills up,
+/// the committer switches to the other, which a finished checkpoint has made free, and a
+/// checkpoint of the full one runs in the background (`switch`, `other_checkpointed`), so commits
+/// go on meanwhile instead of waiting for the checkpoint's syncs. Only when the file being written
+/// is full and the other one's checkpoint has still not finished does a commit wait for one.
+#[derive(Debug)]
+pub(super) struct Wal {
+    logs: [Log; 2],
+    /// The file being written.
+    active: usize,
+    /// Whether the other file holds records that no durable redb commit covers yet: the records
+    /// logged before the last switch, whose checkpoint has not finished.
+    other_pending: bool,
+    /// When the first record of the file being written was written (since the last checkpoint
+    /// or switch).
+    first_record: Option<std::time::Instant>,
+    /// Longest time a record waits for a checkpoint.
+    checkpoint_after: std::time::Duration,
+    #[cfg(test)]
+    path: std::path::PathBuf,
+}
+
+/// Logs whose appends fail, for the tests of what a failed log does to commits.
+#[cfg(test)]
+pub(super) static FAILING: std::sync::Mutex<Vec<std::path::PathBuf>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The second log file's path: the first one's with `.1` after it.
+pub(super) fn second_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".1");
+    name.into()
+}
+
+impl Wal {
+    /// Opens (creating and zero-filling to `size` bytes each if needed) the log files at `path`
+    /// and `second_path(path)` and returns the log with the valid records both hold, in version
+    /// order. The next record is written at the start of the first file: call it after those
+    /// records are durable in redb.
+    ///
+    /// Records of both files can be newer than redb's durable state (a crash while the
+    /// checkpoint of the older file ran); records that a finished checkpoint covered can be left
+    /// in either, and the caller skips them by version as it does within one file.
+    pub(super) fn open(
+        path: &Path,
+        size: u64,
+        checkpoint_after: std::time::Duration,
+    ) -> std::io::Result<(Wal, Vec<Record>)> {
+        let (first, mut records) = Log::open(path, size)?;
+        let (second, more) = Log::open(&second_path(path), size)?;
+        records.extend(more);
+        // Each file's records are in version order, and the records a replay needs are in
+        // disjoint version ranges (the older file's end where the newer one's begin).
+        records.sort_by_key(|r| r.version);
         Ok((
             Wal {
-                file,
-                end: 0,
-                size: size.max(have),
+                logs: [first, second],
+                active: 0,
+                other_pending: false,
                 first_record: None,
                 checkpoint_after,
                 #[cfg(test)]
@@ -240,33 +290,64 @@ impl Wal {
         if FAILING.lock().is_ok_and(|f| f.contains(&self.path)) {
             return Err(std::io::Error::other("injected log failure"));
         }
-        self.file.write_all_at(record, self.end)?;
-        self.file.sync_data()?;
-        if self.end == 0 {
+        let log = &mut self.logs[self.active];
+        log.file.write_all_at(record, log.end)?;
+        log.file.sync_data()?;
+        if log.end == 0 {
             self.first_record = Some(std::time::Instant::now());
         }
-        self.end += record.len() as u64;
-        // A record that ran past the end grew the file; the new size is the log's size from now.
-        self.size = self.size.max(self.end);
+        log.end += record.len() as u64;
+        // A record that ran past the end grew the file; the new size is the file's size from now.
+        log.size = log.size.max(log.end);
         Ok(())
     }
 
-    /// Whether a checkpoint should follow: the log is three quarters full (so the next batch most
-    /// likely fits without growing the file), or its oldest record is `checkpoint_after` old.
+    /// Whether a checkpoint should follow: the file being written is three quarters full (so
+    /// the next batch most likely fits without growing it), or its oldest record is
+    /// `checkpoint_after` old.
     pub(super) fn wants_checkpoint(&self) -> bool {
-        self.end >= self.size / 4 * 3
+        let log = &self.logs[self.active];
+        log.end >= log.size / 4 * 3
             || self.first_record.is_some_and(|t| t.elapsed() >= self.checkpoint_after)
     }
 
-    /// How long until the oldest record since the last checkpoint is `checkpoint_after` old;
-    /// `None` when there is no such record.
+    /// Whether the file being written is full, so that the next record would grow it: then a
+    /// checkpoint must not wait for the background any more.
+    pub(super) fn full(&self) -> bool {
+        let log = &self.logs[self.active];
+        log.end >= log.size
+    }
+
+    /// How long until the oldest record since the last checkpoint or switch is
+    /// `checkpoint_after` old; `None` when there is no such record.
     pub(super) fn checkpoint_due_in(&self) -> Option<std::time::Duration> {
         self.first_record.map(|t| self.checkpoint_after.saturating_sub(t.elapsed()))
     }
 
-    /// Starts writing at the beginning again, once a durable redb commit holds every record.
+    /// Goes on in the other file, from its start, if a checkpoint has covered its records;
+    /// returns whether it switched. The records of the file left behind stay needed until a
+    /// durable redb commit covers them (`other_checkpointed`).
+    pub(super) fn switch(&mut self) -> bool {
+        if self.other_pending {
+            return false;
+        }
+        self.active = 1 - self.active;
+        self.logs[self.active].end = 0;
+        self.other_pending = true;
+        self.first_record = None;
+        true
+    }
+
+    /// A durable redb commit holds every record written before the last switch.
+    pub(super) fn other_checkpointed(&mut self) {
+        self.other_pending = false;
+    }
+
+    /// Starts writing at the beginning again, once a durable redb commit holds every record of
+    /// both files.
     pub(super) fn reset(&mut self) {
-        self.end = 0;
+        self.logs[self.active].end = 0;
+        self.other_pending = false;
         self.first_record = None;
     }
 }
@@ -368,5 +449,27 @@ mod tests {
         let (_, records) = Wal::open(&path, 64, std::time::Duration::from_secs(60)).unwrap();
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].keys[0].1.as_deref(), Some(&[7u8; 5000][..]));
+    }
+
+    #[test]
+    fn open_returns_the_records_of_both_files_in_version_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal");
+        let after = std::time::Duration::from_secs(60);
+        let (mut wal, _) = Wal::open(&path, 4096, after).unwrap();
+        assert_eq!(std::fs::metadata(second_path(&path)).unwrap().len(), 4096);
+        wal.append(&record(5, 1)).unwrap();
+        wal.append(&record(9, 2)).unwrap();
+        assert!(wal.switch());
+        assert!(!wal.switch(), "the first file is not free before its checkpoint");
+        wal.append(&record(12, 3)).unwrap();
+        assert!(!wal.full());
+        wal.other_checkpointed();
+        assert!(wal.switch(), "a checkpointed file is free");
+        // Back in the first file, from its start: what is left of its earlier records ends it.
+        wal.append(&record(20, 4)).unwrap();
+        drop(wal);
+        let (_, records) = Wal::open(&path, 4096, after).unwrap();
+        assert_eq!(records.iter().map(|r| r.version).collect::<Vec<_>>(), vec![12, 20]);
     }
 }
