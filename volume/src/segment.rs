@@ -395,4 +395,24 @@ mod tests {
         assert_eq!(s.reserve_run(&[100], 10_000), Some((start + 900, 1)));
         assert_eq!(s.reserve_run(&[1], 10_000), None, "full");
     }
+
+    /// A checkpoint's ticket: none once everything written is durable, a new sync after a write,
+    /// and the sync under way when one has cleared the dirty flag without having finished.
+    #[test]
+    fn a_checkpoint_waits_for_a_sync_under_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Segment::create(&FileStorage, dir.path(), 1, 1 << 16, &[7; 16]).unwrap();
+        let start = format::SEGMENT_HEADER_LEN;
+        assert_eq!(s.checkpoint_ticket(), None);
+        s.write(start, b"abc").unwrap();
+        assert_eq!(s.checkpoint_ticket(), Some(1));
+        assert!(s.sync_blocking(1).unwrap());
+        assert_eq!(s.checkpoint_ticket(), None);
+        s.write(start + 3, b"def").unwrap();
+        // Where `sync_now` is between clearing the flag and the end of its sync.
+        s.syncs_started.fetch_add(1, Ordering::AcqRel);
+        s.dirty.store(false, Ordering::Release);
+        assert!(!s.is_dirty());
+        assert_eq!(s.checkpoint_ticket(), Some(2), "the sync under way, not none");
+    }
 }
