@@ -1278,12 +1278,12 @@ struct CheckpointSync {
 }
 
 impl CheckpointSync {
-    /// Segments written since their last sync started.
-    fn dirty(&self) -> Vec<Arc<Segment>> {
+    /// The volume's segments, the vacuumed ones still retiring included.
+    fn all(&self) -> Vec<Arc<Segment>> {
         let mut out = Vec::new();
         for map in [&self.segments, &self.retiring] {
             let map = map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            out.extend(map.values().filter(|s| s.is_dirty()).cloned());
+            out.extend(map.values().cloned());
         }
         out
     }
@@ -1295,7 +1295,7 @@ impl Drop for CheckpointSync {
     /// where the segments' sync lock cannot be waited for; a sync without it is as good here,
     /// since nothing appends any more.
     fn drop(&mut self) {
-        for segment in self.dirty() {
+        for segment in self.all().into_iter().filter(|s| s.is_dirty()) {
             if let Err(e) = segment.sync_closing() {
                 tracing::error!(volume = %self.volume, segment = segment.id, error = %e, "syncing a closing volume's segment failed; its last entries rely on the metadata log's redo records until the next checkpoint");
             }
@@ -1305,24 +1305,16 @@ impl Drop for CheckpointSync {
 
 impl kronotop_meta::BeforeCheckpoint for CheckpointSync {
     fn run(&self) -> std::io::Result<()> {
-        for map in [&self.segments, &self.retiring] {
-            let segments: Vec<Arc<Segment>> = map
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .values()
-                .cloned()
-                .collect();
-            for segment in segments {
-                // Appends and their syncs go on meanwhile (this may run while commits do).
-                if let Some(ticket) = segment.checkpoint_ticket() {
-                    sync_off_runtime(
-                        &segment,
-                        ticket,
-                        &self.volume,
-                        &self.counters,
-                        &self.replication,
-                    )?;
-                }
+        for segment in self.all() {
+            // Appends and their syncs go on meanwhile (this may run while commits do).
+            if let Some(ticket) = segment.checkpoint_ticket() {
+                sync_off_runtime(
+                    &segment,
+                    ticket,
+                    &self.volume,
+                    &self.counters,
+                    &self.replication,
+                )?;
             }
         }
         Ok(())

@@ -514,9 +514,6 @@ struct Current {
     /// cross-thread path, which profiles showed at a sixth of the workers' time.
     retired: Vec<Arc<Written>>,
     flusher: Flusher,
-    /// Set when the log switched files: the next flush also makes everything durable, after
-    /// which the file left behind is free again (a checkpoint in the background).
-    checkpoint_wanted: bool,
 }
 
 /// What the flusher is asked to do: write a snapshot's layers into redb, and then make them and
@@ -581,22 +578,28 @@ impl Current {
         self.snapshot = snapshot;
     }
 
+    /// Whether the log switched files and the checkpoint of the one left behind is not with the
+    /// flusher yet: the next flush makes it (a checkpoint in the background), after which that
+    /// file is free again.
+    fn checkpoint_wanted(&self, wal: &wal::Wal) -> bool {
+        wal.other_pending() && !matches!(self.flusher.in_flight, Some((_, true)))
+    }
+
     /// Hands every pending layer to the flusher (with the checkpoint, if one is wanted), unless
     /// a flush is under way.
-    fn start_flush(&mut self, failed: bool) {
+    fn start_flush(&mut self, wal: &wal::Wal, failed: bool) {
+        let checkpoint = self.checkpoint_wanted(wal);
         if failed
             || self.flusher.in_flight.is_some()
-            || (self.snapshot.layers.is_empty() && !self.checkpoint_wanted)
+            || (self.snapshot.layers.is_empty() && !checkpoint)
         {
             return;
         }
-        let checkpoint = self.checkpoint_wanted;
         let job = FlushJob { snapshot: Arc::clone(&self.snapshot), checkpoint };
         if let Some(jobs) = &self.flusher.jobs
             && jobs.send(job).is_ok()
         {
             self.flusher.in_flight = Some((self.snapshot.layers.len(), checkpoint));
-            self.checkpoint_wanted = false;
         }
     }
 
@@ -656,8 +659,8 @@ impl Current {
         if self.snapshot.layers.len() >= MAX_LAYERS {
             self.land_flush(shared, wal, failed, true);
         }
-        if self.snapshot.layers.len() >= FLUSH_LAYERS || self.checkpoint_wanted {
-            self.start_flush(*failed);
+        if self.snapshot.layers.len() >= FLUSH_LAYERS || self.checkpoint_wanted(wal) {
+            self.start_flush(wal, *failed);
         }
     }
 
@@ -692,8 +695,6 @@ impl Current {
         if *failed {
             return;
         }
-        // It covers both files, so any checkpoint still wanted is done too.
-        self.checkpoint_wanted = false;
         if let Err(e) = checkpoint(db, wal, shared) {
             tracing::error!(error = %e, "metadata checkpoint failed; commits stop until a restart");
             *failed = true;
@@ -716,13 +717,8 @@ fn committer(
     // `storage` has logged why; every commit then fails with `operation_failed`, as nothing
     // receives it.
     let Ok(flusher) = Flusher::start(Arc::clone(&db), Arc::clone(&shared)) else { return };
-    let mut current = Current {
-        snapshot: first,
-        readers: Readers::default(),
-        retired: Vec::new(),
-        flusher,
-        checkpoint_wanted: false,
-    };
+    let mut current =
+        Current { snapshot: first, readers: Readers::default(), retired: Vec::new(), flusher };
     current.readers.publish(current.snapshot.version, &current.snapshot);
     // Set when the log or redb failed in a way that leaves redb's state and the log's in doubt;
     // from then on every commit fails, and a restart replays the log.
@@ -731,7 +727,7 @@ fn committer(
         // While records wait for a checkpoint, or layers for redb, wait for commits only until
         // that is due.
         let checkpoint_due = wal.checkpoint_due_in().filter(|_| !failed);
-        let layers_due = ((!current.snapshot.layers.is_empty() || current.checkpoint_wanted)
+        let layers_due = ((!current.snapshot.layers.is_empty() || current.checkpoint_wanted(&wal))
             && !failed)
             .then_some(LAYERS_IDLE_FLUSH);
         let wait = checkpoint_due.into_iter().chain(layers_due).min();
@@ -752,7 +748,7 @@ fn committer(
                     }
                     // Nothing waits for the committer now, so a checkpoint still wanted is made
                     // here rather than left for the next commit.
-                    if current.checkpoint_wanted
+                    if current.checkpoint_wanted(&wal)
                         || wal.checkpoint_due_in().is_some_and(|d| d.is_zero())
                     {
                         current.checkpoint_or_stop(&db, &shared, &mut wal, &mut failed);
@@ -826,8 +822,8 @@ fn committer(
                 // A checkpoint of the file just filled runs in the background while the other
                 // file takes the next batches; it runs on the committer, stopping commits, only
                 // when the file being written is full and the other's checkpoint has not finished.
-                if wal.wants_checkpoint() && wal.switch() {
-                    current.checkpoint_wanted = true;
+                if wal.wants_checkpoint() {
+                    wal.switch();
                 }
                 if wal.full() {
                     current.checkpoint_or_stop(&db, &shared, &mut wal, &mut failed);

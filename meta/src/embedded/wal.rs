@@ -244,7 +244,7 @@ pub(super) static FAILING: std::sync::Mutex<Vec<std::path::PathBuf>> =
     std::sync::Mutex::new(Vec::new());
 
 /// The second log file's path: the first one's with `.1` after it.
-pub(super) fn second_path(path: &Path) -> std::path::PathBuf {
+fn second_path(path: &Path) -> std::path::PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".1");
     name.into()
@@ -336,6 +336,11 @@ impl Wal {
         self.other_pending = true;
         self.first_record = None;
         true
+    }
+
+    /// Whether the other file holds records no durable redb commit covers yet.
+    pub(super) fn other_pending(&self) -> bool {
+        self.other_pending
     }
 
     /// A durable redb commit holds every record written before the last switch.
