@@ -8,14 +8,16 @@
 //!   each one's read-conflict ranges against the writes committed after its read version
 //!   (`resolver::History`: up to five seconds of them, fewer when no transaction reads that far
 //!   back), folds the survivors with their atomic mutations and versionstamps into the batch's
-//!   final writes, appends those to the write-ahead log (`wal`) and syncs it once, and only then
-//!   publishes the new read version (the previous snapshot plus the batch as a layer) and
-//!   answers. No reader ever sees a commit that is not durable. Every few batches the layers go
-//!   into redb in one write transaction without a sync, on a thread of their own (the flusher)
-//!   while the committer goes on; a durable redb commit (a checkpoint) now and then lets the log
-//!   start over. The log is two files: when one fills, the committer goes on in the other while
-//!   the flusher makes the checkpoint of the full one. At open, the log's records that redb lacks
-//!   are applied first.
+//!   final writes and appends those to the write-ahead log (`wal`). A thread of its own (the
+//!   syncer) syncs the log, once for every batch written meanwhile, and only then publishes the
+//!   new read version (the previous snapshot plus the batch as a layer) and answers, while the
+//!   committer goes on with the next batches: those read the unsynced ones, and conflict with
+//!   them, but no reader ever sees a commit that is not durable. Every few batches the synced
+//!   layers go into redb in one write transaction without a sync, on a thread of their own (the
+//!   flusher) while the committer goes on; a durable redb commit (a checkpoint) now and then lets
+//!   the log start over. The log is two files: when one fills, the committer goes on in the other
+//!   (once the full one is synced) while the flusher makes the checkpoint of the full one. At
+//!   open, the log's records that redb lacks are applied first.
 //! * **Versions** grow by about a million per second (wall-clock microseconds) and never go
 //!   backwards, across restarts too: the last one is stored with the data.
 //! * **Watches** are checked against each durable batch.
@@ -26,7 +28,7 @@ mod wal;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -298,6 +300,9 @@ struct Shared {
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Run before every checkpoint (`Database::before_checkpoint`); dropped owners are skipped.
     checkpoint_hooks: Mutex<Vec<std::sync::Weak<dyn crate::BeforeCheckpoint>>>,
+    /// Every snapshot published that may still be read. The committer and its syncer both
+    /// publish, so it is shared, and taken before `published` (`Shared::publish`).
+    readers: Mutex<Readers<Snapshot>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -311,6 +316,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Makes `snapshot` the one new transactions read, unless a newer one is published already:
+    /// the syncer publishes each synced batch, and the committer a snapshot on top of a flush,
+    /// and neither may take the other's newer version back.
+    fn publish(&self, snapshot: Arc<Snapshot>) {
+        let mut readers = lock(&self.readers);
+        let mut published =
+            self.published.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if published.as_ref().is_some_and(|p| p.version > snapshot.version) {
+            return;
+        }
+        readers.publish(snapshot.version, &snapshot);
+        *published = Some(snapshot);
+    }
+
     fn latest(&self) -> MetaResult<Arc<Snapshot>> {
         self.published
             .read()
@@ -366,6 +385,7 @@ impl Database {
             options,
             committer: Mutex::new(None),
             checkpoint_hooks: Mutex::new(Vec::new()),
+            readers: Mutex::new(Readers::default()),
         });
         let committer_shared = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
@@ -504,16 +524,17 @@ fn checkpoint(db: &redb::Database, wal: &mut wal::Wal, shared: &Shared) -> MetaR
     Ok(())
 }
 
-/// The committer's newest snapshot, and publishing it.
+/// The committer's newest snapshot, with the batches logged but not synced yet (which only the
+/// committer reads), and the threads that sync and flush them.
 struct Current {
     snapshot: Arc<Snapshot>,
-    readers: Readers<Snapshot>,
     /// Layers written into redb that snapshots may still read. The committer keeps a reference
     /// and drops it once no snapshot holds one, so their memory is freed on this thread: freed by
     /// the async workers whose transactions let go of them last, it went through the allocator's
     /// cross-thread path, which profiles showed at a sixth of the workers' time.
     retired: Vec<Arc<Written>>,
     flusher: Flusher,
+    syncer: Syncer,
 }
 
 /// What the flusher is asked to do: write a snapshot's layers into redb, and then make them and
@@ -568,14 +589,200 @@ impl Flusher {
     }
 }
 
+/// What the syncer answers once the batches before it are durable: a batch logged but not synced
+/// yet (the file holding its record, its writes for the watches, its commits), and the commits
+/// refused with it, with the snapshot that makes them visible.
+///
+/// A refused commit is answered after the sync too: a conflict is most often with a batch not
+/// synced yet, and a transaction retried at once would read the published snapshot without it and
+/// conflict again; answered after the sync, the retry reads the write it conflicted with.
+struct Logged {
+    file: Option<usize>,
+    snapshot: Arc<Snapshot>,
+    written: Option<Arc<Written>>,
+    /// Boxed as they came through the commit channel: unboxing would move each request again.
+    #[allow(clippy::vec_box)]
+    accepted: Vec<Box<CommitRequest>>,
+    rejected: Vec<(Box<CommitRequest>, MetaError)>,
+}
+
+impl Logged {
+    /// Answers when the batch's record may or may not be durable: its commits with
+    /// `commit_unknown_result`, the refused ones with their own error.
+    fn answer_unsynced(self) {
+        for req in self.accepted {
+            req.answer(Err(MetaError::COMMIT_UNKNOWN_RESULT));
+        }
+        for (req, e) in self.rejected {
+            req.answer(Err(e));
+        }
+    }
+
+    /// Answers once the batch's record is durable.
+    fn answer_synced(self) {
+        let version = self.snapshot.version;
+        for (order, req) in self.accepted.into_iter().enumerate() {
+            req.answer(Ok((version, stamp(version, order))));
+        }
+        for (req, e) in self.rejected {
+            req.answer(Err(e));
+        }
+    }
+}
+
+/// How far the syncer got: the newest version synced, and whether a sync failed.
+struct SyncProgress {
+    synced: Mutex<(i64, bool)>,
+    changed: Condvar,
+}
+
+/// The thread that syncs the log and then publishes and answers the batches it covers, while the
+/// committer resolves, folds and writes the next ones. Syncing on the committer, each batch
+/// waited for the sync before the next could start, so a sync (200 µs on average on the 2-core
+/// machines of docs/benchmarks.md) and the committer's own work for a batch (about 90 µs) added
+/// up; this way one sync covers every batch written while the one before it ran.
+struct Syncer {
+    jobs: Option<mpsc::Sender<Logged>>,
+    progress: Arc<SyncProgress>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start(files: [wal::SyncHandle; 2], shared: Arc<Shared>, synced: i64) -> MetaResult<Syncer> {
+        let (jobs, rx) = mpsc::channel::<Logged>();
+        let progress =
+            Arc::new(SyncProgress { synced: Mutex::new((synced, false)), changed: Condvar::new() });
+        let thread_progress = Arc::clone(&progress);
+        let thread = std::thread::Builder::new()
+            .name("meta-syncer".into())
+            .spawn(move || syncer(&files, &rx, &shared, &thread_progress))
+            .map_err(storage)?;
+        Ok(Syncer { jobs: Some(jobs), progress, thread: Some(thread) })
+    }
+
+    /// Hands a logged batch over, or gives it back when the syncer is gone.
+    fn send(&self, logged: Logged) -> Result<(), Logged> {
+        match &self.jobs {
+            Some(jobs) => jobs.send(logged).map_err(|e| e.0),
+            None => Err(logged),
+        }
+    }
+
+    /// The newest version synced.
+    fn synced(&self) -> i64 {
+        lock(&self.progress.synced).0
+    }
+
+    fn failed(&self) -> bool {
+        lock(&self.progress.synced).1
+    }
+
+    /// Waits until every batch up to `version` is synced (and answered); false when a sync
+    /// failed.
+    fn wait(&self, version: i64) -> bool {
+        let mut state = lock(&self.progress.synced);
+        while !state.1 && state.0 < version {
+            state = self
+                .progress
+                .changed
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        !state.1
+    }
+
+    /// Stops the thread once every batch handed over is synced and answered.
+    fn stop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The syncer thread: takes every batch logged so far, syncs the files holding them once each,
+/// publishes the newest one's snapshot, fires the watches and answers. After a failed sync every
+/// batch gets `commit_unknown_result` (its record may or may not be on disk) and the committer
+/// stops taking commits.
+fn syncer(
+    files: &[wal::SyncHandle; 2],
+    rx: &mpsc::Receiver<Logged>,
+    shared: &Shared,
+    progress: &SyncProgress,
+) {
+    let mut failed = false;
+    while let Ok(first) = rx.recv() {
+        let mut batches = vec![first];
+        batches.extend(rx.try_iter());
+        if !failed {
+            let mut synced = [false; 2];
+            for file in batches.iter().filter_map(|b| b.file) {
+                if !std::mem::replace(&mut synced[file], true)
+                    && let Err(e) = files[file].sync()
+                {
+                    tracing::error!(error = %e, "metadata log sync failed; commits stop until a restart");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        let newest = batches.last().map(|b| Arc::clone(&b.snapshot));
+        if failed {
+            lock(&progress.synced).1 = true;
+            progress.changed.notify_all();
+            for b in batches {
+                b.answer_unsynced();
+            }
+            continue;
+        }
+        let Some(newest) = newest else { continue };
+        shared.publish(Arc::clone(&newest));
+        // After publishing: a watch registered meanwhile saw the new snapshot or is in the table
+        // now.
+        for written in batches.iter().filter_map(|b| b.written.as_ref()) {
+            fire_watches(shared, &newest, written);
+        }
+        lock(&progress.synced).0 = newest.version;
+        progress.changed.notify_all();
+        for b in batches {
+            b.answer_synced();
+        }
+    }
+}
+
 impl Current {
-    fn publish(&mut self, shared: &Shared, snapshot: Snapshot) {
+    /// Answers refused commits once every batch logged so far is synced (see `Logged`): at once
+    /// when it is.
+    fn answer_after_sync(&self, rejected: Vec<(Box<CommitRequest>, MetaError)>) {
+        if rejected.is_empty() {
+            return;
+        }
+        if self.syncer.synced() >= self.snapshot.version {
+            for (req, e) in rejected {
+                req.answer(Err(e));
+            }
+            return;
+        }
+        let logged = Logged {
+            file: None,
+            snapshot: Arc::clone(&self.snapshot),
+            written: None,
+            accepted: Vec::new(),
+            rejected,
+        };
+        if let Err(logged) = self.syncer.send(logged) {
+            logged.answer_unsynced();
+        }
+    }
+
+    /// Makes `snapshot` the committer's newest, and publishes it too when the syncer has synced
+    /// every batch it holds: a reader never sees a batch that is not durable.
+    fn advance(&mut self, shared: &Shared, snapshot: Snapshot) {
         self.retired.retain(|layer| Arc::strong_count(layer) > 1);
-        let snapshot = Arc::new(snapshot);
-        self.readers.publish(snapshot.version, &snapshot);
-        *shared.published.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some(Arc::clone(&snapshot));
-        self.snapshot = snapshot;
+        self.snapshot = Arc::new(snapshot);
+        if self.snapshot.version <= self.syncer.synced() {
+            shared.publish(Arc::clone(&self.snapshot));
+        }
     }
 
     /// Whether the log switched files and the checkpoint of the one left behind is not with the
@@ -585,21 +792,36 @@ impl Current {
         wal.other_pending() && !matches!(self.flusher.in_flight, Some((_, true)))
     }
 
-    /// Hands every pending layer to the flusher (with the checkpoint, if one is wanted), unless
-    /// a flush is under way.
+    /// Hands every pending layer the syncer has synced to the flusher (with the checkpoint, if
+    /// one is wanted), unless a flush is under way. Layers not synced yet stay out of redb: a
+    /// snapshot built on a redb holding them would show readers a batch that is not durable.
     fn start_flush(&mut self, wal: &wal::Wal, failed: bool) {
         let checkpoint = self.checkpoint_wanted(wal);
+        let synced = self.syncer.synced();
+        let layers = &self.snapshot.layers;
+        let count = layers.iter().take_while(|l| l.version <= synced).count();
+        // Without a synced layer, a checkpoint waits too unless there are no layers at all: the
+        // flush records its snapshot's version in redb as the last one redb holds.
         if failed
             || self.flusher.in_flight.is_some()
-            || (self.snapshot.layers.is_empty() && !checkpoint)
+            || (count == 0 && !(checkpoint && layers.is_empty()))
         {
             return;
         }
-        let job = FlushJob { snapshot: Arc::clone(&self.snapshot), checkpoint };
+        let snapshot = if count == layers.len() {
+            Arc::clone(&self.snapshot)
+        } else {
+            Arc::new(Snapshot {
+                version: layers[count - 1].version,
+                base: Arc::clone(&self.snapshot.base),
+                layers: layers[..count].to_vec(),
+            })
+        };
+        let job = FlushJob { snapshot, checkpoint };
         if let Some(jobs) = &self.flusher.jobs
             && jobs.send(job).is_ok()
         {
-            self.flusher.in_flight = Some((self.snapshot.layers.len(), checkpoint));
+            self.flusher.in_flight = Some((count, checkpoint));
         }
     }
 
@@ -642,7 +864,7 @@ impl Current {
                     base: flushed.base,
                     layers: newer.to_vec(),
                 };
-                self.publish(shared, snapshot);
+                self.advance(shared, snapshot);
             }
             Err(e) => {
                 tracing::error!(error = %e, "writing logged batches to redb failed; commits stop until a restart");
@@ -653,20 +875,26 @@ impl Current {
 
     /// After a batch: takes a finished flush, and starts the next one once `FLUSH_LAYERS` wait
     /// or a checkpoint is wanted; if they pile up to `MAX_LAYERS`, waits for the flush under way
-    /// first.
+    /// and the syncer first.
     fn flush_in_background(&mut self, shared: &Shared, wal: &mut wal::Wal, failed: &mut bool) {
         self.land_flush(shared, wal, failed, false);
         if self.snapshot.layers.len() >= MAX_LAYERS {
             self.land_flush(shared, wal, failed, true);
+        }
+        // Layers the syncer has not synced cannot be flushed; should they pile up, the next
+        // flush waits for their sync.
+        if self.snapshot.layers.len() >= MAX_LAYERS && !self.syncer.wait(self.snapshot.version) {
+            *failed = true;
+            return;
         }
         if self.snapshot.layers.len() >= FLUSH_LAYERS || self.checkpoint_wanted(wal) {
             self.start_flush(wal, *failed);
         }
     }
 
-    /// Writes the pending layers into redb (after the flush under way) and publishes the snapshot
-    /// without them. A failure stops commits: the log holds the layers, and a restart replays
-    /// them.
+    /// Writes the pending layers into redb (after the flush under way, and once the syncer has
+    /// synced them all) and publishes the snapshot without them. A failure stops commits: the log
+    /// holds the layers, and a restart replays them.
     fn flush_or_stop(
         &mut self,
         db: &redb::Database,
@@ -675,6 +903,9 @@ impl Current {
         failed: &mut bool,
     ) {
         self.land_flush(shared, wal, failed, true);
+        if !*failed && !self.syncer.wait(self.snapshot.version) {
+            *failed = true;
+        }
         if self.snapshot.layers.is_empty() || *failed {
             return;
         }
@@ -702,8 +933,9 @@ impl Current {
     }
 }
 
-/// The committer thread: batches commits, resolves conflicts, applies, logs and syncs, publishes,
-/// answers; checkpoints when the log fills, and once more when the database closes.
+/// The committer thread: batches commits, resolves conflicts, applies and logs them, and hands
+/// each batch to the syncer, which syncs, publishes and answers; checkpoints when the log fills,
+/// and once more when the database closes.
 fn committer(
     db: redb::Database,
     mut wal: wal::Wal,
@@ -713,13 +945,14 @@ fn committer(
 ) {
     let mut history = History::default();
     let Ok(first) = shared.latest() else { return };
+    lock(&shared.readers).publish(first.version, &first);
     let db = Arc::new(db);
     // `storage` has logged why; every commit then fails with `operation_failed`, as nothing
     // receives it.
     let Ok(flusher) = Flusher::start(Arc::clone(&db), Arc::clone(&shared)) else { return };
-    let mut current =
-        Current { snapshot: first, readers: Readers::default(), retired: Vec::new(), flusher };
-    current.readers.publish(current.snapshot.version, &current.snapshot);
+    let Ok(files) = wal.sync_handles().map_err(storage) else { return };
+    let Ok(syncer) = Syncer::start(files, Arc::clone(&shared), last_version) else { return };
+    let mut current = Current { snapshot: first, retired: Vec::new(), flusher, syncer };
     // Set when the log or redb failed in a way that leaves redb's state and the log's in doubt;
     // from then on every commit fails, and a restart replays the log.
     let mut failed = false;
@@ -743,7 +976,10 @@ fn committer(
                     // a checkpoint's syncs can take tens of milliseconds, and commits arriving
                     // meanwhile would wait for them. Its layers keep this timeout coming.
                     current.land_flush(&shared, &mut wal, &mut failed, false);
-                    if current.flusher.in_flight.is_some() {
+                    // Likewise a sync under way: its batches are flushed once it is done.
+                    if current.flusher.in_flight.is_some()
+                        || current.syncer.synced() < current.snapshot.version
+                    {
                         continue;
                     }
                     // Nothing waits for the committer now, so a checkpoint still wanted is made
@@ -760,6 +996,8 @@ fn committer(
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             },
         };
+        // A failed sync stops commits as a failed write does.
+        failed |= current.syncer.failed();
         if failed {
             first.answer(Err(MetaError::OPERATION_FAILED));
             continue;
@@ -772,7 +1010,7 @@ fn committer(
             }
         }
         let now = shared.options.clock.now();
-        let oldest_reader = current.readers.oldest().unwrap_or(last_version);
+        let oldest_reader = lock(&shared.readers).oldest().unwrap_or(last_version);
         history.expire(now, limits::TRANSACTION_LIFETIME, oldest_reader);
         let version = (last_version + 1).max(wall_micros());
 
@@ -780,22 +1018,22 @@ fn committer(
         // ones of the same batch, since they all commit at `version`, after every read version.
         let verdicts = resolve_batch(&history, &batch, now, version);
         let mut accepted: Vec<Box<CommitRequest>> = Vec::with_capacity(batch.len());
+        let mut rejected = Vec::new();
         for (req, verdict) in batch.into_iter().zip(verdicts) {
             // What an accepted transaction refers to outside the store (Volume bytes) is made
             // durable before the batch is logged: one stage of syncs for the whole batch, where
             // each appender used to wait for its own sync before it could commit.
             match verdict.and_then(|()| crate::run_hooks(&req.hooks)) {
                 Ok(()) => accepted.push(req),
-                Err(e) => {
-                    req.answer(Err(e));
-                }
+                Err(e) => rejected.push((req, e)),
             }
         }
         if accepted.is_empty() {
+            current.answer_after_sync(rejected);
             continue;
         }
         match log_batch(&current.snapshot, &mut wal, version, &mut accepted) {
-            Ok(written) => {
+            Ok((written, file)) => {
                 last_version = version;
                 // The history gets every key written (versionstamped ones as the keys they
                 // became) and the write ranges that are not single keys already among them.
@@ -812,18 +1050,33 @@ fn committer(
                 let mut layers = current.snapshot.layers.clone();
                 layers.push(Arc::clone(&written));
                 let base = Arc::clone(&current.snapshot.base);
-                current.publish(&shared, Snapshot { version, base, layers });
-                // After publishing: a watch registered meanwhile saw the new snapshot or is in
-                // the table now.
-                fire_watches(&shared, &current.snapshot, &written);
-                for (order, req) in accepted.into_iter().enumerate() {
-                    req.answer(Ok((version, stamp(version, order))));
+                current.advance(&shared, Snapshot { version, base, layers });
+                // The syncer syncs the record, then publishes the batch and answers its
+                // commits, while this thread goes on with the next batch.
+                let logged = Logged {
+                    file: Some(file),
+                    snapshot: Arc::clone(&current.snapshot),
+                    written: Some(written),
+                    accepted,
+                    rejected,
+                };
+                if let Err(logged) = current.syncer.send(logged) {
+                    failed = true;
+                    logged.answer_unsynced();
+                    continue;
                 }
                 // A checkpoint of the file just filled runs in the background while the other
                 // file takes the next batches; it runs on the committer, stopping commits, only
                 // when the file being written is full and the other's checkpoint has not finished.
-                if wal.wants_checkpoint() {
-                    wal.switch();
+                // Before the other file takes a record, this one's are synced: a replay reads
+                // both files, and must not find a newer batch there without the ones before it.
+                if wal.wants_checkpoint() && !wal.other_pending() {
+                    if current.syncer.wait(version) {
+                        wal.switch();
+                    } else {
+                        failed = true;
+                        continue;
+                    }
                 }
                 if wal.full() {
                     current.checkpoint_or_stop(&db, &shared, &mut wal, &mut failed);
@@ -836,6 +1089,7 @@ fn committer(
                 for req in accepted {
                     req.answer(Err(e));
                 }
+                current.answer_after_sync(rejected);
             }
             Err(Failure::InDoubt(cause)) => {
                 tracing::error!(error = %cause, "metadata log failed; commits stop until a restart");
@@ -843,9 +1097,15 @@ fn committer(
                 for req in accepted {
                     req.answer(Err(MetaError::COMMIT_UNKNOWN_RESULT));
                 }
+                for (req, e) in rejected {
+                    req.answer(Err(e));
+                }
             }
         }
     }
+    // Every batch logged is answered before the last flush and checkpoint.
+    current.syncer.stop();
+    failed |= current.syncer.failed();
     if !failed {
         current.flush_or_stop(&db, &shared, &mut wal, &mut failed);
     }
@@ -998,21 +1258,24 @@ fn stamp(version: i64, order: usize) -> [u8; 10] {
 /// ranges it cleared.
 #[derive(Default)]
 struct Written {
+    /// The version the batch committed at.
+    version: i64,
     keys: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     ranges: Vec<KeyRange>,
 }
 
 /// Folds a batch's mutations, with their atomic operations and versionstamps, into its final
 /// writes (read over `current` where an atomic operation needs the value before it) and logs
-/// them; the caller makes them a layer of the next snapshot. A key written by many transactions
-/// of the batch (a counter every insert adds to) ends up written once.
+/// them, unsynced, returning which log file holds the record; the caller makes them a layer of the
+/// next snapshot. A key written by many transactions of the batch (a counter every insert adds
+/// to) ends up written once.
 fn log_batch(
     current: &Snapshot,
     wal: &mut wal::Wal,
     version: i64,
     accepted: &mut [Box<CommitRequest>],
-) -> Result<Written, Failure> {
-    let mut written = Written::default();
+) -> Result<(Written, usize), Failure> {
+    let mut written = Written { version, ..Written::default() };
     for (order, req) in accepted.iter_mut().enumerate() {
         let stamp = stamp(version, order);
         for op in std::mem::take(&mut req.ops) {
@@ -1069,8 +1332,8 @@ fn log_batch(
             .map(|(k, v)| (k.as_slice(), v.as_deref()))
             .chain(recovery.map(|(k, v)| (k.as_slice(), Some(v.as_slice())))),
     );
-    wal.append(&record).map_err(|e| Failure::InDoubt(format!("write-ahead log: {e}")))?;
-    Ok(written)
+    let file = wal.write(&record).map_err(|e| Failure::InDoubt(format!("write-ahead log: {e}")))?;
+    Ok((written, file))
 }
 
 fn fire_watches(shared: &Shared, snapshot: &Snapshot, written: &Written) {
@@ -1935,6 +2198,88 @@ mod tests {
                 old = Some((r, model.clone()));
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_failed_log_sync_stops_commits_until_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path(), Options::default()).unwrap();
+        put(&db, b"before").await.unwrap();
+        let wal = dir.path().join("meta.wal");
+        wal::FAILING_SYNCS.lock().unwrap().push(wal.clone());
+        // The record is written but may not be on disk: its outcome is unknown, no reader sees
+        // it, and nothing commits after it.
+        assert_eq!(put(&db, b"failed").await, Err(MetaError::COMMIT_UNKNOWN_RESULT));
+        wal::FAILING_SYNCS.lock().unwrap().retain(|p| *p != wal);
+        assert!(db.create_trx().unwrap().get(b"failed", false).unwrap().is_none());
+        assert_eq!(put(&db, b"after").await, Err(MetaError::OPERATION_FAILED));
+        db.close();
+        drop(db);
+
+        let db = Database::open(dir.path(), Options::default()).unwrap();
+        let tx = db.create_trx().unwrap();
+        assert!(tx.get(b"before", false).unwrap().is_some());
+        assert!(tx.get(b"after", false).unwrap().is_none());
+        put(&db, b"restarted").await.unwrap();
+    }
+
+    /// Waits until the first log file holds `n` records.
+    async fn records_in_log(path: &Path, n: usize) {
+        for _ in 0..500 {
+            let file = std::fs::File::open(path).unwrap();
+            if wal::read_records(std::io::BufReader::new(file)).unwrap().len() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the log never held {n} records");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_are_logged_while_a_sync_runs_and_seen_only_once_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path(), Options::default()).unwrap();
+        put(&db, b"first").await.unwrap();
+        // Reads "n" before the additions below, and writes it after them: a conflict.
+        let stale = db.create_trx().unwrap();
+        assert_eq!(stale.get(b"n", false).unwrap(), None);
+        let wal = dir.path().join("meta.wal");
+        wal::BLOCKED_SYNCS.lock().unwrap().push(wal.clone());
+        let add = |db: Database| async move {
+            let tx = db.create_trx().unwrap();
+            tx.atomic_op(b"n", &1u64.to_le_bytes(), MutationType::Add);
+            tx.commit(Vec::new()).await
+        };
+        let one = tokio::spawn(add(db.clone()));
+        records_in_log(&wal, 2).await;
+        // The first batch's sync is held; the committer logs the next batch meanwhile, folding
+        // its addition over the unsynced one.
+        let two = tokio::spawn(add(db.clone()));
+        records_in_log(&wal, 3).await;
+        // Refused for its conflict with an unsynced batch, and told so only once that batch is
+        // visible, so that a retry reads it instead of conflicting again.
+        let refused = tokio::spawn(async move {
+            stale.set(b"n", b"stale");
+            stale.commit(Vec::new()).await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!one.is_finished() && !two.is_finished(), "answered before the sync");
+        assert!(!refused.is_finished(), "refused before the sync");
+        let reader = db.create_trx().unwrap();
+        assert_eq!(reader.get(b"n", false).unwrap(), None, "read before the sync");
+        wal::BLOCKED_SYNCS.lock().unwrap().retain(|p| *p != wal);
+        let (v1, v2) = (one.await.unwrap().unwrap(), two.await.unwrap().unwrap());
+        assert!(v1 < v2);
+        assert_eq!(refused.await.unwrap(), Err(MetaError::NOT_COMMITTED));
+        let tx = db.create_trx().unwrap();
+        assert_eq!(tx.get(b"n", false).unwrap().as_deref(), Some(&2u64.to_le_bytes()[..]));
+        // The snapshot taken before stays as it was.
+        assert_eq!(reader.get(b"n", false).unwrap(), None);
+        db.close();
+        drop(db);
+        let db = Database::open(dir.path(), Options::default()).unwrap();
+        let tx = db.create_trx().unwrap();
+        assert_eq!(tx.get(b"n", false).unwrap().as_deref(), Some(&2u64.to_le_bytes()[..]));
     }
 
     #[tokio::test]

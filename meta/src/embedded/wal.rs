@@ -243,6 +243,39 @@ pub(super) struct Wal {
 pub(super) static FAILING: std::sync::Mutex<Vec<std::path::PathBuf>> =
     std::sync::Mutex::new(Vec::new());
 
+/// A log file as the thread that syncs it holds it.
+#[derive(Debug)]
+pub(super) struct SyncHandle {
+    file: File,
+    #[cfg(test)]
+    path: std::path::PathBuf,
+}
+
+impl SyncHandle {
+    /// Makes everything written into the file durable.
+    pub(super) fn sync(&self) -> std::io::Result<()> {
+        #[cfg(test)]
+        {
+            while BLOCKED_SYNCS.lock().is_ok_and(|b| b.contains(&self.path)) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            if FAILING_SYNCS.lock().is_ok_and(|f| f.contains(&self.path)) {
+                return Err(std::io::Error::other("injected log sync failure"));
+            }
+        }
+        self.file.sync_data()
+    }
+}
+
+/// Log files whose syncs fail, and whose syncs wait while listed, for the tests of what a failed
+/// or slow sync does to commits.
+#[cfg(test)]
+pub(super) static FAILING_SYNCS: std::sync::Mutex<Vec<std::path::PathBuf>> =
+    std::sync::Mutex::new(Vec::new());
+#[cfg(test)]
+pub(super) static BLOCKED_SYNCS: std::sync::Mutex<Vec<std::path::PathBuf>> =
+    std::sync::Mutex::new(Vec::new());
+
 /// The second log file's path: the first one's with `.1` after it.
 fn second_path(path: &Path) -> std::path::PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -284,22 +317,35 @@ impl Wal {
         ))
     }
 
-    /// Writes `record` (from `encode`) after the previous one and syncs it.
-    pub(super) fn append(&mut self, record: &[u8]) -> std::io::Result<()> {
+    /// Writes `record` (from `encode`) after the previous one, without syncing it, and returns
+    /// which file holds it: the committer's syncer syncs that file (`sync_handles`) before the
+    /// record's batch counts as committed.
+    pub(super) fn write(&mut self, record: &[u8]) -> std::io::Result<usize> {
         #[cfg(test)]
         if FAILING.lock().is_ok_and(|f| f.contains(&self.path)) {
             return Err(std::io::Error::other("injected log failure"));
         }
         let log = &mut self.logs[self.active];
         log.file.write_all_at(record, log.end)?;
-        log.file.sync_data()?;
         if log.end == 0 {
             self.first_record = Some(std::time::Instant::now());
         }
         log.end += record.len() as u64;
         // A record that ran past the end grew the file; the new size is the file's size from now.
         log.size = log.size.max(log.end);
-        Ok(())
+        Ok(self.active)
+    }
+
+    /// Handles of the two files (indexed as `write` names them) for the thread that syncs them.
+    pub(super) fn sync_handles(&self) -> std::io::Result<[SyncHandle; 2]> {
+        let handle = |i: usize| -> std::io::Result<SyncHandle> {
+            Ok(SyncHandle {
+                file: self.logs[i].file.try_clone()?,
+                #[cfg(test)]
+                path: if i == 0 { self.path.clone() } else { second_path(&self.path) },
+            })
+        };
+        Ok([handle(0)?, handle(1)?])
     }
 
     /// Whether a checkpoint should follow: the file being written is three quarters full (so
@@ -432,20 +478,20 @@ mod tests {
             Wal::open(&path, 4096, std::time::Duration::from_secs(60)).unwrap();
         assert!(records.is_empty());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 4096);
-        wal.append(&record(5, 1)).unwrap();
-        wal.append(&record(9, 2)).unwrap();
+        wal.write(&record(5, 1)).unwrap();
+        wal.write(&record(9, 2)).unwrap();
         drop(wal);
         let (mut wal, records) =
             Wal::open(&path, 4096, std::time::Duration::from_secs(60)).unwrap();
         assert_eq!(records.iter().map(|r| r.version).collect::<Vec<_>>(), vec![5, 9]);
-        wal.append(&record(30, 3)).unwrap();
+        wal.write(&record(30, 3)).unwrap();
         drop(wal);
         let (_, records) = Wal::open(&path, 4096, std::time::Duration::from_secs(60)).unwrap();
         assert_eq!(records.iter().map(|r| r.version).collect::<Vec<_>>(), vec![30]);
         // A record larger than the file grows it.
         let (mut wal, _) = Wal::open(&path, 64, std::time::Duration::from_secs(60)).unwrap();
         let big = encode(40, std::iter::empty(), [(&b"k"[..], Some(&[7u8; 5000][..]))].into_iter());
-        wal.append(&big).unwrap();
+        wal.write(&big).unwrap();
         assert!(wal.wants_checkpoint());
         assert!(wal.checkpoint_due_in().is_some());
         wal.reset();
@@ -463,16 +509,16 @@ mod tests {
         let after = std::time::Duration::from_secs(60);
         let (mut wal, _) = Wal::open(&path, 4096, after).unwrap();
         assert_eq!(std::fs::metadata(second_path(&path)).unwrap().len(), 4096);
-        wal.append(&record(5, 1)).unwrap();
-        wal.append(&record(9, 2)).unwrap();
+        wal.write(&record(5, 1)).unwrap();
+        wal.write(&record(9, 2)).unwrap();
         assert!(wal.switch());
         assert!(!wal.switch(), "the first file is not free before its checkpoint");
-        wal.append(&record(12, 3)).unwrap();
+        wal.write(&record(12, 3)).unwrap();
         assert!(!wal.full());
         wal.other_checkpointed();
         assert!(wal.switch(), "a checkpointed file is free");
         // Back in the first file, from its start: what is left of its earlier records ends it.
-        wal.append(&record(20, 4)).unwrap();
+        wal.write(&record(20, 4)).unwrap();
         drop(wal);
         let (_, records) = Wal::open(&path, 4096, after).unwrap();
         assert_eq!(records.iter().map(|r| r.version).collect::<Vec<_>>(), vec![12, 20]);

@@ -41,12 +41,14 @@ use crate::node::Node;
 const GROUP_BYTES: usize = 15 * 1024;
 
 /// Groups of one bucket whose commits may be under way at once. With one, the builder waits for
-/// each commit, and the committer idles while the next group is built; with two, one group is
-/// built (and queued at the committer) while the other commits. More only makes smaller groups:
-/// with 50 clients inserting 1 KiB documents, one run each gave groups of 14, 11.5 and 6.6
-/// commands on average at 1, 2 and 4, and two alternating runs 17.4k and 19.1k inserts/s at 2,
-/// 18.6k and 16.5k at 4, 17.8k and 14.6k at 8, against 13.3k and 13.5k without groups.
-const MAX_IN_FLIGHT: usize = 2;
+/// each commit, and the committer idles while the next group is built. When the metadata store's
+/// committer synced each batch itself, more than two only made smaller groups (with 50 clients
+/// inserting 1 KiB documents, two alternating runs gave 17.4k and 19.1k inserts/s at 2, 18.6k and
+/// 16.5k at 4, 17.8k and 14.6k at 8). Now that its syncer syncs while the committer logs the next
+/// batches, more groups in flight share each sync: five alternating runs each (docs/benchmarks.md,
+/// seventeenth session) gave medians of 35.5k at 2, 40.6k at 8 and 41.2k at 16, and 8 keeps the
+/// groups larger (about 5 commands).
+const MAX_IN_FLIGHT: usize = 8;
 
 /// Times an auto-commit insert is run when its commit conflicts: a conflict means another write
 /// changed what this one read (a unique index's value, the bucket's metadata), and running it
