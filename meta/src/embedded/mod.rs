@@ -2200,29 +2200,6 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_failed_log_sync_stops_commits_until_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::open(dir.path(), Options::default()).unwrap();
-        put(&db, b"before").await.unwrap();
-        let wal = dir.path().join("meta.wal");
-        wal::FAILING_SYNCS.lock().unwrap().push(wal.clone());
-        // The record is written but may not be on disk: its outcome is unknown, no reader sees
-        // it, and nothing commits after it.
-        assert_eq!(put(&db, b"failed").await, Err(MetaError::COMMIT_UNKNOWN_RESULT));
-        wal::FAILING_SYNCS.lock().unwrap().retain(|p| *p != wal);
-        assert!(db.create_trx().unwrap().get(b"failed", false).unwrap().is_none());
-        assert_eq!(put(&db, b"after").await, Err(MetaError::OPERATION_FAILED));
-        db.close();
-        drop(db);
-
-        let db = Database::open(dir.path(), Options::default()).unwrap();
-        let tx = db.create_trx().unwrap();
-        assert!(tx.get(b"before", false).unwrap().is_some());
-        assert!(tx.get(b"after", false).unwrap().is_none());
-        put(&db, b"restarted").await.unwrap();
-    }
-
     /// Waits until the first log file holds `n` records.
     async fn records_in_log(path: &Path, n: usize) {
         for _ in 0..500 {
@@ -2282,17 +2259,22 @@ mod tests {
         assert_eq!(tx.get(b"n", false).unwrap().as_deref(), Some(&2u64.to_le_bytes()[..]));
     }
 
-    #[tokio::test]
-    async fn a_failed_log_write_stops_commits_until_a_restart() {
+    /// Makes the log fail through `failing` (writes or syncs) for one commit, and checks what
+    /// follows: that commit's outcome is unknown and no reader sees it, nothing commits after it,
+    /// and a restart replays what committed before. Returns the reopened database.
+    async fn a_failed_log_stops_commits_until_a_restart(
+        failing: &'static Mutex<Vec<std::path::PathBuf>>,
+    ) -> (tempfile::TempDir, Database) {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open(dir.path(), Options::default()).unwrap();
         put(&db, b"before").await.unwrap();
         let wal = dir.path().join("meta.wal");
-        wal::FAILING.lock().unwrap().push(wal.clone());
+        failing.lock().unwrap().push(wal.clone());
         // The batch whose record may or may not be on disk has an unknown outcome; after it,
         // nothing commits, since memory and disk may disagree.
         assert_eq!(put(&db, b"failed").await, Err(MetaError::COMMIT_UNKNOWN_RESULT));
-        wal::FAILING.lock().unwrap().retain(|p| *p != wal);
+        failing.lock().unwrap().retain(|p| *p != wal);
+        assert!(db.create_trx().unwrap().get(b"failed", false).unwrap().is_none());
         assert_eq!(put(&db, b"after").await, Err(MetaError::OPERATION_FAILED));
         db.close();
         drop(db);
@@ -2301,9 +2283,22 @@ mod tests {
         let db = Database::open(dir.path(), Options::default()).unwrap();
         let tx = db.create_trx().unwrap();
         assert!(tx.get(b"before", false).unwrap().is_some());
-        assert!(tx.get(b"failed", false).unwrap().is_none());
         assert!(tx.get(b"after", false).unwrap().is_none());
         put(&db, b"restarted").await.unwrap();
+        (dir, db)
+    }
+
+    #[tokio::test]
+    async fn a_failed_log_write_stops_commits_until_a_restart() {
+        let (_dir, db) = a_failed_log_stops_commits_until_a_restart(&wal::FAILING).await;
+        // Its record was never written.
+        assert!(db.create_trx().unwrap().get(b"failed", false).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_log_sync_stops_commits_until_a_restart() {
+        // Its record was written, unsynced: the restart may find it or not.
+        a_failed_log_stops_commits_until_a_restart(&wal::FAILING_SYNCS).await;
     }
 
     /// A checkpoint hook that blocks until released (its sender dropped): slow segment syncs.
