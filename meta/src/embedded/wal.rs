@@ -1,6 +1,7 @@
 //! The embedded backend's write-ahead log: one record per committed batch, the batch's final
 //! effect (the ranges it cleared, then every key it wrote with its final value), made durable with
-//! one `fdatasync` before the batch is answered.
+//! an `fdatasync` (by the committer's syncer thread, one for every record written meanwhile)
+//! before the batch is answered.
 //!
 //! Why a log in front of redb: a durable redb commit writes every B-tree page the batch touched,
 //! with the branch pages above them and redb's own allocator pages, and syncs them all. That was
@@ -21,6 +22,9 @@
 //! * A file is written again only once a durable redb commit holds every record in it, so the
 //!   records left in it then, and in the stale part of either file, are never newer than redb's
 //!   durable version.
+//! * The committer switches to the other file only once every record of the one it leaves is
+//!   synced: records are written before they are synced, and a replay, which reads both files,
+//!   must not find a record in one without the records before it in the other.
 //! * A record is valid when its length is in bounds, its CRC-32 matches, and its version is above
 //!   the previous valid record's. Reading stops at the first record that is not: a torn tail, the
 //!   zeros after the end, or a record of an earlier cycle (whose version is lower, because every
