@@ -976,8 +976,11 @@ fn committer(
                     // a checkpoint's syncs can take tens of milliseconds, and commits arriving
                     // meanwhile would wait for them. Its layers keep this timeout coming.
                     current.land_flush(&shared, &mut wal, &mut failed, false);
-                    // Likewise a sync under way: its batches are flushed once it is done.
-                    if current.flusher.in_flight.is_some()
+                    // Likewise a sync under way: its batches are flushed once it is done. After
+                    // a failed sync they never are, and `failed` ends these timeouts.
+                    failed |= current.syncer.failed();
+                    if failed
+                        || current.flusher.in_flight.is_some()
                         || current.syncer.synced() < current.snapshot.version
                     {
                         continue;
