@@ -630,10 +630,29 @@ impl Logged {
     }
 }
 
-/// How far the syncer got: the newest version synced, and whether a sync failed.
+/// How far the syncer got, and the condition the committer waits on for it to get further.
 struct SyncProgress {
-    synced: Mutex<(i64, bool)>,
+    state: Mutex<Synced>,
     changed: Condvar,
+}
+
+#[derive(Clone, Copy)]
+struct Synced {
+    /// The newest version synced.
+    version: i64,
+    /// Whether a sync failed: nothing is synced after that.
+    failed: bool,
+}
+
+impl SyncProgress {
+    fn get(&self) -> Synced {
+        *lock(&self.state)
+    }
+
+    fn set(&self, synced: Synced) {
+        *lock(&self.state) = synced;
+        self.changed.notify_all();
+    }
 }
 
 /// The thread that syncs the log and then publishes and answers the batches it covers, while the
@@ -650,8 +669,10 @@ struct Syncer {
 impl Syncer {
     fn start(files: [wal::SyncHandle; 2], shared: Arc<Shared>, synced: i64) -> MetaResult<Syncer> {
         let (jobs, rx) = mpsc::channel::<Logged>();
-        let progress =
-            Arc::new(SyncProgress { synced: Mutex::new((synced, false)), changed: Condvar::new() });
+        let progress = Arc::new(SyncProgress {
+            state: Mutex::new(Synced { version: synced, failed: false }),
+            changed: Condvar::new(),
+        });
         let thread_progress = Arc::clone(&progress);
         let thread = std::thread::Builder::new()
             .name("meta-syncer".into())
@@ -670,25 +691,25 @@ impl Syncer {
 
     /// The newest version synced.
     fn synced(&self) -> i64 {
-        lock(&self.progress.synced).0
+        self.progress.get().version
     }
 
     fn failed(&self) -> bool {
-        lock(&self.progress.synced).1
+        self.progress.get().failed
     }
 
     /// Waits until every batch up to `version` is synced (and answered); false when a sync
     /// failed.
     fn wait(&self, version: i64) -> bool {
-        let mut state = lock(&self.progress.synced);
-        while !state.1 && state.0 < version {
+        let mut state = lock(&self.progress.state);
+        while !state.failed && state.version < version {
             state = self
                 .progress
                 .changed
                 .wait(state)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
-        !state.1
+        !state.failed
     }
 
     /// Stops the thread once every batch handed over is synced and answered.
@@ -710,44 +731,49 @@ fn syncer(
     shared: &Shared,
     progress: &SyncProgress,
 ) {
-    let mut failed = false;
     while let Ok(first) = rx.recv() {
         let mut batches = vec![first];
         batches.extend(rx.try_iter());
-        if !failed {
-            let mut synced = [false; 2];
-            for file in batches.iter().filter_map(|b| b.file) {
-                if !std::mem::replace(&mut synced[file], true)
-                    && let Err(e) = files[file].sync()
-                {
-                    tracing::error!(error = %e, "metadata log sync failed; commits stop until a restart");
-                    failed = true;
-                    break;
-                }
-            }
+        let mut progress_now = progress.get();
+        if !progress_now.failed
+            && let Err(e) = sync_files(files, batches.iter().filter_map(|b| b.file))
+        {
+            tracing::error!(error = %e, "metadata log sync failed; commits stop until a restart");
+            progress_now.failed = true;
+            progress.set(progress_now);
         }
-        let newest = batches.last().map(|b| Arc::clone(&b.snapshot));
-        if failed {
-            lock(&progress.synced).1 = true;
-            progress.changed.notify_all();
+        if progress_now.failed {
             for b in batches {
                 b.answer_unsynced();
             }
             continue;
         }
-        let Some(newest) = newest else { continue };
+        let Some(newest) = batches.last().map(|b| Arc::clone(&b.snapshot)) else { continue };
         shared.publish(Arc::clone(&newest));
         // After publishing: a watch registered meanwhile saw the new snapshot or is in the table
         // now.
         for written in batches.iter().filter_map(|b| b.written.as_ref()) {
             fire_watches(shared, &newest, written);
         }
-        lock(&progress.synced).0 = newest.version;
-        progress.changed.notify_all();
+        progress.set(Synced { version: newest.version, failed: false });
         for b in batches {
             b.answer_synced();
         }
     }
+}
+
+/// Syncs each of the log files named once.
+fn sync_files(
+    files: &[wal::SyncHandle; 2],
+    named: impl Iterator<Item = usize>,
+) -> std::io::Result<()> {
+    let mut synced = [false; 2];
+    for file in named {
+        if !std::mem::replace(&mut synced[file], true) {
+            files[file].sync()?;
+        }
+    }
+    Ok(())
 }
 
 impl Current {
