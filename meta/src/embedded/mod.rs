@@ -480,6 +480,45 @@ fn apply_writes<'a>(
     Ok(())
 }
 
+/// Writes `pairs` (sorted by key, each key once; `None`: removed) into `kv`. A key that is new
+/// and falls before the next key `kv` already holds goes in through a cursor left in that gap:
+/// consecutive new keys (documents' entries, appended at the end of their subspaces) then cost
+/// one descent of the tree for the whole run instead of one each. Other keys are written one by
+/// one.
+fn apply_sorted(
+    kv: &mut redb::Table<&'static [u8], &'static [u8]>,
+    pairs: &[(&[u8], &Option<Vec<u8>>)],
+) -> Result<(), redb::Error> {
+    let mut i = 0;
+    while let Some(&(first, _)) = pairs.get(i) {
+        let start = i;
+        {
+            let mut cursor = kv.lower_bound_mut(std::ops::Bound::Included(first))?;
+            let next = cursor.peek_next()?.map(|(k, _)| k.value().to_vec());
+            while let Some(&(k, v)) = pairs.get(i) {
+                if next.as_deref().is_some_and(|n| n <= k) {
+                    break;
+                }
+                // A removed key that `kv` does not hold needs nothing.
+                if let Some(v) = v {
+                    cursor.insert_before(k, v.as_slice())?;
+                }
+                i += 1;
+            }
+            cursor.close()?;
+        }
+        if i == start {
+            // The key is the next one `kv` holds, or beyond it.
+            match pairs[i].1 {
+                Some(v) => kv.insert(first, v.as_slice())?,
+                None => kv.remove(first)?,
+            };
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
 /// Writes the layers of `current` into redb in one write transaction, without a sync (the log
 /// holds them), and returns the same version's snapshot with no layers.
 fn flush_layers(db: &redb::Database, current: &Snapshot) -> MetaResult<Snapshot> {
@@ -487,9 +526,19 @@ fn flush_layers(db: &redb::Database, current: &Snapshot) -> MetaResult<Snapshot>
     w.set_durability(redb::Durability::None).map_err(storage)?;
     {
         let mut kv = w.open_table(KV).map_err(storage)?;
-        // In log order, as `replay` applies the same records.
-        for layer in &current.layers {
-            apply_writes(&mut kv, &layer.ranges, layer.keys.iter()).map_err(storage)?;
+        if current.layers.iter().all(|l| l.ranges.is_empty()) {
+            // Without cleared ranges only each key's newest value counts, so the layers go in
+            // as one sorted pass (see `apply_sorted`).
+            let mut merged: BTreeMap<&[u8], &Option<Vec<u8>>> = BTreeMap::new();
+            for layer in &current.layers {
+                merged.extend(layer.keys.iter().map(|(k, v)| (k.as_slice(), v)));
+            }
+            apply_sorted(&mut kv, &merged.into_iter().collect::<Vec<_>>()).map_err(storage)?;
+        } else {
+            // In log order, as `replay` applies the same records.
+            for layer in &current.layers {
+                apply_writes(&mut kv, &layer.ranges, layer.keys.iter()).map_err(storage)?;
+            }
         }
         let mut state = w.open_table(STATE).map_err(storage)?;
         state.insert(LAST_VERSION, current.version).map_err(storage)?;
@@ -2144,6 +2193,61 @@ mod tests {
             if reverse { Box::new(range.rev()) } else { Box::new(range) };
         let n = if limit == 0 { usize::MAX } else { limit };
         all.take(n).map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// `apply_sorted` leaves redb holding what writing each pair alone would: new keys before,
+    /// between and after the keys it held (runs through one cursor), keys it held given new
+    /// values or removed, and removals of keys it never held.
+    #[test]
+    fn sorted_writes_into_redb_match_writes_one_by_one() {
+        const T: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("t");
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut model = Model::new();
+        for round in 0..300u64 {
+            let key = |rng: &mut Rng| {
+                let n = rng.below(400);
+                format!("k{n:03}").into_bytes()
+            };
+            let mut pairs: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+            for _ in 0..rng.below(60) {
+                let k = key(&mut rng);
+                let v = (rng.below(4) > 0).then(|| round.to_le_bytes().to_vec());
+                pairs.insert(k, v);
+            }
+            // Runs of consecutive new keys, as appends make them.
+            let from = rng.below(390);
+            for n in from..from + rng.below(10) {
+                pairs.insert(format!("k{n:03}").into_bytes(), Some(vec![1]));
+            }
+            let w = db.begin_write().unwrap();
+            {
+                let mut kv = w.open_table(T).unwrap();
+                let sorted: Vec<(&[u8], &Option<Vec<u8>>)> =
+                    pairs.iter().map(|(k, v)| (k.as_slice(), v)).collect();
+                apply_sorted(&mut kv, &sorted).unwrap();
+            }
+            w.commit().unwrap();
+            for (k, v) in pairs {
+                match v {
+                    Some(v) => model.insert(k, v),
+                    None => model.remove(&k),
+                };
+            }
+            let r = db.begin_read().unwrap();
+            let table = r.open_table(T).unwrap();
+            let held: Model = table
+                .iter()
+                .unwrap()
+                .map(|e| {
+                    let (k, v) = e.unwrap();
+                    (k.value().to_vec(), v.value().to_vec())
+                })
+                .collect();
+            assert_eq!(held, model, "round {round}");
+        }
+        assert!(model.len() > 100, "the table filled up: {}", model.len());
     }
 
     /// Commits that leave their writes in layers over redb, written into it at varying points
