@@ -85,6 +85,13 @@ pub const DEFAULT_WAL_BYTES: u64 = 16 << 20;
 /// restart replays them all; one durable redb commit every 10 s costs next to nothing.
 pub const DEFAULT_CHECKPOINT_AFTER: Duration = Duration::from_secs(10);
 
+/// Default of `Options::cache_bytes`: redb's own default, set here so that it shows. redb keeps
+/// the pages it reads and writes in this cache, so a busy member's memory grows with its metadata
+/// up to this bound: about 0.4 KB per inserted 1 KiB document (426 MB of resident memory after a
+/// million single-document inserts, docs/benchmarks.md, eighteenth session), which keeps the
+/// indexes of recent documents in memory for the queries that read them.
+pub const DEFAULT_CACHE_BYTES: usize = 1 << 30;
+
 /// Options of an embedded database.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -95,6 +102,8 @@ pub struct Options {
     pub wal_bytes: u64,
     /// Longest time a logged commit waits for a checkpoint.
     pub checkpoint_after: Duration,
+    /// Most bytes of redb pages kept in memory.
+    pub cache_bytes: usize,
 }
 
 impl Default for Options {
@@ -104,6 +113,7 @@ impl Default for Options {
             max_watches: limits::MAX_WATCHES,
             wal_bytes: DEFAULT_WAL_BYTES,
             checkpoint_after: DEFAULT_CHECKPOINT_AFTER,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -359,7 +369,10 @@ impl Database {
     /// holds it; the cause is logged.
     pub fn open(dir: &Path, options: Options) -> MetaResult<Database> {
         std::fs::create_dir_all(dir).map_err(storage)?;
-        let db = redb::Database::create(dir.join("meta.redb")).map_err(storage)?;
+        let db = redb::Builder::new()
+            .set_cache_size(options.cache_bytes)
+            .create(dir.join("meta.redb"))
+            .map_err(storage)?;
         let mut last_version = 0;
         {
             let w = db.begin_write().map_err(storage)?;
@@ -508,7 +521,7 @@ fn apply_sorted(
             cursor.close()?;
         }
         if i == start {
-            // The key is the next one `kv` holds, or beyond it.
+            // `kv` holds the key (the cursor's gap is before the first key not below it).
             match pairs[i].1 {
                 Some(v) => kv.insert(first, v.as_slice())?,
                 None => kv.remove(first)?,
