@@ -88,8 +88,8 @@ pub const DEFAULT_CHECKPOINT_AFTER: Duration = Duration::from_secs(10);
 /// Default of `Options::cache_bytes`: redb's own default, set here so that it shows. redb keeps
 /// the pages it reads and writes in this cache, so a busy member's memory grows with its metadata
 /// up to this bound: about 0.4 KB per inserted 1 KiB document (426 MB of resident memory after a
-/// million single-document inserts, docs/benchmarks.md, eighteenth session), which keeps the
-/// indexes of recent documents in memory for the queries that read them.
+/// million single-document inserts, docs/benchmarks.md, eighteenth session); reads of recently
+/// written metadata find it there instead of in the file.
 pub const DEFAULT_CACHE_BYTES: usize = 1 << 30;
 
 /// Options of an embedded database.
