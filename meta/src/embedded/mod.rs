@@ -493,40 +493,38 @@ fn apply_writes<'a>(
     Ok(())
 }
 
-/// Writes `pairs` (sorted by key, each key once; `None`: removed) into `kv`. A key that is new
+/// Writes `pairs` (in key order, each key once; `None`: removed) into `kv`. A key that is new
 /// and falls before the next key `kv` already holds goes in through a cursor left in that gap:
 /// consecutive new keys (documents' entries, appended at the end of their subspaces) then cost
 /// one descent of the tree for the whole run instead of one each. Other keys are written one by
 /// one.
-fn apply_sorted(
+fn apply_sorted<'a>(
     kv: &mut redb::Table<&'static [u8], &'static [u8]>,
-    pairs: &[(&[u8], &Option<Vec<u8>>)],
+    pairs: impl Iterator<Item = (&'a [u8], &'a Option<Vec<u8>>)>,
 ) -> Result<(), redb::Error> {
-    let mut i = 0;
-    while let Some(&(first, _)) = pairs.get(i) {
-        let start = i;
+    let mut pairs = pairs.peekable();
+    while let Some(&(first, value)) = pairs.peek() {
+        let mut took = false;
         {
             let mut cursor = kv.lower_bound_mut(std::ops::Bound::Included(first))?;
             let next = cursor.peek_next()?.map(|(k, _)| k.value().to_vec());
-            while let Some(&(k, v)) = pairs.get(i) {
-                if next.as_deref().is_some_and(|n| n <= k) {
-                    break;
-                }
+            while let Some((k, v)) = pairs.next_if(|(k, _)| next.as_deref().is_none_or(|n| n > *k))
+            {
                 // A removed key that `kv` does not hold needs nothing.
                 if let Some(v) = v {
                     cursor.insert_before(k, v.as_slice())?;
                 }
-                i += 1;
+                took = true;
             }
             cursor.close()?;
         }
-        if i == start {
+        if !took {
             // `kv` holds the key (the cursor's gap is before the first key not below it).
-            match pairs[i].1 {
+            pairs.next();
+            match value {
                 Some(v) => kv.insert(first, v.as_slice())?,
                 None => kv.remove(first)?,
             };
-            i += 1;
         }
     }
     Ok(())
@@ -546,7 +544,7 @@ fn flush_layers(db: &redb::Database, current: &Snapshot) -> MetaResult<Snapshot>
             for layer in &current.layers {
                 merged.extend(layer.keys.iter().map(|(k, v)| (k.as_slice(), v)));
             }
-            apply_sorted(&mut kv, &merged.into_iter().collect::<Vec<_>>()).map_err(storage)?;
+            apply_sorted(&mut kv, merged.into_iter()).map_err(storage)?;
         } else {
             // In log order, as `replay` applies the same records.
             for layer in &current.layers {
@@ -2237,9 +2235,7 @@ mod tests {
             let w = db.begin_write().unwrap();
             {
                 let mut kv = w.open_table(T).unwrap();
-                let sorted: Vec<(&[u8], &Option<Vec<u8>>)> =
-                    pairs.iter().map(|(k, v)| (k.as_slice(), v)).collect();
-                apply_sorted(&mut kv, &sorted).unwrap();
+                apply_sorted(&mut kv, pairs.iter().map(|(k, v)| (k.as_slice(), v))).unwrap();
             }
             w.commit().unwrap();
             for (k, v) in pairs {
