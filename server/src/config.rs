@@ -141,6 +141,9 @@ impl Default for ClusterConfig {
     }
 }
 
+/// The largest `meta.warm_syncs_us`: one second.
+const MAX_WARM_SYNCS_US: u64 = 1_000_000;
+
 /// Where the metadata store lives.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -152,6 +155,10 @@ pub struct MetaConfig {
     pub path: String,
     /// FoundationDB cluster file; empty means the client's default.
     pub cluster_file: String,
+    /// How long, in microseconds, the embedded store's log syncer goes on syncing after the last
+    /// commit before it sleeps (`kronotop_meta::embedded::Options::warm_syncs_for`); 0 sleeps at
+    /// once.
+    pub warm_syncs_us: u64,
 }
 
 impl Default for MetaConfig {
@@ -160,6 +167,10 @@ impl Default for MetaConfig {
             backend: "embedded".to_owned(),
             path: String::new(),
             cluster_file: String::new(),
+            warm_syncs_us: u64::try_from(
+                kronotop_meta::embedded::DEFAULT_WARM_SYNCS_FOR.as_micros(),
+            )
+            .unwrap_or(u64::MAX),
         }
     }
 }
@@ -527,6 +538,12 @@ impl Config {
             matches!(self.meta.backend.as_str(), "embedded" | "foundationdb"),
             "meta.backend must be embedded or foundationdb",
         )?;
+        // A syncer that syncs for a whole second after every commit is a misconfiguration, not
+        // a tuning: the gaps it bridges are fractions of a millisecond.
+        check(
+            self.meta.warm_syncs_us <= MAX_WARM_SYNCS_US,
+            "meta.warm_syncs_us must be at most 1000000",
+        )?;
         check(!self.default_namespace.is_empty(), "default_namespace must not be empty")?;
         for (name, listener) in [("client", &self.network.client), ("admin", &self.network.admin)] {
             check(
@@ -709,6 +726,7 @@ mod tests {
         assert_eq!(c.server.proto_max_bulk_len, 512 * 1024 * 1024);
         assert_eq!(c.cluster.name, "development");
         assert_eq!(c.session_attributes.limit, 100);
+        assert_eq!(c.meta.warm_syncs_us, 500);
     }
 
     #[test]
@@ -763,6 +781,14 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("maxclients must be at least 1"), "{err}");
+        let err = Config::load(
+            None,
+            vec![],
+            &Overrides { set: vec!["meta.warm_syncs_us=1000001".into()], ..Overrides::default() },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("meta.warm_syncs_us must be at most 1000000"), "{err}");
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("k.toml");
         std::fs::write(&file, "[server]\nmaxclient = 5\n").unwrap();

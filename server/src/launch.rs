@@ -73,14 +73,16 @@ pub fn open_meta(config: &Config) -> anyhow::Result<Database> {
         "foundationdb" => open_foundationdb(config),
         _ => {
             let path = meta_path(config);
-            Database::open_embedded(&path, kronotop_meta::embedded::Options::default()).map_err(
-                |e| {
-                    anyhow::anyhow!(
-                        "cannot open the metadata store in {}: {e} (is another kronotop using it?)",
-                        path.display()
-                    )
-                },
-            )
+            let options = kronotop_meta::embedded::Options {
+                warm_syncs_for: std::time::Duration::from_micros(config.meta.warm_syncs_us),
+                ..kronotop_meta::embedded::Options::default()
+            };
+            Database::open_embedded(&path, options).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open the metadata store in {}: {e} (is another kronotop using it?)",
+                    path.display()
+                )
+            })
         }
     }
 }

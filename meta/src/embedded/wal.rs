@@ -260,6 +260,11 @@ impl SyncHandle {
     pub(super) fn sync(&self) -> std::io::Result<()> {
         #[cfg(test)]
         {
+            if let Ok(mut counted) = COUNTED_SYNCS.lock()
+                && let Some((_, n)) = counted.iter_mut().find(|(p, _)| *p == self.path)
+            {
+                *n += 1;
+            }
             while BLOCKED_SYNCS.lock().is_ok_and(|b| b.contains(&self.path)) {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
@@ -278,6 +283,11 @@ pub(super) static FAILING_SYNCS: std::sync::Mutex<Vec<std::path::PathBuf>> =
     std::sync::Mutex::new(Vec::new());
 #[cfg(test)]
 pub(super) static BLOCKED_SYNCS: std::sync::Mutex<Vec<std::path::PathBuf>> =
+    std::sync::Mutex::new(Vec::new());
+/// Log files whose syncs are counted (attempts, failed ones included), for the tests of when the
+/// syncer syncs.
+#[cfg(test)]
+pub(super) static COUNTED_SYNCS: std::sync::Mutex<Vec<(std::path::PathBuf, usize)>> =
     std::sync::Mutex::new(Vec::new());
 
 /// The second log file's path: the first one's with `.1` after it.
