@@ -141,7 +141,9 @@ impl Default for ClusterConfig {
     }
 }
 
-/// The largest `meta.warm_syncs_us`: one second.
+/// The largest `meta.warm_syncs_us`, one second: the gaps between commits that warm syncs bridge
+/// are fractions of a millisecond, and a syncer syncing for seconds after every commit is a
+/// misconfiguration rather than a tuning.
 const MAX_WARM_SYNCS_US: u64 = 1_000_000;
 
 /// Where the metadata store lives.
@@ -538,8 +540,6 @@ impl Config {
             matches!(self.meta.backend.as_str(), "embedded" | "foundationdb"),
             "meta.backend must be embedded or foundationdb",
         )?;
-        // A syncer that syncs for a whole second after every commit is a misconfiguration, not
-        // a tuning: the gaps it bridges are fractions of a millisecond.
         check(
             self.meta.warm_syncs_us <= MAX_WARM_SYNCS_US,
             "meta.warm_syncs_us must be at most 1000000",

@@ -260,15 +260,17 @@ impl SyncHandle {
     pub(super) fn sync(&self) -> std::io::Result<()> {
         #[cfg(test)]
         {
+            let failing = FAILING_SYNCS.lock().is_ok_and(|f| f.contains(&self.path));
             if let Ok(mut counted) = COUNTED_SYNCS.lock()
-                && let Some((_, n)) = counted.iter_mut().find(|(p, _)| *p == self.path)
+                && let Some(c) = counted.iter_mut().find(|c| c.path == self.path)
             {
-                *n += 1;
+                c.tried += 1;
+                c.failed += usize::from(failing);
             }
             while BLOCKED_SYNCS.lock().is_ok_and(|b| b.contains(&self.path)) {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
-            if FAILING_SYNCS.lock().is_ok_and(|f| f.contains(&self.path)) {
+            if failing {
                 return Err(std::io::Error::other("injected log sync failure"));
             }
         }
@@ -284,11 +286,20 @@ pub(super) static FAILING_SYNCS: std::sync::Mutex<Vec<std::path::PathBuf>> =
 #[cfg(test)]
 pub(super) static BLOCKED_SYNCS: std::sync::Mutex<Vec<std::path::PathBuf>> =
     std::sync::Mutex::new(Vec::new());
-/// Log files whose syncs are counted (attempts, failed ones included), for the tests of when the
-/// syncer syncs.
+/// Log files whose syncs are counted, for the tests of when the syncer syncs.
 #[cfg(test)]
-pub(super) static COUNTED_SYNCS: std::sync::Mutex<Vec<(std::path::PathBuf, usize)>> =
+pub(super) static COUNTED_SYNCS: std::sync::Mutex<Vec<SyncCount>> =
     std::sync::Mutex::new(Vec::new());
+
+/// The syncs of one log file: those tried, and among them those failed through `FAILING_SYNCS`
+/// (a sync fails when the file is listed there as it starts).
+#[cfg(test)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SyncCount {
+    pub path: std::path::PathBuf,
+    pub tried: usize,
+    pub failed: usize,
+}
 
 /// The second log file's path: the first one's with `.1` after it.
 fn second_path(path: &Path) -> std::path::PathBuf {
