@@ -44,11 +44,14 @@ const GROUP_BYTES: usize = 15 * 1024;
 /// each commit, and the committer idles while the next group is built. When the metadata store's
 /// committer synced each batch itself, more than two only made smaller groups (with 50 clients
 /// inserting 1 KiB documents, two alternating runs gave 17.4k and 19.1k inserts/s at 2, 18.6k and
-/// 16.5k at 4, 17.8k and 14.6k at 8). Now that its syncer syncs while the committer logs the next
-/// batches, more groups in flight share each sync: five alternating runs each (docs/benchmarks.md,
-/// seventeenth session) gave medians of 35.5k at 2, 40.6k at 8 and 41.2k at 16; at 8 a group
-/// holds about 4.3 commands, against 12 at 2.
-const MAX_IN_FLIGHT: usize = 8;
+/// 16.5k at 4, 17.8k and 14.6k at 8). Once its syncer synced while the committer logged the next
+/// batches, more groups in flight shared each sync (seventeenth session: medians of 35.5k at 2,
+/// 40.6k at 8 and 41.2k at 16). Now that the syncer keeps syncing between batches (warm syncs, so
+/// a sync costs a fraction of what it did), the cost of each group is what counts again, and fewer,
+/// larger groups win: three alternating runs each (docs/benchmarks.md, nineteenth session) gave
+/// 57.3k–62.7k at 8, 64.4k–68.3k at 4, 64.0k–71.7k at 3, 70.0k–73.8k at 2 (six runs) and
+/// 61.8k–72.5k at 1.
+const MAX_IN_FLIGHT: usize = 2;
 
 /// Times an auto-commit insert is run when its commit conflicts: a conflict means another write
 /// changed what this one read (a unique index's value, the bucket's metadata), and running it
