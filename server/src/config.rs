@@ -773,22 +773,14 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("expects an integer"), "{err}");
-        let err = Config::load(
-            None,
-            vec![],
-            &Overrides { set: vec!["server.maxclients=0".into()], ..Overrides::default() },
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("maxclients must be at least 1"), "{err}");
-        let err = Config::load(
-            None,
-            vec![],
-            &Overrides { set: vec!["meta.warm_syncs_us=1000001".into()], ..Overrides::default() },
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("meta.warm_syncs_us must be at most 1000000"), "{err}");
+        for (set, expected) in [
+            ("server.maxclients=0", "maxclients must be at least 1"),
+            ("meta.warm_syncs_us=1000001", "meta.warm_syncs_us must be at most 1000000"),
+        ] {
+            let overrides = Overrides { set: vec![set.into()], ..Overrides::default() };
+            let err = Config::load(None, vec![], &overrides).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("k.toml");
         std::fs::write(&file, "[server]\nmaxclient = 5\n").unwrap();

@@ -2470,16 +2470,22 @@ mod tests {
         failing.lock().unwrap().retain(|p| *p != wal);
         assert!(db.create_trx().unwrap().get(b"failed", false).unwrap().is_none());
         assert_eq!(put(&db, b"after").await, Err(MetaError::OPERATION_FAILED));
+        let db = restart_after_failure(db, dir.path()).await;
+        (dir, db)
+    }
+
+    /// Closes `db` and opens its files again: what committed before the failure ("before") comes
+    /// back from the log, as no checkpoint was made at close, nothing after it ("after") does, and
+    /// commits work again.
+    async fn restart_after_failure(db: Database, dir: &Path) -> Database {
         db.close();
         drop(db);
-
-        // No checkpoint was made at close, so "before" comes back from the log.
-        let db = Database::open(dir.path(), Options::default()).unwrap();
+        let db = Database::open(dir, Options::default()).unwrap();
         let tx = db.create_trx().unwrap();
         assert!(tx.get(b"before", false).unwrap().is_some());
         assert!(tx.get(b"after", false).unwrap().is_none());
         put(&db, b"restarted").await.unwrap();
-        (dir, db)
+        db
     }
 
     #[tokio::test]
@@ -2576,13 +2582,7 @@ mod tests {
         assert_eq!(put(&db, b"again").await, Err(MetaError::OPERATION_FAILED));
         // And the failed syncer stopped syncing.
         assert_eq!(sync_count(&wal), failed);
-        db.close();
-        drop(db);
-        let db = Database::open(dir.path(), Options::default()).unwrap();
-        let tx = db.create_trx().unwrap();
-        assert!(tx.get(b"before", false).unwrap().is_some());
-        assert!(tx.get(b"after", false).unwrap().is_none());
-        put(&db, b"restarted").await.unwrap();
+        restart_after_failure(db, dir.path()).await;
     }
 
     /// A checkpoint hook that blocks until released (its sender dropped): slow segment syncs.
