@@ -2532,8 +2532,9 @@ mod tests {
         put(&db, b"k").await.unwrap();
         tokio::time::sleep(Duration::from_millis(150)).await;
         let warm = syncs_of(&wal);
-        // The batch's own sync, then syncs with nothing new while the window lasts.
-        assert!(warm >= idle + 3, "{warm} syncs after {idle}");
+        // The batch's own sync, then syncs with nothing new while the window lasts (without them
+        // the count goes up by one, as the next test shows).
+        assert!(warm >= idle + 2, "{warm} syncs after {idle}");
         tokio::time::sleep(Duration::from_millis(600)).await;
         let after = syncs_of(&wal);
         tokio::time::sleep(Duration::from_millis(200)).await;
