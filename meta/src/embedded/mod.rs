@@ -728,6 +728,12 @@ impl SyncProgress {
         *lock(&self.state) = synced;
         self.changed.notify_all();
     }
+
+    /// Records a failed sync: nothing is synced after it, and commits stop until a restart.
+    fn fail(&self, e: &std::io::Error) {
+        tracing::error!(error = %e, "metadata log sync failed; commits stop until a restart");
+        self.set(Synced { failed: true, ..self.get() });
+    }
 }
 
 /// The thread that syncs the log and then publishes and answers the batches it covers, while the
@@ -806,24 +812,22 @@ fn syncer(
     shared: &Shared,
     progress: &SyncProgress,
 ) {
-    let mut last_batch = std::time::Instant::now();
+    // No warm syncs at start-up: they follow batches.
+    let mut last_batch = None;
     let mut last_file = 0;
     while let Some(first) = next_batch(&files[last_file], rx, shared, progress, last_batch) {
-        last_batch = std::time::Instant::now();
+        last_batch = Some(std::time::Instant::now());
         let mut batches = vec![first];
         batches.extend(rx.try_iter());
         if let Some(file) = batches.iter().rev().find_map(|b| b.file) {
             last_file = file;
         }
-        let mut progress_now = progress.get();
-        if !progress_now.failed
+        if !progress.get().failed
             && let Err(e) = sync_files(files, batches.iter().filter_map(|b| b.file))
         {
-            tracing::error!(error = %e, "metadata log sync failed; commits stop until a restart");
-            progress_now.failed = true;
-            progress.set(progress_now);
+            progress.fail(&e);
         }
-        if progress_now.failed {
+        if progress.get().failed {
             for b in batches {
                 b.answer_unsynced();
             }
@@ -844,7 +848,7 @@ fn syncer(
 }
 
 /// Waits for the next logged batch; `None` once the committer is gone. Until
-/// `Options::warm_syncs_for` has passed since `last_batch`, it syncs `file` (the log file written
+/// `Options::warm_syncs_for` has passed since `last_batch` (if any), it syncs `file` (the log file written
 /// last) again and again meanwhile, instead of sleeping. A failed sync fails like one of a batch:
 /// the error may have been about a record written but not handed over yet, and a later sync would
 /// not report it again.
@@ -853,7 +857,7 @@ fn next_batch(
     rx: &mpsc::Receiver<Logged>,
     shared: &Shared,
     progress: &SyncProgress,
-    last_batch: std::time::Instant,
+    last_batch: Option<std::time::Instant>,
 ) -> Option<Logged> {
     loop {
         match rx.try_recv() {
@@ -861,12 +865,12 @@ fn next_batch(
             Err(mpsc::TryRecvError::Disconnected) => return None,
             Err(mpsc::TryRecvError::Empty) => {}
         }
-        if last_batch.elapsed() >= shared.options.warm_syncs_for || progress.get().failed {
+        let warm = last_batch.is_some_and(|t| t.elapsed() < shared.options.warm_syncs_for);
+        if !warm || progress.get().failed {
             return rx.recv().ok();
         }
         if let Err(e) = file.sync() {
-            tracing::error!(error = %e, "metadata log sync failed; commits stop until a restart");
-            progress.set(Synced { failed: true, ..progress.get() });
+            progress.fail(&e);
         }
     }
 }
@@ -2524,7 +2528,7 @@ mod tests {
     async fn the_syncer_goes_on_syncing_for_a_while_after_a_commit_then_sleeps() {
         let dir = tempfile::tempdir().unwrap();
         let (db, wal) = counted(dir.path(), Duration::from_millis(300));
-        // The window that opening starts ends first.
+        // Opening may commit (the stored version); its window ends first.
         tokio::time::sleep(Duration::from_millis(600)).await;
         let idle = syncs_of(&wal);
         tokio::time::sleep(Duration::from_millis(200)).await;
